@@ -1,0 +1,203 @@
+"""Profile identity: email, phone number (E.164) and external id.
+
+SPEC §3.2: emails are trimmed, lower-cased and checked for a plausible form; phone numbers are
+normalised to E.164 with ``phonenumbers``. Nothing garbled is ever sent: an invalid email rejects
+the record; an invalid phone is dropped with a warning when another identifier remains, and
+rejects the record when it is the only one.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import phonenumbers
+
+__all__ = [
+    "Identity",
+    "Rejection",
+    "normalise_email",
+    "normalise_external_id",
+    "normalise_phone",
+    "resolve_identity",
+]
+
+
+class Rejection(Exception):  # noqa: N818 (the name other modules use)
+    """A record that cannot be loaded; ``reason`` is one line the user can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short, single-line, quoted rendering of a value for a rejection reason."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return repr(text)
+
+
+# A plausible address: one @, a non-empty local part, a dotted domain without empty labels, no
+# whitespace, control characters or the delimiters that show several addresses glued together.
+_BAD = r"\s\x00-\x1f\x7f@,;:<>()\[\]\\\""
+_EMAIL_RE = re.compile(rf"[^{_BAD}]{{1,64}}@(?:[^{_BAD}.]+\.)+[^{_BAD}.]+")
+MAX_EMAIL_LENGTH = 254
+
+
+def normalise_email(value: Any) -> str:
+    """Trim and lower-case an email; raise Rejection unless it has a plausible form."""
+    if isinstance(value, str):
+        email = value.strip().lower()
+        if len(email) <= MAX_EMAIL_LENGTH and _EMAIL_RE.fullmatch(email):
+            return email
+    raise Rejection(f"email {show(value)} is not a valid address")
+
+
+_E164_RE = re.compile(r"\+[1-9]\d{6,14}")
+_PHONE_FORMAT = phonenumbers.PhoneNumberFormat.E164
+
+
+def _phone_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value) if value > 0 else None
+    if isinstance(value, Decimal):
+        if value.is_finite() and value > 0 and value == value.to_integral_value():
+            return str(int(value))
+        return None
+    return None
+
+
+def _try_parse(text: str, region: str | None) -> str | None:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, _PHONE_FORMAT)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_phone(text: str, region: str | None) -> str | None:
+    """E.164 form of ``text`` or None. Cached: parsing is the costly part of identity."""
+    result = _try_parse(text, region)
+    if result is not None:
+        return result
+    # "00" is the international call prefix in most of the world; phonenumbers only knows it
+    # when the default region uses it. The result must still be a valid number.
+    digits = text.lstrip()
+    if digits.startswith("00") and len(digits) > 2:
+        return _try_parse("+" + digits[2:], region)
+    return None
+
+
+def normalise_phone(value: Any, default_region: str | None) -> str:
+    """E.164 form of a phone number (str, int or integral Decimal); raise Rejection otherwise.
+
+    Numbers without a ``+country`` prefix need ``default_region`` (ISO 3166-1 alpha-2).
+    """
+    region = default_region.upper() if default_region else None
+    text = _phone_text(value)
+    if text:
+        if _E164_RE.fullmatch(text):
+            result = _parse_phone(text, None)
+        else:
+            result = _parse_phone(text, region)
+        if result is not None:
+            return result
+        if region is None and not text.startswith(("+", "00")):
+            raise Rejection(
+                f"phone_number {show(value)} is not a valid number "
+                "(no +country and no default_phone_region)"
+            )
+    raise Rejection(f"phone_number {show(value)} is not a valid number")
+
+
+def normalise_external_id(value: Any) -> str | None:
+    """``external_id`` as a string: trimmed (empty is None); integers as their digits."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool):
+        raise Rejection(f"external_id {show(value)} is not an identifier")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise Rejection(f"external_id {show(value)} is not an identifier")
+        if value == value.to_integral_value():
+            return str(int(value))
+        return str(value.normalize())
+    if isinstance(value, (dict, list, tuple, set)):
+        raise Rejection(f"external_id {show(value)} must be a single value, not a collection")
+    return str(value).strip() or None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The normalised identifiers of one profile."""
+
+    email: str | None = None
+    phone_number: str | None = None
+    external_id: str | None = None
+
+    def key(self) -> str:
+        """Within-batch dedupe key: the strongest identifier present."""
+        if self.email is not None:
+            return "email:" + self.email
+        if self.phone_number is not None:
+            return "phone:" + self.phone_number
+        return "external_id:" + str(self.external_id)
+
+    def as_attributes(self) -> dict[str, str]:
+        """The identifiers present, as Klaviyo profile attributes."""
+        attributes: dict[str, str] = {}
+        if self.email is not None:
+            attributes["email"] = self.email
+        if self.phone_number is not None:
+            attributes["phone_number"] = self.phone_number
+        if self.external_id is not None:
+            attributes["external_id"] = self.external_id
+        return attributes
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+NO_IDENTIFIER = "no usable identifier (email, phone_number or external_id)"
+
+
+def resolve_identity(
+    email: Any, phone: Any, external_id: Any, default_region: str | None
+) -> tuple[Identity, list[str]]:
+    """Normalise a record's identifiers (SPEC §3.2); returns the identity and any warnings.
+
+    Blank values (None, empty or whitespace strings) count as absent. An invalid email is a
+    Rejection; an invalid phone is dropped with a warning when an email or external_id remains,
+    and is a Rejection when it would be the only identifier.
+    """
+    warnings: list[str] = []
+    email_out = None if _blank(email) else normalise_email(email)
+    external_out = normalise_external_id(external_id)
+    phone_out = None
+    if not _blank(phone):
+        try:
+            phone_out = normalise_phone(phone, default_region)
+        except Rejection as rejection:
+            if email_out is None and external_out is None:
+                raise
+            warnings.append(f"phone_number dropped: {rejection.reason}")
+    if email_out is None and phone_out is None and external_out is None:
+        raise Rejection(NO_IDENTIFIER)
+    return Identity(email_out, phone_out, external_out), warnings

@@ -1,0 +1,346 @@
+"""Map a record to a Klaviyo profile resource (profile and list streams, and event profiles).
+
+The column plan (which source column goes to which Klaviyo attribute, and which columns are
+custom properties) is computed once per stream; :meth:`ProfileMapper.map` then only reads values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identity
+from target_klaviyo.mapping.values import encoded_size, to_json
+from target_klaviyo.settings import LOCATION_FIELDS, TOP_LEVEL_FIELDS, StreamMapping
+
+__all__ = [
+    "MAX_ARRAY_ITEMS",
+    "MAX_NESTING",
+    "MAX_PROFILE_BYTES",
+    "MAX_STRING_BYTES",
+    "STANDARD_COLUMNS",
+    "MappedProfile",
+    "ProfileMapper",
+    "PropertyPlan",
+    "check_value",
+    "is_metadata_column",
+    "standard_columns",
+]
+
+# Klaviyo limits (SPEC §3.3, klaviyo-api.md §7.4), stricter decimal reading of "KB".
+MAX_PROFILE_BYTES = 100_000
+MAX_STRING_BYTES = 100_000
+MAX_NESTING = 10
+MAX_ARRAY_ITEMS = 4_000
+
+# Source column name -> the standard Klaviyo path it maps to without being listed.
+STANDARD_COLUMNS: dict[str, str] = {name: name for name in TOP_LEVEL_FIELDS} | {
+    name: f"location.{name}" for name in LOCATION_FIELDS
+}
+_NUMERIC_LOCATION = frozenset({"latitude", "longitude"})
+_PROPERTIES_PREFIX = "properties."
+
+
+def is_metadata_column(column: str) -> bool:
+    """Singer metadata columns (``_sdc_*``) are never sent as properties."""
+    return column.startswith("_sdc_")
+
+
+def standard_columns(
+    fields: Mapping[str, str], exclude: Collection[str], reserved: Collection[str] = ()
+) -> dict[str, str]:
+    """Klaviyo standard path -> source column, for the standard fields a stream sends.
+
+    Explicit ``fields`` entries win. A column named like a standard field maps to it unless
+    ``fields`` maps that Klaviyo field from another column, the column is excluded, or the column
+    is already used by ``fields`` (or ``reserved``) for something else. Excluded source columns
+    are never sent, even when listed in ``fields``.
+    """
+    plan = {
+        path: column
+        for path, column in fields.items()
+        if not path.startswith(_PROPERTIES_PREFIX) and column not in exclude
+    }
+    used = set(fields.values()) | set(reserved)
+    for column, path in STANDARD_COLUMNS.items():
+        if path in fields or column in exclude or column in used:
+            continue
+        plan[path] = column
+    return plan
+
+
+def _too_long(text: str) -> bool:
+    # A character is 1 to 4 UTF-8 bytes: only measure when the length is ambiguous.
+    length = len(text)
+    if length <= MAX_STRING_BYTES // 4:
+        return False
+    return (
+        length > MAX_STRING_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES
+    )
+
+
+def _check_nested(value: Any, column: str, depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise Rejection(
+            f"column {column!r} is nested deeper than Klaviyo's limit of {MAX_NESTING} levels"
+        )
+    if type(value) is dict:
+        items: Iterable[Any] = value.values()
+        for key in value:
+            if _too_long(key):
+                raise Rejection(
+                    f"column {column!r} has a key over Klaviyo's 100 KB "
+                    f"({MAX_STRING_BYTES:,} bytes) string limit"
+                )
+    else:
+        if len(value) > MAX_ARRAY_ITEMS:
+            raise Rejection(
+                f"column {column!r} has an array of {len(value):,} items, over Klaviyo's limit "
+                f"of {MAX_ARRAY_ITEMS:,} items per array"
+            )
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if _too_long(item):
+                raise Rejection(
+                    f"column {column!r} holds a string over Klaviyo's 100 KB "
+                    f"({MAX_STRING_BYTES:,} bytes) string limit"
+                )
+        elif kind is dict or kind is list:
+            _check_nested(item, column, depth + 1)
+
+
+def check_value(value: Any, column: str) -> None:
+    """Raise Rejection when a JSON-safe value breaks Klaviyo's string, nesting or array limits."""
+    kind = type(value)
+    if kind is str:
+        if _too_long(value):
+            raise Rejection(
+                f"column {column!r} is a string over Klaviyo's 100 KB "
+                f"({MAX_STRING_BYTES:,} bytes) limit"
+            )
+    elif kind is dict or kind is list:
+        _check_nested(value, column, 1)
+
+
+class PropertyPlan:
+    """Which columns of a record become custom properties, and under which names.
+
+    ``properties`` is ``"all"`` (every column that is not in ``skip``, not excluded and not
+    ``_sdc_*``; columns absent from the schema included), a list of columns, or ``[]``.
+    ``renames`` (property name -> column) are always sent, after the others.
+    """
+
+    __slots__ = ("_all", "_listed", "_route", "_skip", "renames")
+
+    _ROUTE_LIMIT = 10_000
+
+    def __init__(
+        self,
+        properties: str | Collection[str],
+        schema_properties: Iterable[str],
+        skip: Collection[str],
+        exclude: Collection[str],
+        renames: Mapping[str, str],
+    ) -> None:
+        self.renames: tuple[tuple[str, str], ...] = tuple(
+            (name, column) for name, column in renames.items() if column not in exclude
+        )
+        self._all = properties == "all"
+        self._skip = frozenset(skip) | frozenset(exclude) | {c for _, c in self.renames}
+        self._route: dict[str, bool] = {}
+        self._listed: tuple[str, ...] = ()
+        if self._all:
+            for column in schema_properties:
+                self._route[column] = self._sendable(column)
+        else:
+            self._listed = tuple(
+                dict.fromkeys(column for column in properties if column not in exclude)
+            )
+
+    def _sendable(self, column: str) -> bool:
+        return column not in self._skip and not is_metadata_column(column)
+
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The listed columns, or None in ``"all"`` mode."""
+        return None if self._all else self._listed
+
+    def pairs(self, record: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(property name, column) for the columns of ``record`` that become properties."""
+        if self._all:
+            route = self._route
+            out = []
+            for column in record:
+                send = route.get(column)
+                if send is None:
+                    send = self._sendable(column)
+                    if len(route) < self._ROUTE_LIMIT:
+                        route[column] = send
+                if send:
+                    out.append((column, column))
+        else:
+            out = [(column, column) for column in self._listed if column in record]
+        out.extend((name, column) for name, column in self.renames if column in record)
+        return out
+
+
+@dataclass(slots=True)
+class MappedProfile:
+    """A record mapped to a profile resource (one entry of a bulk import job)."""
+
+    identity: Identity
+    resource: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    size: int = 0
+
+
+def _text(value: Any, column: str, attribute: str, numeric: bool = False) -> Any:
+    """A standard attribute value: Klaviyo types them as strings (lat/long also as numbers)."""
+    kind = type(value)
+    if kind is str:
+        if _too_long(value):
+            raise Rejection(
+                f"column {column!r} ({attribute}) is a string over Klaviyo's 100 KB "
+                f"({MAX_STRING_BYTES:,} bytes) limit"
+            )
+        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or kind is float:
+        return value if numeric else str(value)
+    what = "an object" if kind is dict else "a list"
+    raise Rejection(f"column {column!r} ({attribute}) must be a single value, not {what}")
+
+
+class ProfileMapper:
+    """Maps records of one stream to Klaviyo profile resources."""
+
+    def __init__(
+        self,
+        mapping: StreamMapping,
+        schema_properties: Collection[str],
+        default_region: str | None,
+        *,
+        reserved_columns: Collection[str] = (),
+    ) -> None:
+        """Precompute the column plan.
+
+        ``reserved_columns`` are columns another part of the mapping uses (an event's time
+        field, say): they are not mapped to standard fields by name nor sent as properties.
+        """
+        self.mapping = mapping
+        self.default_region = default_region
+        self._unset = mapping.nulls == "unset"
+        exclude = mapping.exclude
+        plan = standard_columns(mapping.fields, exclude, reserved_columns)
+        self.email_column: str | None = plan.pop("email", None)
+        self.phone_column: str | None = plan.pop("phone_number", None)
+        self.external_id_column: str | None = plan.pop("external_id", None)
+        self._top: tuple[tuple[str, str], ...] = tuple(
+            (path, column) for path, column in plan.items() if not path.startswith("location.")
+        )
+        self._location: tuple[tuple[str, str, bool], ...] = tuple(
+            (path[9:], column, path[9:] in _NUMERIC_LOCATION)
+            for path, column in plan.items()
+            if path.startswith("location.")
+        )
+        renames = {
+            path[len(_PROPERTIES_PREFIX) :]: column
+            for path, column in mapping.fields.items()
+            if path.startswith(_PROPERTIES_PREFIX)
+        }
+        identity_columns = [
+            c for c in (self.email_column, self.phone_column, self.external_id_column) if c
+        ]
+        # Columns that never become properties in "all" mode: whatever feeds a standard field,
+        # plus every column *named* like a standard field (one that `fields` overrides is
+        # ambiguous: sending it as a custom property named e.g. "email" would mislead).
+        skip = (
+            set(plan.values())
+            | set(identity_columns)
+            | set(STANDARD_COLUMNS)
+            | set(reserved_columns)
+        )
+        self.properties = PropertyPlan(
+            mapping.properties, schema_properties, skip, exclude, renames
+        )
+        #: Columns this mapper reads for identity, standard fields or properties (other than
+        #: "all"-mode properties), plus every standard-named column.
+        self.consumed_columns: frozenset[str] = frozenset(
+            skip
+            | {column for _, column in self.properties.renames}
+            | set(self.properties.columns or ())
+        )
+
+    def identity(self, record: Mapping[str, Any]) -> tuple[Identity, list[str]]:
+        """Resolve the record's identity (SPEC §3.2); raises Rejection."""
+        get = record.get
+        return resolve_identity(
+            get(self.email_column) if self.email_column else None,
+            get(self.phone_column) if self.phone_column else None,
+            get(self.external_id_column) if self.external_id_column else None,
+            self.default_region,
+        )
+
+    def attributes(
+        self, record: Mapping[str, Any], identity: Identity
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Profile attributes of a record and the custom properties to unset."""
+        unset = self._unset
+        attributes: dict[str, Any] = identity.as_attributes()
+        for attribute, column in self._top:
+            if column not in record:
+                continue
+            value = to_json(record[column])
+            if value is None:
+                if unset:
+                    attributes[attribute] = None
+            else:
+                attributes[attribute] = _text(value, column, attribute)
+        if self._location:
+            location: dict[str, Any] = {}
+            for name, column, numeric in self._location:
+                if column not in record:
+                    continue
+                value = to_json(record[column])
+                if value is None:
+                    if unset:
+                        location[name] = None
+                else:
+                    location[name] = _text(value, column, f"location.{name}", numeric)
+            if location:
+                attributes["location"] = location
+        properties: dict[str, Any] = {}
+        to_unset: list[str] = []
+        for name, column in self.properties.pairs(record):
+            value = to_json(record[column])
+            if value is None:
+                if unset:
+                    to_unset.append(name)
+                    properties.pop(name, None)
+                continue
+            check_value(value, column)
+            properties[name] = value
+        if properties:
+            attributes["properties"] = properties
+            if to_unset:
+                to_unset = [name for name in to_unset if name not in properties]
+        return attributes, to_unset
+
+    def map(self, record: Mapping[str, Any]) -> MappedProfile:
+        """Map one record; raises Rejection with a reason the user can act on."""
+        identity, warnings = self.identity(record)
+        attributes, to_unset = self.attributes(record, identity)
+        resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
+        if to_unset:
+            resource["meta"] = {"patch_properties": {"unset": sorted(set(to_unset))}}
+        size = encoded_size(resource)
+        if size > MAX_PROFILE_BYTES:
+            raise Rejection(
+                f"profile is {size:,} bytes, over Klaviyo's 100 KB "
+                f"({MAX_PROFILE_BYTES:,} bytes) per-profile limit"
+            )
+        return MappedProfile(identity, resource, warnings, size)
