@@ -1,0 +1,1 @@
+"""target-klaviyo: a Singer target that loads warehouse data into Klaviyo."""

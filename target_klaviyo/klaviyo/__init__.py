@@ -1,0 +1,1 @@
+"""The Klaviyo HTTP layer: one client owning auth, pacing and retries."""

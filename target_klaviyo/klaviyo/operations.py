@@ -1,0 +1,104 @@
+"""The Klaviyo operations this target calls, with their rate-limit tiers and scopes.
+
+Values come from the official OpenAPI spec (revision 2026-07-15), `x-klaviyo-ratelimit` and
+`x-klaviyo-scopes` of each operation; a test compares this table with the spec-derived file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    burst_per_s: int
+    steady_per_min: int
+
+
+# klaviyo-api.md §7.1
+XS = Tier("XS", 1, 15)
+S = Tier("S", 3, 60)
+M = Tier("M", 10, 150)
+L = Tier("L", 75, 750)
+XL = Tier("XL", 350, 3500)
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str  # the spec's operationId
+    method: str
+    path: str  # template with {id} placeholders
+    tier: Tier
+    scopes: tuple[str, ...]
+    daily: int | None = None
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation("get_accounts", "GET", "/api/accounts", XS, ("accounts:read",)),
+        Operation("create_or_update_profile", "POST", "/api/profile-import", L, ("profiles:write",)),
+        Operation("get_profiles", "GET", "/api/profiles", L, ("profiles:read",)),
+        Operation(
+            "bulk_import_profiles",
+            "POST",
+            "/api/profile-bulk-import-jobs",
+            M,
+            ("lists:write", "profiles:write"),
+        ),
+        Operation(
+            "get_bulk_import_profiles_job",
+            "GET",
+            "/api/profile-bulk-import-jobs/{id}",
+            M,
+            ("lists:read", "profiles:read"),
+        ),
+        Operation(
+            "get_errors_for_bulk_import_profiles_job",
+            "GET",
+            "/api/profile-bulk-import-jobs/{id}/import-errors",
+            M,
+            ("profiles:read",),
+        ),
+        Operation("get_lists", "GET", "/api/lists", L, ("lists:read",)),
+        Operation("create_list", "POST", "/api/lists", M, ("lists:write",), daily=150),
+        Operation(
+            "get_profile_ids_for_list",
+            "GET",
+            "/api/lists/{id}/relationships/profiles",
+            L,
+            ("lists:read", "profiles:read"),
+        ),
+        Operation(
+            "add_profiles_to_list",
+            "POST",
+            "/api/lists/{id}/relationships/profiles",
+            M,
+            ("lists:write", "profiles:write"),
+        ),
+        Operation(
+            "remove_profiles_from_list",
+            "DELETE",
+            "/api/lists/{id}/relationships/profiles",
+            M,
+            ("lists:write", "profiles:write"),
+        ),
+        Operation("create_event", "POST", "/api/events", XL, ("events:write",)),
+        Operation("bulk_create_events", "POST", "/api/event-bulk-create-jobs", M, ("events:write",)),
+        Operation(
+            "bulk_subscribe_profiles",
+            "POST",
+            "/api/profile-subscription-bulk-create-jobs",
+            L,
+            ("lists:write", "profiles:write", "subscriptions:write"),
+        ),
+        Operation(
+            "bulk_unsubscribe_profiles",
+            "POST",
+            "/api/profile-subscription-bulk-delete-jobs",
+            L,
+            ("lists:write", "profiles:write", "subscriptions:write"),
+        ),
+    )
+}

@@ -1,0 +1,94 @@
+"""The start-up check (SPEC §3.1): key, scopes, public key and every configured list,
+before any input is read. Also run alone by `--test-connection`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from target_klaviyo.klaviyo.client import ApiResult, KlaviyoClient
+from target_klaviyo.klaviyo.filters import equals
+from target_klaviyo.settings import StreamMapping, StreamMappings
+
+
+class StartupError(RuntimeError):
+    """The account is not usable as configured; one line says why."""
+
+
+def _require(result: ApiResult, what: str) -> Any:
+    if result.exhausted:
+        raise StartupError(f"could not reach Klaviyo to check {what}: {result.describe()}")
+    if not result.ok:
+        raise StartupError(f"checking {what} failed: {result.describe()}")
+    return result.body
+
+
+def check_key(client: KlaviyoClient) -> None:
+    """A cheap read: 401 for a wrong key, 403 naming the scope (raised by the client)."""
+    _require(client.request("get_profiles", params={"page[size]": 1}), "the private API key")
+
+
+def check_public_key(client: KlaviyoClient, public_key: str) -> None:
+    body = _require(client.request("get_accounts"), "the public API key")
+    accounts = body.get("data") or []
+    found = [a.get("attributes", {}).get("public_api_key") for a in accounts]
+    if public_key not in found:
+        raise StartupError(
+            f"public_api_key {public_key!r} does not match the account of the private key"
+            f" (its public key is {', '.join(map(str, found)) or 'unknown'})"
+        )
+
+
+def _lists_matching(client: KlaviyoClient, filter_expr: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] | None = {"filter": filter_expr, "page[size]": 10}
+    url = None
+    while True:
+        body = _require(client.request("get_lists", params=params, url=url), "the lists")
+        found.extend(body.get("data") or [])
+        url = (body.get("links") or {}).get("next")
+        params = None
+        if not url:
+            return found
+
+
+def resolve_list(client: KlaviyoClient, mapping: StreamMapping) -> str:
+    where = f"streams.{mapping.pattern}"
+    if mapping.list_id:
+        if not _lists_matching(client, equals("id", mapping.list_id)):
+            raise StartupError(f"{where}.list_id: Klaviyo has no list with id {mapping.list_id!r}")
+        return mapping.list_id
+    assert mapping.list_name is not None
+    lists = _lists_matching(client, equals("name", mapping.list_name))
+    if len(lists) > 1:
+        ids = ", ".join(str(item.get("id")) for item in lists)
+        raise StartupError(
+            f"{where}.list_name: {len(lists)} lists are named {mapping.list_name!r} ({ids});"
+            " use list_id"
+        )
+    if lists:
+        return str(lists[0]["id"])
+    if not mapping.create_list:
+        raise StartupError(
+            f"{where}.list_name: Klaviyo has no list named {mapping.list_name!r}"
+            " (set create_list: true to create it)"
+        )
+    body = json.dumps(
+        {"data": {"type": "list", "attributes": {"name": mapping.list_name}}}
+    ).encode()
+    created = _require(client.request("create_list", body=body), f"creating list {mapping.list_name!r}")
+    return str(created["data"]["id"])
+
+
+def check_account(
+    client: KlaviyoClient, config: dict[str, Any], mappings: StreamMappings
+) -> dict[str, str]:
+    """Run every check; return the list id of each list or subscription mapping."""
+    check_key(client)
+    if config.get("public_api_key"):
+        check_public_key(client, str(config["public_api_key"]))
+    list_ids: dict[str, str] = {}
+    for mapping in mappings.mappings:
+        if mapping.list_id or mapping.list_name:
+            list_ids[mapping.pattern] = resolve_list(client, mapping)
+    return list_ids

@@ -1,0 +1,1 @@
+"""Durability and accounting: the ledger, the rejects file and the run summary."""

@@ -1,0 +1,318 @@
+"""The ledger: the one place that makes the target's promises durable.
+
+SQLite under `state_dir` (directory 0700, files 0600), WAL mode, one transaction per change,
+so a crash at any instant leaves it consistent. It keeps:
+
+- records on hold (retries exhausted), replayed at the start of the next run;
+- the schema of each stream that has records on hold, so they can be replayed before input;
+- bulk jobs in flight, so a job interrupted by a crash is looked at on the next run;
+- a hash of the last payload Klaviyo accepted per (stream, object, identity) for skip_unchanged;
+- list members this target added, for mirror passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS held (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    key TEXT NOT NULL,
+    object TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    record TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    UNIQUE (stream, key)
+);
+CREATE TABLE IF NOT EXISTS streams (
+    stream TEXT PRIMARY KEY,
+    schema TEXT NOT NULL,
+    key_properties TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    operation TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    submitted_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sent (
+    key BLOB PRIMARY KEY,
+    digest BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    list_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    last_pass INTEGER NOT NULL,
+    PRIMARY KEY (list_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS passes (
+    list_id TEXT PRIMARY KEY,
+    pass INTEGER NOT NULL
+);
+"""
+
+_SQLITE_VARS = 500  # stay well under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class HeldRecord:
+    id: int
+    stream: str
+    key: str
+    record: dict[str, Any]
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobInFlight:
+    id: str
+    operation: str
+    stream: str
+    keys: list[str]
+    submitted_at: float
+
+
+def sent_key(stream: str, obj: str, key: str) -> bytes:
+    """A fixed-size key per (stream, object, identity): one row per key keeps the table small."""
+    return hashlib.blake2b(f"{stream}\0{obj}\0{key}".encode(), digest_size=16).digest()
+
+
+def _private_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _chunks(values: Sequence[Any], size: int = _SQLITE_VARS) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Ledger:
+    """Thread-safe access to the ledger database."""
+
+    FILENAME = "ledger.sqlite3"
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self.state_dir = Path(state_dir)
+        path = self.state_dir / self.FILENAME
+        if read_only:
+            # A dry run reads what earlier runs stored (skip_unchanged) and writes nothing.
+            if path.exists():
+                uri = f"file:{path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(":memory:", check_same_thread=False)
+                self._db.executescript(SCHEMA)
+        else:
+            private_dir(self.state_dir)
+            _private_file(path)
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if self.read_only:
+            return
+        with self._lock, self._db:
+            self._db.executemany(sql, rows)
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- records on hold ------------------------------------------------------------------
+
+    def hold(
+        self,
+        stream: str,
+        obj: str,
+        fingerprint: str,
+        entries: Iterable[tuple[str, dict[str, Any], str, int]],
+    ) -> None:
+        """Put records on hold: (key, record, reason, attempts so far). A newer record with
+        the same key replaces the older one (the later record wins, as within a batch)."""
+        now = time.time()
+        self._write(
+            "INSERT INTO held (stream, key, object, fingerprint, record, reason, attempts,"
+            " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (stream, key) DO UPDATE SET object=excluded.object,"
+            " fingerprint=excluded.fingerprint, record=excluded.record, reason=excluded.reason,"
+            " attempts=excluded.attempts, last_seen=excluded.last_seen",
+            (
+                (stream, key, obj, fingerprint, json.dumps(record), reason, attempts + 1, now, now)
+                for key, record, reason, attempts in entries
+            ),
+        )
+
+    def release(self, held_ids: Iterable[int]) -> None:
+        """Records that left hold: loaded, unchanged or rejected."""
+        self._write("DELETE FROM held WHERE id = ?", ((held_id,) for held_id in held_ids))
+
+    def held_streams(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT DISTINCT stream FROM held ORDER BY stream")]
+
+    def held_count(self, stream: str | None = None) -> int:
+        if stream is None:
+            return int(self._query("SELECT count(*) FROM held")[0][0])
+        return int(self._query("SELECT count(*) FROM held WHERE stream = ?", (stream,))[0][0])
+
+    def held_records(self, stream: str, batch: int = 1000) -> Iterator[HeldRecord]:
+        """Held records of a stream in the order they were first held, read in batches."""
+        last_id = 0
+        while True:
+            rows = self._query(
+                "SELECT id, key, record, attempts, reason FROM held"
+                " WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+                (stream, last_id, batch),
+            )
+            if not rows:
+                return
+            for held_id, key, record, attempts, reason in rows:
+                yield HeldRecord(held_id, stream, key, json.loads(record), attempts, reason)
+            last_id = rows[-1][0]
+
+    def held_ids_by_key(self, stream: str, keys: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            for held_id, key in self._query(
+                f"SELECT id, key FROM held WHERE stream = ? AND key IN ({marks})",
+                (stream, *chunk),
+            ):
+                found[key] = held_id
+        return found
+
+    # -- stream schemas (for replay) ------------------------------------------------------
+
+    def save_stream(self, stream: str, schema: dict[str, Any], key_properties: Sequence[str]) -> None:
+        self._write(
+            "INSERT INTO streams (stream, schema, key_properties) VALUES (?, ?, ?)"
+            " ON CONFLICT (stream) DO UPDATE SET schema=excluded.schema,"
+            " key_properties=excluded.key_properties",
+            [(stream, json.dumps(schema, sort_keys=True), json.dumps(list(key_properties)))],
+        )
+
+    def stream_schema(self, stream: str) -> tuple[dict[str, Any], list[str]] | None:
+        rows = self._query("SELECT schema, key_properties FROM streams WHERE stream = ?", (stream,))
+        if not rows:
+            return None
+        return json.loads(rows[0][0]), json.loads(rows[0][1])
+
+    # -- jobs in flight -------------------------------------------------------------------
+
+    def job_started(self, job_id: str, operation: str, stream: str, keys: Sequence[str]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO jobs (id, operation, stream, keys, submitted_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(job_id, operation, stream, json.dumps(list(keys)), time.time())],
+        )
+
+    def job_finished(self, job_id: str) -> None:
+        self._write("DELETE FROM jobs WHERE id = ?", [(job_id,)])
+
+    def jobs_in_flight(self) -> list[JobInFlight]:
+        return [
+            JobInFlight(job_id, operation, stream, json.loads(keys), submitted_at)
+            for job_id, operation, stream, keys, submitted_at in self._query(
+                "SELECT id, operation, stream, keys, submitted_at FROM jobs ORDER BY submitted_at"
+            )
+        ]
+
+    # -- skip_unchanged -------------------------------------------------------------------
+
+    def unchanged(self, pairs: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
+        """Of (sent_key, digest) pairs, the keys whose last accepted payload had this digest."""
+        wanted = dict(pairs)
+        same: set[bytes] = set()
+        keys = list(wanted)
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for key, digest in self._query(
+                f"SELECT key, digest FROM sent WHERE key IN ({marks})", chunk
+            ):
+                if wanted.get(key) == digest:
+                    same.add(key)
+        return same
+
+    def remember_sent(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        self._write("INSERT OR REPLACE INTO sent (key, digest) VALUES (?, ?)", pairs)
+
+    def forget_sent(self, keys: Iterable[bytes]) -> None:
+        self._write("DELETE FROM sent WHERE key = ?", ((key,) for key in keys))
+
+    def sent_count(self) -> int:
+        return int(self._query("SELECT count(*) FROM sent")[0][0])
+
+    # -- list membership for mirror -------------------------------------------------------
+
+    def current_pass(self, list_id: str) -> int:
+        rows = self._query("SELECT pass FROM passes WHERE list_id = ?", (list_id,))
+        return int(rows[0][0]) if rows else 1
+
+    def next_pass(self, list_id: str) -> None:
+        self._write(
+            "INSERT INTO passes (list_id, pass) VALUES (?, 2)"
+            " ON CONFLICT (list_id) DO UPDATE SET pass = pass + 1",
+            [(list_id,)],
+        )
+
+    def track_members(
+        self, list_id: str, pass_no: int, members: Iterable[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Members seen in this pass: (identity key, identifiers)."""
+        self._write(
+            "INSERT INTO members (list_id, key, identity, last_pass) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (list_id, key) DO UPDATE SET identity=excluded.identity,"
+            " last_pass=excluded.last_pass",
+            ((list_id, key, json.dumps(identity), pass_no) for key, identity in members),
+        )
+
+    def untrack_members(self, list_id: str, keys: Iterable[str]) -> None:
+        self._write(
+            "DELETE FROM members WHERE list_id = ? AND key = ?", ((list_id, k) for k in keys)
+        )
+
+    def member_count(self, list_id: str) -> int:
+        return int(
+            self._query("SELECT count(*) FROM members WHERE list_id = ?", (list_id,))[0][0]
+        )
+
+    def members_not_seen(self, list_id: str, pass_no: int) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (key, json.loads(identity))
+            for key, identity in self._query(
+                "SELECT key, identity FROM members WHERE list_id = ? AND last_pass <> ?"
+                " ORDER BY key",
+                (list_id, pass_no),
+            )
+        ]

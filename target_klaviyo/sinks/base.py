@@ -1,0 +1,337 @@
+"""What every Klaviyo sink shares: request-sized chunks, background submission, accounting.
+
+Records are mapped as they arrive and gathered into chunks that fit one Klaviyo request
+(item and byte limits). A full chunk is handed to a worker thread while reading goes on;
+the sink waits only where durability needs it (the gate before STATE, and the end).
+Every record ends in exactly one outcome, reported here to the run's ledger and counters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from singer_sdk.sinks import BatchSink
+
+from target_klaviyo.klaviyo.client import ApiResult, KlaviyoAuthError
+from target_klaviyo.ledger.store import HeldRecord, sent_key
+from target_klaviyo.mapping.identity import Rejection
+from target_klaviyo.mapping.values import payload_hash, to_json
+
+if TYPE_CHECKING:
+    from target_klaviyo.run import Run
+    from target_klaviyo.settings import StreamMapping
+
+# Room left in each request for the JSON:API envelope around the items.
+ENVELOPE_BYTES = 4_096
+
+
+@dataclass(slots=True)
+class Item:
+    """One mapped record on its way to Klaviyo."""
+
+    seq: int
+    record: dict[str, Any]
+    key: str
+    identifiers: dict[str, Any]
+    payload: Any
+    size: int
+    digest: bytes | None
+    held: HeldRecord | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self.held.attempts if self.held else 0
+
+
+@dataclass(slots=True)
+class Mapped:
+    """What a sink's `map_record` returns."""
+
+    key: str
+    identifiers: dict[str, Any]
+    payload: Any
+    size: int
+    warnings: Sequence[str] = ()
+
+
+class KlaviyoSink(BatchSink):
+    """Base of the profile, list, event and subscription sinks."""
+
+    OBJECT: ClassVar[str]
+    MAX_ITEMS: ClassVar[int]  # per request (Klaviyo's item limit)
+    MAX_BYTES: ClassVar[int] = 5_000_000  # per request body (klaviyo-api.md §7.4, decimal MB)
+    ORDERED: ClassVar[bool] = True  # keep one key's writes in input order across requests
+    MAX_SIZE_DEFAULT = 10_000  # records per SDK drain; requests are cut by MAX_ITEMS/MAX_BYTES
+
+    def __init__(
+        self,
+        target: Any,
+        stream_name: str,
+        schema: dict,
+        key_properties: Sequence[str] | None,
+    ) -> None:
+        self.run: Run = target.run
+        super().__init__(target, stream_name, schema, key_properties)
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        mapping = self.run.mappings.resolve(self.stream_name)
+        if mapping is None:  # the target checks this at SCHEMA time; keep the sink honest
+            raise ValueError(f"stream {self.stream_name!r} has no mapping")
+        self.mapping: StreamMapping = mapping
+        self._lock = threading.Condition()
+        self._seq = 0
+        self._tokens = itertools.count(1)
+        self._outstanding: dict[int, int] = {}  # token -> lowest record seq it holds
+        self._inflight_keys: dict[str, int] = {}
+        self._futures: set[Future[None]] = set()
+        self._chunk: list[Item] = []
+        self._chunk_bytes = 0
+        self._chunk_token = 0
+        self.skip_unchanged = bool(self.config.get("skip_unchanged", True))
+        self.max_in_flight = max(1, int(self.config.get("max_jobs_in_flight", 4)))
+        self.prepare()
+        self.run.gate.track(self)
+        self.run.stats.add(self.stream_name, self.OBJECT)
+        if self.run.ledger is not None:
+            self.run.ledger.save_stream(self.stream_name, self.original_schema, self.key_properties)
+
+    def prepare(self) -> None:
+        """Build the record mapper (called once per sink)."""
+
+    def map_record(self, record: dict[str, Any]) -> Mapped:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def send(self, items: list[Item]) -> None:  # pragma: no cover - abstract
+        """Send one request-sized chunk and report every item's outcome (worker thread)."""
+        raise NotImplementedError
+
+    # -- the gate's view ------------------------------------------------------------------
+
+    def records_seen(self) -> int:
+        with self._lock:
+            return self._seq
+
+    def accounted_through(self) -> int:
+        with self._lock:
+            if self._outstanding:
+                return min(self._outstanding.values()) - 1
+            return self._seq
+
+    # -- reading --------------------------------------------------------------------------
+
+    def process_record(self, record: dict, context: dict) -> None:
+        self.accept(record)
+
+    def accept(self, record: dict[str, Any], held: HeldRecord | None = None) -> None:
+        """Map one record and add it to the current chunk (or account for it at once)."""
+        self.run.raise_if_failed()
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        self.run.stats.add(self.stream_name, self.OBJECT, read=1, replayed=1 if held else 0)
+        try:
+            mapped = self.map_record(record)
+        except Rejection as rejection:
+            self._reject_unsent(record, rejection.reason, held)
+            return
+        if mapped.warnings:
+            self.run.stats.add(self.stream_name, self.OBJECT, warnings=len(mapped.warnings))
+            for warning in mapped.warnings:
+                self.logger.debug("record %d: %s", seq, warning)
+        digest = None
+        if self.skip_unchanged:
+            digest = payload_hash([self.mapping.fingerprint, mapped.payload])
+        item = Item(
+            seq, record, mapped.key, mapped.identifiers, mapped.payload, mapped.size, digest, held
+        )
+        if self._chunk and (
+            len(self._chunk) >= self.MAX_ITEMS
+            or self._chunk_bytes + item.size + 1 > self.MAX_BYTES - ENVELOPE_BYTES
+        ):
+            self.flush_chunk()
+        if not self._chunk:
+            with self._lock:
+                self._chunk_token = next(self._tokens)
+                self._outstanding[self._chunk_token] = seq
+        self._chunk.append(item)
+        self._chunk_bytes += item.size + 1
+
+    def process_batch(self, context: dict) -> None:
+        self.flush_chunk()
+
+    def flush_chunk(self) -> None:
+        """Hand the current chunk to a worker (after de-duplication and skip_unchanged)."""
+        self.run.raise_if_failed()
+        items, token = self._chunk, self._chunk_token
+        self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
+        if not items:
+            return
+        items = self.drop_unchanged(self.drop_superseded(items))
+        if not items:
+            self._finish(token, ())
+            return
+        keys = [item.key for item in items] if self.ORDERED else []
+        with self._lock:
+            # Bounded memory: at most max_in_flight requests outstanding per stream; and a
+            # key already on its way waits, so that Klaviyo applies one key's writes in order.
+            while len(self._futures) >= self.max_in_flight or any(
+                key in self._inflight_keys for key in keys
+            ):
+                self._lock.wait(timeout=1.0)
+                self.run.raise_if_failed()
+            for key in keys:
+                self._inflight_keys[key] = self._inflight_keys.get(key, 0) + 1
+        self.run.stats.add(self.stream_name, self.OBJECT, in_jobs=len(items))
+        future = self.run.executor.submit(self._send_chunk, token, items, keys)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget_future)
+
+    def _forget_future(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+            self._lock.notify_all()
+
+    def drop_superseded(self, items: list[Item]) -> list[Item]:
+        """Two records with one key in a request: the later one wins (README)."""
+        latest: dict[str, Item] = {}
+        superseded = []
+        for item in items:
+            previous = latest.get(item.key)
+            if previous is not None:
+                superseded.append(previous)
+            latest[item.key] = item
+        if superseded:
+            self.unchanged(superseded)
+            return list(latest.values())
+        return items
+
+    def drop_unchanged(self, items: list[Item]) -> list[Item]:
+        """skip_unchanged: leave out what Klaviyo already accepted, byte for byte."""
+        ledger = self.run.ledger
+        if not self.skip_unchanged or ledger is None:
+            return items
+        pairs = [(self._sent_key(item), item.digest or b"") for item in items]
+        same = ledger.unchanged(pairs)
+        if not same:
+            return items
+        kept, skipped = [], []
+        for item, (key, _) in zip(items, pairs):
+            (skipped if key in same else kept).append(item)
+        self.unchanged(skipped)
+        return kept
+
+    def _sent_key(self, item: Item) -> bytes:
+        return sent_key(self.stream_name, self.OBJECT, item.key)
+
+    def _send_chunk(self, token: int, items: list[Item], keys: list[str]) -> None:
+        try:
+            self.send(items)
+        except KlaviyoAuthError as exc:
+            self.hold(items, str(exc))
+            self.run.fail(exc)
+        except Exception as exc:
+            # Nothing is lost: the records wait on hold while the run stops with the error.
+            self.hold(items, f"internal error: {type(exc).__name__}")
+            self.run.fail(exc)
+        finally:
+            with self._lock:
+                for key in keys:
+                    count = self._inflight_keys.pop(key, 1) - 1
+                    if count > 0:
+                        self._inflight_keys[key] = count
+            self._finish(token, items)
+
+    def _finish(self, token: int, items: Iterable[Item]) -> None:
+        count = sum(1 for _ in items)
+        if count:
+            self.run.stats.add(self.stream_name, self.OBJECT, in_jobs=-count)
+        with self._lock:
+            self._outstanding.pop(token, None)
+            self._lock.notify_all()
+        self.run.gate.check()
+
+    def wait_idle(self) -> None:
+        """Flush and wait until every request of this stream has come back."""
+        self.flush_chunk()
+        with self._lock:
+            while self._futures:
+                self._lock.wait(timeout=1.0)
+        self.run.raise_if_failed()
+
+    def clean_up(self) -> None:
+        try:
+            self.wait_idle()
+            self.finish_stream()
+        finally:
+            super().clean_up()
+
+    def finish_stream(self) -> None:
+        """End of the stream's input (after every request came back)."""
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def _release(self, items: Iterable[Item]) -> None:
+        ids = [item.held.id for item in items if item.held is not None]
+        if ids and self.run.ledger is not None:
+            self.run.ledger.release(ids)
+
+    def loaded(self, items: Sequence[Item]) -> None:
+        if not items:
+            return
+        ledger = self.run.ledger
+        if ledger is not None:
+            if self.skip_unchanged:
+                ledger.remember_sent(
+                    (self._sent_key(item), item.digest) for item in items if item.digest
+                )
+            self._release(items)
+        self.run.stats.add(self.stream_name, self.OBJECT, loaded=len(items))
+
+    def unchanged(self, items: Sequence[Item]) -> None:
+        if not items:
+            return
+        self._release(items)
+        self.run.stats.add(self.stream_name, self.OBJECT, unchanged=len(items))
+
+    def rejected(self, item: Item, reason: str) -> None:
+        self.run.reject(self.stream_name, self.OBJECT, item.identifiers, reason, item.record)
+        self._release([item])
+        if self.run.ledger is not None and item.digest is not None and self.skip_unchanged:
+            # A rejected payload must be sent again next time, not skipped as unchanged.
+            self.run.ledger.forget_sent([self._sent_key(item)])
+        self.run.stats.add(self.stream_name, self.OBJECT, rejected=1)
+
+    def _reject_unsent(self, record: dict[str, Any], reason: str, held: HeldRecord | None) -> None:
+        self.run.reject(self.stream_name, self.OBJECT, {}, reason, record)
+        if held is not None and self.run.ledger is not None:
+            self.run.ledger.release([held.id])
+        self.run.stats.add(self.stream_name, self.OBJECT, rejected=1)
+
+    def hold(self, items: Sequence[Item], reason: str) -> None:
+        """Klaviyo kept refusing (retries exhausted): keep the records for the next run."""
+        if not items:
+            return
+        ledger = self.run.ledger
+        if ledger is not None:
+            ledger.hold(
+                self.stream_name,
+                self.OBJECT,
+                self.mapping.fingerprint,
+                ((item.key, to_json(item.record), reason, item.attempts) for item in items),
+            )
+        self.run.stats.add(self.stream_name, self.OBJECT, on_hold=len(items))
+        self.logger.warning("%d records on hold: %s", len(items), reason)
+
+    def reject_all(self, items: Sequence[Item], result: ApiResult) -> None:
+        reason = result.describe()
+        for item in items:
+            self.rejected(item, reason)
+        self.logger.warning("%d records rejected: %s", len(items), reason)

@@ -1,0 +1,251 @@
+"""Profiles: bulk upsert through profile-bulk-import-jobs, then the job's count check.
+
+A chunk of up to 10,000 profiles / 5 MB becomes one import job (klaviyo-api.md §3). The
+worker polls the job with a deadline and backoff until it is complete or cancelled, pages
+through every import error and maps each back to its record (rejected with Klaviyo's detail).
+A 400 whose pointers name rows is resent once without them. A handful of profiles goes
+through profile-import instead (Klaviyo's guidance: bulk is not for a few profiles).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from target_klaviyo.klaviyo.client import ApiResult
+from target_klaviyo.mapping.profile import ProfileMapper
+from target_klaviyo.mapping.values import encode
+from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped
+
+# klaviyo-api.md §3.1: the pointer of a bad row names its index.
+ROW_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(/|$)")
+POLL_FIRST_S = 0.5
+POLL_MAX_S = 10.0
+# Below this many profiles a chunk is sent with profile-import, one request per profile.
+SINGLE_UPSERT_MAX = 3
+
+
+def rows_named(errors: Sequence[Any], count: int) -> dict[int, str]:
+    """Row index -> Klaviyo's detail, for the errors whose pointer names a row."""
+    rows: dict[int, str] = {}
+    for error in errors:
+        match = ROW_POINTER.match(error.pointer or "")
+        if match and int(match.group(1)) < count:
+            index = int(match.group(1))
+            rows[index] = (rows.get(index, "") + "; " if index in rows else "") + (
+                error.detail or error.title
+            )
+    return rows
+
+
+class ProfileSink(KlaviyoSink):
+    """`object: profile` — upsert by email, phone_number or external_id."""
+
+    OBJECT: ClassVar[str] = "profile"
+    MAX_ITEMS: ClassVar[int] = 10_000  # klaviyo-api.md §3.1
+    PER_ITEM_MAX_BYTES: ClassVar[int] = 100_000
+
+    def prepare(self) -> None:
+        self.mapper = ProfileMapper(
+            self.mapping,
+            list(self.schema.get("properties", {})),
+            self.config.get("default_phone_region"),
+        )
+
+    def map_record(self, record: dict[str, Any]) -> Mapped:
+        profile = self.mapper.map(record)
+        return Mapped(
+            profile.identity.key(),
+            profile.identity.as_attributes(),
+            profile.resource,
+            profile.size,
+            profile.warnings,
+        )
+
+    # -- sending --------------------------------------------------------------------------
+
+    def list_relationships(self) -> list[str]:
+        """Lists that every profile of this stream joins in the same job (list sink)."""
+        return []
+
+    def job_body(self, items: Sequence[Item]) -> bytes:
+        data: dict[str, Any] = {
+            "type": "profile-bulk-import-job",
+            "attributes": {"profiles": {"data": [item.payload for item in items]}},
+        }
+        lists = self.list_relationships()
+        if lists:
+            data["relationships"] = {
+                "lists": {"data": [{"type": "list", "id": list_id} for list_id in lists]}
+            }
+        return encode({"data": data})
+
+    def send(self, items: list[Item]) -> None:
+        if len(items) <= SINGLE_UPSERT_MAX and not self.list_relationships():
+            self.upsert_each(items)
+        else:
+            self.bulk_import(items, resend_allowed=True)
+
+    def bulk_import(self, items: list[Item], *, resend_allowed: bool) -> None:
+        body = self.job_body(items)
+        if len(body) > self.MAX_BYTES and len(items) > 1:
+            half = len(items) // 2
+            self.bulk_import(items[:half], resend_allowed=resend_allowed)
+            self.bulk_import(items[half:], resend_allowed=resend_allowed)
+            return
+        result = self.run.client.request("bulk_import_profiles", body=body)
+        if result.exhausted:
+            self.hold(items, result.describe())
+            return
+        if result.status == 400:
+            bad = rows_named(result.errors, len(items))
+            if bad and resend_allowed:
+                for index, detail in bad.items():
+                    self.rejected(items[index], f"Klaviyo: {detail}")
+                rest = [item for index, item in enumerate(items) if index not in bad]
+                self.logger.warning(
+                    "bulk import refused %d of %d rows; resending the other %d once",
+                    len(bad),
+                    len(items),
+                    len(rest),
+                )
+                if rest:
+                    self.bulk_import(rest, resend_allowed=False)
+                return
+        if result.status == 413 and len(items) > 1:
+            half = len(items) // 2
+            self.bulk_import(items[:half], resend_allowed=resend_allowed)
+            self.bulk_import(items[half:], resend_allowed=resend_allowed)
+            return
+        if not result.ok:
+            self.reject_all(items, result)
+            return
+        job_id = str(result.body["data"]["id"])
+        self.await_job(job_id, items)
+
+    def await_job(self, job_id: str, items: list[Item]) -> None:
+        """Poll the job to its end, then check its counts and map its import errors."""
+        ledger = self.run.ledger
+        if ledger is not None:
+            ledger.job_started(job_id, "bulk_import_profiles", self.stream_name, [i.key for i in items])
+        try:
+            job = self.poll_job(job_id)
+            if job is None:
+                return self.hold(items, f"import job {job_id} did not finish in time")
+            if isinstance(job, ApiResult):
+                return self.hold(items, job.describe())
+            status = job.get("status")
+            if status == "cancelled":
+                return self.hold(items, f"Klaviyo cancelled import job {job_id}")
+            failed = int(job.get("failed_count") or 0)
+            errors: dict[int, str] = {}
+            if failed:
+                found = self.import_errors(job_id, items)
+                if isinstance(found, ApiResult):
+                    # The job ran but its errors could not be read: resending is safe (upsert).
+                    return self.hold(items, found.describe())
+                errors = found
+            for index, detail in errors.items():
+                self.rejected(items[index], f"Klaviyo: {detail}")
+            self.loaded([item for index, item in enumerate(items) if index not in errors])
+            if failed != len(errors):
+                self.logger.warning(
+                    "import job %s reported %d failed rows; %d were matched to records",
+                    job_id,
+                    failed,
+                    len(errors),
+                )
+            return None
+        finally:
+            if ledger is not None:
+                ledger.job_finished(job_id)
+
+    def poll_job(self, job_id: str) -> dict[str, Any] | ApiResult | None:
+        """The job's final attributes; an ApiResult if polling failed; None past the deadline."""
+        deadline = time.monotonic() + float(self.config.get("job_timeout_s", 3600))
+        delay = POLL_FIRST_S
+        while True:
+            result = self.run.client.request(
+                "get_bulk_import_profiles_job", path_params={"id": job_id}
+            )
+            if not result.ok:
+                return result
+            attributes = result.body["data"]["attributes"]
+            if attributes.get("status") in ("complete", "cancelled"):
+                return dict(attributes)
+            if time.monotonic() + delay > deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 1.5, POLL_MAX_S)
+
+    def import_errors(self, job_id: str, items: list[Item]) -> dict[int, str] | ApiResult:
+        """Page through all import errors; map each back to its row by its identifiers."""
+        index: dict[tuple[str, str], int] = {}
+        for position, item in enumerate(items):
+            for field, value in item.identifiers.items():
+                index.setdefault((field, str(value)), position)
+        errors: dict[int, str] = {}
+        unmatched = 0
+        url: str | None = None
+        params: dict[str, Any] | None = {"page[size]": 100}
+        while True:
+            result = self.run.client.request(
+                "get_errors_for_bulk_import_profiles_job",
+                path_params={"id": job_id},
+                params=params,
+                url=url,
+            )
+            if not result.ok:
+                return result
+            for error in result.body.get("data", []):
+                attributes = error.get("attributes", {})
+                payload = attributes.get("original_payload") or {}
+                position = next(
+                    (
+                        index[(field, str(payload[field]))]
+                        for field in ("email", "phone_number", "external_id")
+                        if payload.get(field) is not None and (field, str(payload[field])) in index
+                    ),
+                    None,
+                )
+                if position is None:
+                    unmatched += 1
+                    continue
+                detail = attributes.get("detail") or attributes.get("title") or "import error"
+                errors[position] = detail
+            url = (result.body.get("links") or {}).get("next")
+            params = None
+            if not url:
+                break
+        if unmatched:
+            self.logger.warning("%d import errors could not be matched to a record", unmatched)
+        return errors
+
+    def upsert_each(self, items: list[Item]) -> None:
+        """profile-import, one profile a request; a 409 duplicate_profile is retried once
+        without the phone number (klaviyo-api.md §2.4), never in a loop."""
+        for item in items:
+            result = self.upsert_one(item.payload)
+            if result.status == 409 and "phone_number" in item.payload.get("attributes", {}):
+                without_phone = {
+                    **item.payload,
+                    "attributes": {
+                        k: v for k, v in item.payload["attributes"].items() if k != "phone_number"
+                    },
+                }
+                self.run.stats.add(self.stream_name, self.OBJECT, warnings=1)
+                self.logger.info(
+                    "profile-import: identifiers belong to two profiles; retried without phone"
+                )
+                result = self.upsert_one(without_phone)
+            if result.exhausted:
+                self.hold([item], result.describe())
+            elif result.ok:
+                self.loaded([item])
+            else:
+                self.rejected(item, result.describe())
+
+    def upsert_one(self, resource: dict[str, Any]) -> ApiResult:
+        return self.run.client.request("create_or_update_profile", body=encode({"data": resource}))

@@ -1,0 +1,307 @@
+"""TargetKlaviyo: settings, routing of streams to sinks, and the run's beginning and end."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import typing as t
+from pathlib import Path
+
+import click
+from singer_sdk import Target
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    InvalidRecord,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from target_klaviyo.klaviyo.client import ConfigError, KlaviyoAuthError, KlaviyoClient
+from target_klaviyo.klaviyo.dry_run import DryRunClient
+from target_klaviyo.klaviyo.startup import StartupError, check_account
+from target_klaviyo.ledger.rejects import RejectsFile
+from target_klaviyo.ledger.store import Ledger
+from target_klaviyo.ledger.summary import Progress, render_table, write_summary_file
+from target_klaviyo.reader import MessageReader
+from target_klaviyo.run import Run
+from target_klaviyo.settings import (
+    CONFIG_SCHEMA,
+    DEFAULT_BASE_URL,
+    DEFAULT_REVISION,
+    DEFAULT_STATE_DIR,
+    MappingConfigError,
+    parse_stream_mappings,
+)
+from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.events import EventSink
+from target_klaviyo.sinks.lists import ListSink
+from target_klaviyo.sinks.profiles import ProfileSink
+from target_klaviyo.sinks.subscriptions import SubscriptionSink
+
+SINKS: dict[str, type[KlaviyoSink]] = {
+    "profile": ProfileSink,
+    "list": ListSink,
+    "event": EventSink,
+    "subscription": SubscriptionSink,
+}
+
+
+class UnmappedStreamError(ValueError):
+    """A stream that no `streams` mapping covers."""
+
+
+# Errors in the user's input or account: reported in one line, without a traceback.
+USER_ERRORS = (
+    InvalidInputLine,
+    RecordsWithoutSchemaException,
+    MissingKeyPropertiesError,
+    InvalidRecord,
+    UnmappedStreamError,
+    KlaviyoAuthError,
+    StartupError,
+    ConfigError,
+)
+
+
+class TargetKlaviyo(Target):
+    """Loads Singer streams into Klaviyo profiles, lists, events and subscriptions."""
+
+    name = "target-klaviyo"
+    package_name = "target-klaviyo"
+    config_jsonschema = CONFIG_SCHEMA
+    default_sink_class = ProfileSink
+
+    def __init__(
+        self,
+        *,
+        config: dict | Path | str | list[Path | str] | None = None,
+        parse_env_config: bool = False,
+        validate_config: bool = True,
+        setup_mapper: bool = True,
+        message_reader: t.Any = None,
+    ) -> None:
+        self.reader = message_reader or MessageReader(hooks=self)
+        super().__init__(
+            config=config,
+            parse_env_config=parse_env_config,
+            validate_config=validate_config,
+            setup_mapper=setup_mapper,
+            message_reader=self.reader,
+        )
+        try:
+            self.mappings = parse_stream_mappings(self.config.get("streams"))
+        except MappingConfigError as exc:
+            raise ConfigValidationError(
+                "Invalid stream mapping", errors=exc.errors, schema=self.config_jsonschema
+            ) from None
+        self.dry_run = bool(self.config.get("dry_run", False))
+        self.state_dir = Path(self.config.get("state_dir") or DEFAULT_STATE_DIR)
+        client: t.Any
+        try:
+            if self.dry_run:
+                client = DryRunClient(self.state_dir / "dry_run.jsonl")
+            else:
+                client = KlaviyoClient(
+                    private_key=str(self.config["private_api_key"]),
+                    base_url=str(self.config.get("api_base_url") or DEFAULT_BASE_URL),
+                    revision=str(self.config.get("revision") or DEFAULT_REVISION),
+                    max_retries=int(self.config.get("max_retries", 5)),
+                    timeout_s=float(self.config.get("request_timeout_s", 60)),
+                )
+        except ConfigError as exc:
+            raise ConfigValidationError(
+                "Invalid settings", errors=[str(exc)], schema=self.config_jsonschema
+            ) from None
+        ledger = Ledger(self.state_dir, read_only=self.dry_run)
+        rejects_path = self.config.get("rejects_path") or self.state_dir / "rejects.jsonl"
+        self.run = Run(
+            config=self.config,
+            mappings=self.mappings,
+            client=client,
+            ledger=ledger,
+            rejects=RejectsFile(rejects_path),
+            state_dir=self.state_dir,
+        )
+        self.progress = Progress(
+            self.run.stats,
+            float(self.config.get("progress_interval_s", 10)),
+            self.logger.info,
+            lambda: self.run.client.rate_limit_wait_s,
+        )
+        self._started = False
+        self._finished = False
+
+    # -- routing --------------------------------------------------------------------------
+
+    def get_sink_class(self, stream_name: str) -> type[KlaviyoSink]:
+        mapping = self.mappings.resolve(stream_name)
+        if mapping is None:
+            raise UnmappedStreamError(
+                f"stream {stream_name!r} has no mapping in the `streams` setting"
+                f" (mapped: {', '.join(self.mappings.names)})"
+            )
+        return SINKS[mapping.object]
+
+    # -- the run's beginning: before any input is read ------------------------------------
+
+    def before_input(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if not self.dry_run:
+            assert isinstance(self.run.client, KlaviyoClient)
+            self.run.list_ids = check_account(self.run.client, dict(self.config), self.mappings)
+            self.logger.info("Klaviyo start-up check passed")
+        else:
+            for mapping in self.mappings.mappings:
+                if mapping.list_id or mapping.list_name:
+                    self.run.list_ids[mapping.pattern] = mapping.list_id or f"<{mapping.list_name}>"
+        self.progress.start()
+        self.replay_held()
+
+    def replay_held(self) -> None:
+        """Records on hold go out first, through the same sinks, with the current mapping."""
+        ledger = self.run.ledger
+        if ledger is None or self.dry_run:
+            return
+        for stream in ledger.held_streams():
+            if self.mappings.resolve(stream) is None:
+                self.logger.warning(
+                    "%d records of stream %r stay on hold: the stream has no mapping now",
+                    ledger.held_count(stream),
+                    stream,
+                )
+                continue
+            stored = ledger.stream_schema(stream)
+            if stored is None:
+                continue
+            schema, key_properties = stored
+            sink = self.get_sink(stream, schema=schema, key_properties=key_properties)
+            assert isinstance(sink, KlaviyoSink)
+            held = list(ledger.held_records(stream))
+            self.logger.info("replaying %d records of %r held by earlier runs", len(held), stream)
+            for record in held:
+                sink.tally_record_read()
+                sink.accept(record.record, held=record)
+                if sink.is_full:
+                    self.drain_one(sink)
+            self.drain_one(sink)
+
+    # -- the reader's hooks ---------------------------------------------------------------
+
+    def on_state(self, message: dict) -> None:
+        self._assert_line_requires(message, requires={"value"})
+        self.run.gate.receive(message["value"])
+
+    def on_activate_version(self, message: dict) -> None:
+        self._assert_line_requires(message, requires={"stream", "version"})
+        stream_name = message["stream"]
+        for stream_map in self.mapper.stream_maps.get(stream_name, []):
+            if self.sink_exists(stream_map.stream_alias):
+                self.get_sink(stream_map.stream_alias).activate_version(message["version"])
+
+    # -- the run's end --------------------------------------------------------------------
+
+    def process_endofpipe(self) -> None:
+        self.before_input()  # an empty input still replays what is on hold
+        super().process_endofpipe()
+        self.run.raise_if_failed()
+        self.run.gate.check()
+        self.finish()
+
+    def finish(self) -> None:
+        """Stop workers, print the summary and write last_run.json (once)."""
+        if self._finished:
+            return
+        self._finished = True
+        self.progress.stop()
+        self.run.executor.shutdown(wait=True)
+        summary = self.run.stats.to_dict(
+            self.run.client.calls, self.run.client.rate_limit_wait_s
+        )
+        if self.run.ledger is not None and not self.dry_run:
+            summary["on_hold_total"] = self.run.ledger.held_count()
+            write_summary_file(self.state_dir, summary)
+        if self.dry_run:
+            summary["dry_run_plan"] = str(self.state_dir / "dry_run.jsonl")
+        self.logger.info("%s", render_table(summary))
+        self.run.close()
+
+    # -- CLI ------------------------------------------------------------------------------
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        command = super().get_singer_command()
+        command.params.append(
+            click.Option(
+                ["--test-connection", "test_connection"],
+                is_flag=True,
+                help="Check the key, scopes, public key and lists, then exit (0 or 1).",
+            )
+        )
+        return command
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        file_input: t.IO[str] | None = None,
+        test_connection: bool = False,
+    ) -> None:
+        if about:
+            cls.print_about(about_format)
+            sys.exit(0)
+        cls.print_version(print_fn=cls.logger.info)
+        config_files = config.config if config is not None else None
+        parse_env = config.parse_env if config is not None else False
+        target = cls(config=config_files, validate_config=True, parse_env_config=parse_env)
+        if test_connection:
+            cls._test_connection(target)
+        try:
+            target.listen(file_input)
+        except USER_ERRORS as exc:
+            where = ""
+            if isinstance(exc, (InvalidInputLine, RecordsWithoutSchemaException,
+                                MissingKeyPropertiesError, InvalidRecord, UnmappedStreamError)):
+                where = f"input line {target.reader.line_number}: "
+            cls.logger.error("%s%s", where, _one_line(exc))  # noqa: TRY400
+            target.shutdown_after_error()
+            sys.exit(1)
+        except BaseException:
+            target.shutdown_after_error()
+            raise
+
+    def shutdown_after_error(self) -> None:
+        """Let requests in flight come back (their records get an outcome), then summarise."""
+        try:
+            self.finish()
+        except Exception as exc:  # the original error matters more
+            self.logger.debug("while shutting down: %s", exc)
+
+    @classmethod
+    def _test_connection(cls, target: TargetKlaviyo) -> t.NoReturn:
+        try:
+            if target.dry_run:
+                cls.logger.info("dry_run is set: nothing to check without the network")
+            else:
+                assert isinstance(target.run.client, KlaviyoClient)
+                check_account(target.run.client, dict(target.config), target.mappings)
+                cls.logger.info("Connection OK: key, scopes, public key and lists checked")
+        except (KlaviyoAuthError, StartupError) as exc:
+            cls.logger.error("Connection check failed: %s", _one_line(exc))  # noqa: TRY400
+            sys.exit(1)
+        finally:
+            target.run.close()
+        sys.exit(0)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
