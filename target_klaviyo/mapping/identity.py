@@ -86,9 +86,8 @@ def _try_parse(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, _PHONE_FORMAT)
 
 
-@functools.lru_cache(maxsize=65536)
 def _parse_phone(text: str, region: str | None) -> str | None:
-    """E.164 form of ``text`` or None. Cached: parsing is the costly part of identity."""
+    """E.164 form of ``text`` or None."""
     result = _try_parse(text, region)
     if result is not None:
         return result
@@ -105,21 +104,36 @@ def normalise_phone(value: Any, default_region: str | None) -> str:
 
     Numbers without a ``+country`` prefix need ``default_region`` (ISO 3166-1 alpha-2).
     """
+    if type(value) is str:
+        result, reason = _normalise_phone_text(value, default_region)
+    else:
+        text = _phone_text(value)
+        result, reason = _normalise_phone_text(text or "", default_region)
+        if reason is not None:
+            reason = reason.replace(repr(text or ""), show(value), 1)
+    if result is None:
+        raise Rejection(str(reason))
+    return result
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalise_phone_text(value: str, default_region: str | None) -> tuple[str | None, str | None]:
+    """(E.164, None) or (None, reason). Cached: parsing is the costly part of identity."""
+    text = value.strip()
     region = default_region.upper() if default_region else None
-    text = _phone_text(value)
     if text:
         if _E164_RE.fullmatch(text):
             result = _parse_phone(text, None)
         else:
             result = _parse_phone(text, region)
         if result is not None:
-            return result
+            return result, None
         if region is None and not text.startswith(("+", "00")):
-            raise Rejection(
+            return None, (
                 f"phone_number {show(value)} is not a valid number "
                 "(no +country and no default_phone_region)"
             )
-    raise Rejection(f"phone_number {show(value)} is not a valid number")
+    return None, f"phone_number {show(value)} is not a valid number"
 
 
 def normalise_external_id(value: Any) -> str | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identity
-from target_klaviyo.mapping.values import encoded_size, to_json
+from target_klaviyo.mapping.values import MAX_SAFE_INTEGER, encoded_size, to_json
 from target_klaviyo.settings import LOCATION_FIELDS, TOP_LEVEL_FIELDS, StreamMapping
 
 __all__ = [
@@ -70,10 +70,13 @@ def standard_columns(
     return plan
 
 
+# A character is 1 to 4 UTF-8 bytes: strings this short can never be over the limit.
+_SHORT = MAX_STRING_BYTES // 4
+
+
 def _too_long(text: str) -> bool:
-    # A character is 1 to 4 UTF-8 bytes: only measure when the length is ambiguous.
     length = len(text)
-    if length <= MAX_STRING_BYTES // 4:
+    if length <= _SHORT:
         return False
     return (
         length > MAX_STRING_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES
@@ -133,9 +136,12 @@ class PropertyPlan:
     ``renames`` (property name -> column) are always sent, after the others.
     """
 
-    __slots__ = ("_all", "_listed", "_route", "_skip", "renames")
+    __slots__ = ("_all", "_listed", "_route", "_shapes", "_skip", "renames")
 
     _ROUTE_LIMIT = 10_000
+    # Records of one stream nearly always have the same columns in the same order: the plan
+    # for a record is cached by its column tuple.
+    _SHAPE_LIMIT = 64
 
     def __init__(
         self,
@@ -151,6 +157,7 @@ class PropertyPlan:
         self._all = properties == "all"
         self._skip = frozenset(skip) | frozenset(exclude) | {c for _, c in self.renames}
         self._route: dict[str, bool] = {}
+        self._shapes: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
         self._listed: tuple[str, ...] = ()
         if self._all:
             for column in schema_properties:
@@ -168,6 +175,12 @@ class PropertyPlan:
         """The listed columns, or None in ``"all"`` mode."""
         return None if self._all else self._listed
 
+    def _route_of(self, column: str) -> bool:
+        send = self._sendable(column)
+        if len(self._route) < self._ROUTE_LIMIT:
+            self._route[column] = send
+        return send
+
     def pairs(self, record: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(property name, column) for the columns of ``record`` that become properties."""
         if self._all:
@@ -176,15 +189,50 @@ class PropertyPlan:
             for column in record:
                 send = route.get(column)
                 if send is None:
-                    send = self._sendable(column)
-                    if len(route) < self._ROUTE_LIMIT:
-                        route[column] = send
+                    send = self._route_of(column)
                 if send:
                     out.append((column, column))
         else:
             out = [(column, column) for column in self._listed if column in record]
         out.extend((name, column) for name, column in self.renames if column in record)
         return out
+
+    def collect(self, record: Mapping[str, Any], unset: bool) -> tuple[dict[str, Any], list[str]]:
+        """The custom properties of ``record`` (JSON-safe, limits checked), and the names of the
+        null ones when ``unset`` (otherwise nulls are left out). Raises Rejection.
+
+        The hot path of mapping: the common scalar types are handled inline.
+        """
+        properties: dict[str, Any] = {}
+        nulls: list[str] = []
+        shape = tuple(record)
+        plan = self._shapes.get(shape)
+        if plan is None:
+            plan = tuple(self.pairs(record))
+            if len(self._shapes) < self._SHAPE_LIMIT:
+                self._shapes[shape] = plan
+        for name, column in plan:
+            raw = record[column]
+            kind = type(raw)
+            if kind is str:
+                if len(raw) > _SHORT and _too_long(raw):
+                    check_value(raw, column)
+                properties[name] = raw
+                continue
+            if kind is bool or (kind is int and -MAX_SAFE_INTEGER <= raw <= MAX_SAFE_INTEGER):
+                properties[name] = raw
+                continue
+            value = None if raw is None else to_json(raw)
+            if value is None:
+                if unset:
+                    nulls.append(name)
+                properties.pop(name, None)
+                continue
+            check_value(value, column)
+            properties[name] = value
+        if nulls and properties:
+            nulls = [name for name in nulls if name not in properties]
+        return properties, nulls
 
 
 @dataclass(slots=True)
@@ -294,7 +342,11 @@ class ProfileMapper:
         for attribute, column in self._top:
             if column not in record:
                 continue
-            value = to_json(record[column])
+            raw = record[column]
+            if type(raw) is str and len(raw) <= _SHORT:
+                attributes[attribute] = raw
+                continue
+            value = None if raw is None else to_json(raw)
             if value is None:
                 if unset:
                     attributes[attribute] = None
@@ -305,7 +357,11 @@ class ProfileMapper:
             for name, column, numeric in self._location:
                 if column not in record:
                     continue
-                value = to_json(record[column])
+                raw = record[column]
+                if type(raw) is str and len(raw) <= _SHORT:
+                    location[name] = raw
+                    continue
+                value = None if raw is None else to_json(raw)
                 if value is None:
                     if unset:
                         location[name] = None
@@ -313,21 +369,9 @@ class ProfileMapper:
                     location[name] = _text(value, column, f"location.{name}", numeric)
             if location:
                 attributes["location"] = location
-        properties: dict[str, Any] = {}
-        to_unset: list[str] = []
-        for name, column in self.properties.pairs(record):
-            value = to_json(record[column])
-            if value is None:
-                if unset:
-                    to_unset.append(name)
-                    properties.pop(name, None)
-                continue
-            check_value(value, column)
-            properties[name] = value
+        properties, to_unset = self.properties.collect(record, unset)
         if properties:
             attributes["properties"] = properties
-            if to_unset:
-                to_unset = [name for name in to_unset if name not in properties]
         return attributes, to_unset
 
     def map(self, record: Mapping[str, Any]) -> MappedProfile:
