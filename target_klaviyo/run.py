@@ -86,7 +86,11 @@ class Run:
         record: Mapping[str, Any],
     ) -> None:
         self.rejects.write(
-            stream=stream, obj=obj, identifiers=dict(identifiers), reason=reason, record=dict(record)
+            stream=stream,
+            obj=obj,
+            identifiers=dict(identifiers),
+            reason=reason,
+            record=dict(record),
         )
 
     def close(self) -> None:

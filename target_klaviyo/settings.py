@@ -255,11 +255,15 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
     if obj == "list":
         behavior = raw.get("behavior", "insert")
         if behavior not in LIST_BEHAVIORS:
-            errors.append(f"{where}.behavior: {behavior!r} is not one of {', '.join(LIST_BEHAVIORS)}")
+            errors.append(
+                f"{where}.behavior: {behavior!r} is not one of {', '.join(LIST_BEHAVIORS)}"
+            )
         kwargs["behavior"] = behavior
         mirror_on = raw.get("mirror_on", "activate_version")
         if mirror_on not in ("activate_version", "end_of_stream"):
-            errors.append(f"{where}.mirror_on: {mirror_on!r} is not activate_version or end_of_stream")
+            errors.append(
+                f"{where}.mirror_on: {mirror_on!r} is not activate_version or end_of_stream"
+            )
         kwargs["mirror_on"] = mirror_on
         ratio = raw.get("mirror_max_removal_ratio", 0.2)
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
@@ -286,8 +290,12 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
                 f"{where}.historical_import: Klaviyo requires consented_at, "
                 "so consented_at_field is needed"
             )
-        if behavior == "unsubscribe" and (kwargs["historical_import"] or kwargs["consented_at_field"]):
-            errors.append(f"{where}: historical_import / consented_at_field apply to subscribe only")
+        if behavior == "unsubscribe" and (
+            kwargs["historical_import"] or kwargs["consented_at_field"]
+        ):
+            errors.append(
+                f"{where}: historical_import / consented_at_field apply to subscribe only"
+            )
     elif obj == "event":
         kwargs["behavior"] = "insert"
         for key in (

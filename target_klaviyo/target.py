@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import typing as t
 from pathlib import Path
@@ -61,6 +60,7 @@ USER_ERRORS = (
     KlaviyoAuthError,
     StartupError,
     ConfigError,
+    MappingConfigError,
 )
 
 
@@ -217,9 +217,7 @@ class TargetKlaviyo(Target):
         self._finished = True
         self.progress.stop()
         self.run.executor.shutdown(wait=True)
-        summary = self.run.stats.to_dict(
-            self.run.client.calls, self.run.client.rate_limit_wait_s
-        )
+        summary = self.run.stats.to_dict(self.run.client.calls, self.run.client.rate_limit_wait_s)
         if self.run.ledger is not None and not self.dry_run:
             summary["on_hold_total"] = self.run.ledger.held_count()
             write_summary_file(self.state_dir, summary)
@@ -265,10 +263,18 @@ class TargetKlaviyo(Target):
             target.listen(file_input)
         except USER_ERRORS as exc:
             where = ""
-            if isinstance(exc, (InvalidInputLine, RecordsWithoutSchemaException,
-                                MissingKeyPropertiesError, InvalidRecord, UnmappedStreamError)):
+            if isinstance(
+                exc,
+                (
+                    InvalidInputLine,
+                    RecordsWithoutSchemaException,
+                    MissingKeyPropertiesError,
+                    InvalidRecord,
+                    UnmappedStreamError,
+                ),
+            ):
                 where = f"input line {target.reader.line_number}: "
-            cls.logger.error("%s%s", where, _one_line(exc))  # noqa: TRY400
+            cls.logger.error("%s%s", where, _one_line(exc))
             target.shutdown_after_error()
             sys.exit(1)
         except BaseException:
@@ -292,7 +298,7 @@ class TargetKlaviyo(Target):
                 check_account(target.run.client, dict(target.config), target.mappings)
                 cls.logger.info("Connection OK: key, scopes, public key and lists checked")
         except (KlaviyoAuthError, StartupError) as exc:
-            cls.logger.error("Connection check failed: %s", _one_line(exc))  # noqa: TRY400
+            cls.logger.error("Connection check failed: %s", _one_line(exc))
             sys.exit(1)
         finally:
             target.run.close()
@@ -303,5 +309,3 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else type(exc).__name__
     text = " ".join(text.split())
     return text if len(text) <= 400 else text[:397] + "..."
-
-

@@ -132,7 +132,7 @@ def parse_errors(body: Any) -> tuple[ApiErrorDetail, ...]:
     return tuple(details)
 
 
-class _Retry(Exception):
+class _Retry(Exception):  # noqa: N818 (internal control flow, not an error)
     """Internal: this attempt may be retried; `wait` is Klaviyo's Retry-After if given."""
 
     def __init__(self, reason: str, status: int | None, wait: float | None = None) -> None:
@@ -210,7 +210,9 @@ class KlaviyoClient:
         if url is not None:
             if urlsplit(url).netloc != self._host:
                 return ApiResult(
-                    operation_name, None, message=f"{operation_name}: refused a link to another host"
+                    operation_name,
+                    None,
+                    message=f"{operation_name}: refused a link to another host",
                 )
             target, query = url, None
         else:
@@ -325,4 +327,4 @@ def _retry_after(value: str | None) -> float | None:
     if seconds < 0:
         return None
     # A little jitter so that parallel workers do not return in lockstep.
-    return seconds + random.uniform(0, 0.1)  # noqa: S311
+    return seconds + random.uniform(0, 0.1)

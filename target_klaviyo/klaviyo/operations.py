@@ -38,7 +38,9 @@ OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
         Operation("get_accounts", "GET", "/api/accounts", XS, ("accounts:read",)),
-        Operation("create_or_update_profile", "POST", "/api/profile-import", L, ("profiles:write",)),
+        Operation(
+            "create_or_update_profile", "POST", "/api/profile-import", L, ("profiles:write",)
+        ),
         Operation("get_profiles", "GET", "/api/profiles", L, ("profiles:read",)),
         Operation(
             "bulk_import_profiles",
@@ -85,7 +87,9 @@ OPERATIONS: dict[str, Operation] = {
             ("lists:write", "profiles:write"),
         ),
         Operation("create_event", "POST", "/api/events", XL, ("events:write",)),
-        Operation("bulk_create_events", "POST", "/api/event-bulk-create-jobs", M, ("events:write",)),
+        Operation(
+            "bulk_create_events", "POST", "/api/event-bulk-create-jobs", M, ("events:write",)
+        ),
         Operation(
             "bulk_subscribe_profiles",
             "POST",

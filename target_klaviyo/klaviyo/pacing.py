@@ -19,7 +19,7 @@ WINDOW_MARGIN = 0.05  # 5 % of each window
 
 
 class _Window:
-    __slots__ = ("limit", "length", "sent")
+    __slots__ = ("length", "limit", "sent")
 
     def __init__(self, limit: int, length: float) -> None:
         self.limit = limit

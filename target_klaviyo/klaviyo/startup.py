@@ -76,7 +76,9 @@ def resolve_list(client: KlaviyoClient, mapping: StreamMapping) -> str:
     body = json.dumps(
         {"data": {"type": "list", "attributes": {"name": mapping.list_name}}}
     ).encode()
-    created = _require(client.request("create_list", body=body), f"creating list {mapping.list_name!r}")
+    created = _require(
+        client.request("create_list", body=body), f"creating list {mapping.list_name!r}"
+    )
     return str(created["data"]["id"])
 
 

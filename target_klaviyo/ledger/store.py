@@ -214,7 +214,9 @@ class Ledger:
 
     # -- stream schemas (for replay) ------------------------------------------------------
 
-    def save_stream(self, stream: str, schema: dict[str, Any], key_properties: Sequence[str]) -> None:
+    def save_stream(
+        self, stream: str, schema: dict[str, Any], key_properties: Sequence[str]
+    ) -> None:
         self._write(
             "INSERT INTO streams (stream, schema, key_properties) VALUES (?, ?, ?)"
             " ON CONFLICT (stream) DO UPDATE SET schema=excluded.schema,"
@@ -303,9 +305,7 @@ class Ledger:
         )
 
     def member_count(self, list_id: str) -> int:
-        return int(
-            self._query("SELECT count(*) FROM members WHERE list_id = ?", (list_id,))[0][0]
-        )
+        return int(self._query("SELECT count(*) FROM members WHERE list_id = ?", (list_id,))[0][0])
 
     def members_not_seen(self, list_id: str, pass_no: int) -> list[tuple[str, dict[str, Any]]]:
         return [

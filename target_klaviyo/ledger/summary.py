@@ -93,9 +93,7 @@ def render_table(summary: Mapping[str, Any]) -> str:
             lines.append("  " + "  ".join("-" * w for w in widths))
     calls = summary["api_calls"]
     if calls:
-        lines.append(
-            "API calls: " + ", ".join(f"{name} {count}" for name, count in calls.items())
-        )
+        lines.append("API calls: " + ", ".join(f"{name} {count}" for name, count in calls.items()))
     else:
         lines.append("API calls: none")
     lines.append(

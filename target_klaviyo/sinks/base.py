@@ -9,8 +9,9 @@ Every record ends in exactly one outcome, reported here to the run's ledger and 
 from __future__ import annotations
 
 import itertools
+import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,6 +47,27 @@ class Item:
     @property
     def attempts(self) -> int:
         return self.held.attempts if self.held else 0
+
+
+@dataclass(slots=True)
+class Request:
+    """An encoded request body and how to find the item a Klaviyo error pointer names."""
+
+    body: bytes
+    locate: Callable[[str], list[int]]
+
+
+def row_locator(prefix: str, count: int) -> Callable[[str], list[int]]:
+    """For bodies whose items sit in one array: `<prefix>/<i>/...` names item i."""
+    pattern = re.compile(re.escape(prefix) + r"/(\d+)(?:/|$)")
+
+    def locate(pointer: str) -> list[int]:
+        match = pattern.match(pointer)
+        if match and int(match.group(1)) < count:
+            return [int(match.group(1))]
+        return []
+
+    return locate
 
 
 @dataclass(slots=True)
@@ -112,6 +134,89 @@ class KlaviyoSink(BatchSink):
         """Send one request-sized chunk and report every item's outcome (worker thread)."""
         raise NotImplementedError
 
+    def digest(self, mapped: Mapped) -> bytes:
+        """What skip_unchanged compares: the outgoing payload and the mapping that made it."""
+        return payload_hash([self.mapping.fingerprint, mapped.payload])
+
+    def send_rows(
+        self,
+        operation: str,
+        items: list[Item],
+        encode_request: Callable[[list[Item]], Request],
+        accepted: Callable[[list[Item], ApiResult], None],
+        *,
+        path_params: dict[str, str] | None = None,
+        resend_allowed: bool = True,
+    ) -> None:
+        """POST one bulk request and give every item an outcome.
+
+        Retries exhausted -> on hold. A 400 whose pointers name rows -> those rows rejected
+        with Klaviyo's detail and the rest resent once (klaviyo-api.md §3.1: one bad row fails
+        the whole request). 413 -> split in two. Other 4xx -> all rejected with the detail.
+        """
+        request = encode_request(items)
+        if len(request.body) > self.MAX_BYTES and len(items) > 1:
+            self._split(operation, items, encode_request, accepted, path_params, resend_allowed)
+            return
+        result = self.run.client.request(operation, body=request.body, path_params=path_params)
+        if result.exhausted:
+            self.hold(items, result.describe())
+            return
+        if result.status == 400 and resend_allowed:
+            bad: dict[int, str] = {}
+            for error in result.errors:
+                detail = error.detail or error.title
+                for index in request.locate(error.pointer or ""):
+                    bad[index] = f"{bad[index]}; {detail}" if index in bad else detail
+            if bad:
+                for index, detail in bad.items():
+                    self.rejected(items[index], f"Klaviyo: {detail}")
+                rest = [item for index, item in enumerate(items) if index not in bad]
+                self.logger.warning(
+                    "%s refused %d of %d rows; resending the other %d once",
+                    operation,
+                    len(bad),
+                    len(items),
+                    len(rest),
+                )
+                if rest:
+                    self.send_rows(
+                        operation,
+                        rest,
+                        encode_request,
+                        accepted,
+                        path_params=path_params,
+                        resend_allowed=False,
+                    )
+                return
+        if result.status == 413 and len(items) > 1:
+            self._split(operation, items, encode_request, accepted, path_params, resend_allowed)
+            return
+        if not result.ok:
+            self.reject_all(items, result)
+            return
+        accepted(items, result)
+
+    def _split(
+        self,
+        operation: str,
+        items: list[Item],
+        encode_request: Callable[[list[Item]], Request],
+        accepted: Callable[[list[Item], ApiResult], None],
+        path_params: dict[str, str] | None,
+        resend_allowed: bool,
+    ) -> None:
+        half = len(items) // 2
+        for part in (items[:half], items[half:]):
+            self.send_rows(
+                operation,
+                part,
+                encode_request,
+                accepted,
+                path_params=path_params,
+                resend_allowed=resend_allowed,
+            )
+
     # -- the gate's view ------------------------------------------------------------------
 
     def records_seen(self) -> int:
@@ -145,9 +250,7 @@ class KlaviyoSink(BatchSink):
             self.run.stats.add(self.stream_name, self.OBJECT, warnings=len(mapped.warnings))
             for warning in mapped.warnings:
                 self.logger.debug("record %d: %s", seq, warning)
-        digest = None
-        if self.skip_unchanged:
-            digest = payload_hash([self.mapping.fingerprint, mapped.payload])
+        digest = self.digest(mapped) if self.skip_unchanged else None
         item = Item(
             seq, record, mapped.key, mapped.identifiers, mapped.payload, mapped.size, digest, held
         )
@@ -223,7 +326,7 @@ class KlaviyoSink(BatchSink):
         if not same:
             return items
         kept, skipped = [], []
-        for item, (key, _) in zip(items, pairs):
+        for item, (key, _) in zip(items, pairs, strict=True):
             (skipped if key in same else kept).append(item)
         self.unchanged(skipped)
         return kept

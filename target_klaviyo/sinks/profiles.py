@@ -9,35 +9,20 @@ through profile-import instead (Klaviyo's guidance: bulk is not for a few profil
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.mapping.profile import ProfileMapper
 from target_klaviyo.mapping.values import encode
-from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped
+from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request, row_locator
 
 # klaviyo-api.md §3.1: the pointer of a bad row names its index.
-ROW_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(/|$)")
+ROWS_POINTER = "/data/attributes/profiles/data"
 POLL_FIRST_S = 0.5
 POLL_MAX_S = 10.0
 # Below this many profiles a chunk is sent with profile-import, one request per profile.
 SINGLE_UPSERT_MAX = 3
-
-
-def rows_named(errors: Sequence[Any], count: int) -> dict[int, str]:
-    """Row index -> Klaviyo's detail, for the errors whose pointer names a row."""
-    rows: dict[int, str] = {}
-    for error in errors:
-        match = ROW_POINTER.match(error.pointer or "")
-        if match and int(match.group(1)) < count:
-            index = int(match.group(1))
-            rows[index] = (rows.get(index, "") + "; " if index in rows else "") + (
-                error.detail or error.title
-            )
-    return rows
 
 
 class ProfileSink(KlaviyoSink):
@@ -70,7 +55,7 @@ class ProfileSink(KlaviyoSink):
         """Lists that every profile of this stream joins in the same job (list sink)."""
         return []
 
-    def job_body(self, items: Sequence[Item]) -> bytes:
+    def job_request(self, items: list[Item]) -> Request:
         data: dict[str, Any] = {
             "type": "profile-bulk-import-job",
             "attributes": {"profiles": {"data": [item.payload for item in items]}},
@@ -80,56 +65,24 @@ class ProfileSink(KlaviyoSink):
             data["relationships"] = {
                 "lists": {"data": [{"type": "list", "id": list_id} for list_id in lists]}
             }
-        return encode({"data": data})
+        return Request(encode({"data": data}), row_locator(ROWS_POINTER, len(items)))
 
     def send(self, items: list[Item]) -> None:
         if len(items) <= SINGLE_UPSERT_MAX and not self.list_relationships():
             self.upsert_each(items)
         else:
-            self.bulk_import(items, resend_allowed=True)
+            self.send_rows("bulk_import_profiles", items, self.job_request, self.job_accepted)
 
-    def bulk_import(self, items: list[Item], *, resend_allowed: bool) -> None:
-        body = self.job_body(items)
-        if len(body) > self.MAX_BYTES and len(items) > 1:
-            half = len(items) // 2
-            self.bulk_import(items[:half], resend_allowed=resend_allowed)
-            self.bulk_import(items[half:], resend_allowed=resend_allowed)
-            return
-        result = self.run.client.request("bulk_import_profiles", body=body)
-        if result.exhausted:
-            self.hold(items, result.describe())
-            return
-        if result.status == 400:
-            bad = rows_named(result.errors, len(items))
-            if bad and resend_allowed:
-                for index, detail in bad.items():
-                    self.rejected(items[index], f"Klaviyo: {detail}")
-                rest = [item for index, item in enumerate(items) if index not in bad]
-                self.logger.warning(
-                    "bulk import refused %d of %d rows; resending the other %d once",
-                    len(bad),
-                    len(items),
-                    len(rest),
-                )
-                if rest:
-                    self.bulk_import(rest, resend_allowed=False)
-                return
-        if result.status == 413 and len(items) > 1:
-            half = len(items) // 2
-            self.bulk_import(items[:half], resend_allowed=resend_allowed)
-            self.bulk_import(items[half:], resend_allowed=resend_allowed)
-            return
-        if not result.ok:
-            self.reject_all(items, result)
-            return
-        job_id = str(result.body["data"]["id"])
-        self.await_job(job_id, items)
+    def job_accepted(self, items: list[Item], result: ApiResult) -> None:
+        self.await_job(str(result.body["data"]["id"]), items)
 
     def await_job(self, job_id: str, items: list[Item]) -> None:
         """Poll the job to its end, then check its counts and map its import errors."""
         ledger = self.run.ledger
         if ledger is not None:
-            ledger.job_started(job_id, "bulk_import_profiles", self.stream_name, [i.key for i in items])
+            ledger.job_started(
+                job_id, "bulk_import_profiles", self.stream_name, [i.key for i in items]
+            )
         try:
             job = self.poll_job(job_id)
             if job is None:
