@@ -35,6 +35,7 @@ __all__ = [
 # (JavaScript, and most likely Klaviyo's storage); they are sent as decimal strings instead.
 MAX_SAFE_INTEGER = 2**53
 
+_MAX_EXACT_DIGITS = 64
 _UTC = timezone.utc
 _encoder = msgspec.json.Encoder()
 _sorted_encoder = msgspec.json.Encoder(order="deterministic")
@@ -56,7 +57,8 @@ def _integer(value: int) -> int | str:
 def _decimal(value: Decimal) -> int | float | str | None:
     if not value.is_finite():
         return None
-    if value == value.to_integral_value():
+    # Integers of up to 64 digits are kept exact; beyond that (1E+400, say) a double it is.
+    if value.adjusted() < _MAX_EXACT_DIGITS and value == value.to_integral_value():
         return _integer(int(value))
     result = float(value)
     # A finite Decimal can still overflow a double (e.g. 1.5E+400).
@@ -73,7 +75,8 @@ def to_json(value: Any) -> Any:
     """Convert ``value`` to JSON types (dict with str keys, list, str, int, float, bool, None).
 
     * ``Decimal``: ``int`` when integral and within ±2**53, a decimal string when integral and
-      larger (exact), else ``float``; NaN / ±Infinity become ``None``.
+      larger (exact, up to 64 digits), else ``float``; NaN / ±Infinity (and values beyond a
+      double's range) become ``None``.
     * ``float`` NaN / ±Infinity become ``None``; ints beyond ±2**53 become decimal strings.
     * ``datetime``: ISO 8601 in UTC (``...+00:00``; naive values are taken as UTC).
     * ``date``: ``YYYY-MM-DD``; ``time``: ISO format; bytes: base64; UUID: str.
