@@ -16,7 +16,6 @@ from target_klaviyo.mapping.profile import (
     STANDARD_COLUMNS,
     ProfileMapper,
     PropertyPlan,
-    check_value,
     is_metadata_column,
 )
 from target_klaviyo.mapping.values import (
@@ -177,7 +176,11 @@ class EventMapper:
         if self._name_field is None:
             return str(self.mapping.event_name)
         value = record.get(self._name_field)
-        name = value.strip() if isinstance(value, str) else None
+        if isinstance(value, str):
+            name = value.strip()
+        else:
+            converted = to_json(value)
+            name = str(converted) if isinstance(converted, (int, float)) else ""
         if not name:
             raise Rejection(f"event name column {self._name_field!r} is empty or not text")
         if len(name) >= MAX_METRIC_NAME:
@@ -241,14 +244,7 @@ class EventMapper:
         return _readable(text)
 
     def _properties(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        properties: dict[str, Any] = {}
-        for name, column in self.properties.pairs(record):
-            value = to_json(record[column])
-            if value is None:
-                properties.pop(name, None)
-                continue
-            check_value(value, column)
-            properties[name] = value
+        properties, _ = self.properties.collect(record, unset=False)
         if len(properties) > MAX_EVENT_PROPERTIES:
             raise Rejection(
                 f"event has {len(properties)} properties, over Klaviyo's limit of "
