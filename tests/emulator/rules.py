@@ -1,0 +1,666 @@
+"""Klaviyo's documented limits and value rules, as the emulator enforces them.
+
+Every rule cites the fact of ``shared/reference/klaviyo-api.md`` it models. The functions here
+are pure: they look at a parsed request body (already valid against the derived schema) and
+return the 400 errors Klaviyo would answer with, as ``(pointer, detail)`` pairs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import phonenumbers
+
+# ---------------------------------------------------------------------------------------------
+# Size and count limits. Klaviyo does not say whether "5 MB" / "100 KB" are decimal or binary;
+# SPEC.md §3.3 and the brief take the stricter, decimal reading.
+# ---------------------------------------------------------------------------------------------
+
+# klaviyo-api.md §7.4: profile-import max payload 100 KB.
+PROFILE_IMPORT_MAX_BYTES = 100_000
+# klaviyo-api.md §3.1 / §7.4: bulk import ≤10,000 profiles, ≤5 MB, ≤100 KB per profile.
+BULK_IMPORT_MAX_PROFILES = 10_000
+BULK_IMPORT_MAX_BYTES = 5_000_000
+BULK_IMPORT_MAX_PROFILE_BYTES = 100_000
+# klaviyo-api.md §5.2 / §7.4: event-bulk-create ≤1,000 events, 5 MB, strings ≤100 KB.
+BULK_EVENTS_MAX_EVENTS = 1_000
+EVENTS_MAX_BYTES = 5_000_000
+MAX_STRING_BYTES = 100_000
+# klaviyo-api.md §5.1: ≤400 properties per event; metric name < 128 characters.
+EVENT_MAX_PROPERTIES = 400
+METRIC_NAME_MAX_CHARS = 127
+# klaviyo-api.md §7.4 (older ingestion table, "treat them as likely still in force"):
+# ≤4000 items per array, ≤10 levels of nesting.
+MAX_ARRAY_ITEMS = 4_000
+MAX_NESTING_DEPTH = 10
+# klaviyo-api.md §4.1 / §7.4: list add/remove ≤1,000 ids per call.
+LIST_MEMBERS_MAX_IDS = 1_000
+# klaviyo-api.md §4.3 / §7.4: subscribe ≤1,000 profiles, unsubscribe ≤100.
+SUBSCRIBE_MAX_PROFILES = 1_000
+UNSUBSCRIBE_MAX_PROFILES = 100
+
+# Whole-body byte limits per operation. Over the limit answers 413: klaviyo-api.md §7.3 lists
+# 413 "payload too large" (observed by a third-party tool that splits the batch on it) and §7.4
+# gives the byte limits.
+MAX_BODY_BYTES: dict[str, int] = {
+    "create_or_update_profile": PROFILE_IMPORT_MAX_BYTES,
+    "bulk_import_profiles": BULK_IMPORT_MAX_BYTES,
+    "create_event": EVENTS_MAX_BYTES,
+    "bulk_create_events": EVENTS_MAX_BYTES,
+}
+
+# klaviyo-api.md §5.1: event `time` must be after 1990 and at most 1 year in the future.
+EVENT_TIME_MIN = datetime(1990, 1, 1, tzinfo=timezone.utc)
+EVENT_TIME_MAX_AHEAD = timedelta(days=365)
+
+# Regions the emulated account can send SMS to. klaviyo-api.md §8: "Phone number is valid but is
+# not in a supported region for this account." The real set depends on the account; this is
+# Klaviyo's SMS country list as commonly configured (configurable per Emulator).
+DEFAULT_SUPPORTED_REGIONS: frozenset[str] = frozenset(
+    {
+        "US",
+        "CA",
+        "PR",
+        "GB",
+        "IE",
+        "AU",
+        "NZ",
+        "DE",
+        "AT",
+        "CH",
+        "FR",
+        "BE",
+        "NL",
+        "LU",
+        "ES",
+        "PT",
+        "IT",
+        "SE",
+        "NO",
+        "DK",
+        "FI",
+        "PL",
+    }
+)
+
+PROFILE_IDENTIFIERS = ("id", "email", "phone_number", "external_id", "_kx")
+EVENT_PROFILE_IDENTIFIERS = ("id", "email", "phone_number", "external_id", "anonymous_id", "_kx")
+
+Error = tuple[str, str]  # (JSON pointer, detail)
+
+
+@dataclass(frozen=True)
+class PhoneCheck:
+    ok: bool
+    region: str | None = None
+    detail: str = ""
+
+
+# klaviyo-api.md §8: phone numbers must be E.164 (+, country code, up to 15 digits).
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# klaviyo-api.md §8: "Klaviyo rejects malformed addresses with 400" (exact rules UNVERIFIED).
+# A plausible-form check: no whitespace, one @, dotted domain of letters/digits/hyphens.
+EMAIL = re.compile(
+    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(?<!\.)"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+EMAIL_MAX_CHARS = 254
+
+
+def email_error(value: str) -> str | None:
+    if len(value) > EMAIL_MAX_CHARS or not EMAIL.match(value):
+        return f"Invalid email address: '{value}'."
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def check_phone(value: str) -> PhoneCheck:
+    """E.164 shape and libphonenumber validity (klaviyo-api.md §8)."""
+    if not E164.match(value):
+        return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
+    if not phonenumbers.is_valid_number(parsed):
+        return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
+    return PhoneCheck(True, phonenumbers.region_code_for_number(parsed))
+
+
+UNSUPPORTED_REGION = "Phone number is valid but is not in a supported region for this account."
+
+_DATETIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
+    r"(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def parse_datetime(value: str) -> datetime | None:
+    """ISO 8601 date-time as Klaviyo accepts it; no offset means UTC. None when malformed.
+
+    Written by hand because ``datetime.fromisoformat`` of Python 3.10 rejects ``Z``.
+    """
+    match = _DATETIME.match(value)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        tz = timezone.utc
+        if offset and offset not in ("Z", "z"):
+            sign = -1 if offset[0] == "-" else 1
+            digits = offset[1:].replace(":", "")
+            hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micro, tz
+        )
+    except ValueError:
+        return None
+
+
+def is_date(value: str) -> bool:
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def iso(moment: datetime) -> str:
+    """Timestamps the way Klaviyo renders them: ``2024-05-01T12:00:00+00:00``."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def measure_row(row: Any) -> int:
+    """Encoded size of one bulk row.
+
+    How Klaviyo measures "100 KB per profile" is UNVERIFIED (klaviyo-api.md §3.1); the emulator
+    uses the stricter plausible reading: Python's default ``json.dumps`` (", "/": " separators,
+    non-ASCII escaped as \\uXXXX), which is never smaller than a compact UTF-8 encoding.
+    """
+    return len(json.dumps(row).encode("ascii"))
+
+
+def _json_pointer(parts: tuple[Any, ...]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def pointer(*parts: Any) -> str:
+    return _json_pointer(parts)
+
+
+def walk_strings(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk_strings(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk_strings(value, (*path, index))
+
+
+def long_string_errors(body: Any) -> list[Error]:
+    # klaviyo-api.md §5.1/§5.2: "A single string cannot exceed 100KB" (UTF-8 bytes).
+    return [
+        (_json_pointer(path), f"String exceeds the maximum size of {MAX_STRING_BYTES} bytes.")
+        for path, text in walk_strings(body)
+        if len(text) > MAX_STRING_BYTES // 4 and len(text.encode("utf-8")) > MAX_STRING_BYTES
+    ]
+
+
+def shape_errors(node: Any, path: tuple[Any, ...]) -> list[Error]:
+    """Array length and nesting depth of a free-form object (klaviyo-api.md §7.4, older table)."""
+    errors: list[Error] = []
+
+    def visit(value: Any, where: tuple[Any, ...], depth: int) -> None:
+        if depth > MAX_NESTING_DEPTH:
+            errors.append(
+                (_json_pointer(where), f"Exceeds the maximum nesting depth of {MAX_NESTING_DEPTH}.")
+            )
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, (*where, key), depth + 1)
+        elif isinstance(value, list):
+            if len(value) > MAX_ARRAY_ITEMS:
+                errors.append(
+                    (_json_pointer(where), f"Arrays may hold at most {MAX_ARRAY_ITEMS} items.")
+                )
+                return
+            for index, item in enumerate(value):
+                visit(item, (*where, index), depth + 1)
+
+    if isinstance(node, dict):
+        visit(node, path, 1)
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+# ---------------------------------------------------------------------------------------------
+
+
+def profile_attribute_errors(
+    attributes: dict[str, Any],
+    base: tuple[Any, ...],
+    *,
+    identifiers: tuple[str, ...] = PROFILE_IDENTIFIERS,
+    resource_id: str | None = None,
+    phone_mode: str = "reject",
+    supported_regions: frozenset[str] = DEFAULT_SUPPORTED_REGIONS,
+) -> list[Error]:
+    """Identifier and format rules shared by every endpoint that takes a profile.
+
+    ``phone_mode``: "reject" answers 400 for a bad phone (profile-import, klaviyo-api.md §2.1/§8);
+    "defer" leaves it to the bulk-import job, which silently drops it (klaviyo-api.md §3.1).
+    """
+    errors: list[Error] = []
+    email = attributes.get("email")
+    if isinstance(email, str):
+        problem = email_error(email)
+        if problem:
+            # klaviyo-api.md §8: malformed email -> 400 with pointer .../attributes/email.
+            errors.append((_json_pointer((*base, "email")), problem))
+    phone = attributes.get("phone_number")
+    if isinstance(phone, str) and phone_mode == "reject":
+        check = check_phone(phone)
+        if not check.ok:
+            # klaviyo-api.md §8: phone numbers must be E.164.
+            errors.append((_json_pointer((*base, "phone_number")), check.detail))
+        elif check.region not in supported_regions:
+            # klaviyo-api.md §8: observed "not in a supported region" error.
+            errors.append((_json_pointer((*base, "phone_number")), UNSUPPORTED_REGION))
+    external_id = attributes.get("external_id")
+    if isinstance(external_id, str) and not external_id.strip():
+        # Emulator choice: a blank external_id is not a usable identifier.
+        errors.append((_json_pointer((*base, "external_id")), "external_id must not be blank."))
+    present = [
+        name for name in identifiers if name != "id" and isinstance(attributes.get(name), str)
+    ]
+    if not present and not resource_id:
+        # klaviyo-api.md §2.1: profiles are matched by an identifier; §5.1: event profiles need
+        # "at least one identifier".
+        errors.append(
+            (
+                _json_pointer(base),
+                "A profile requires at least one of: "
+                + ", ".join(n for n in identifiers if n != "id")
+                + ".",
+            )
+        )
+    properties = attributes.get("properties")
+    if isinstance(properties, dict):
+        errors.extend(shape_errors(properties, (*base, "properties")))
+    return errors
+
+
+def profile_import_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Error]:
+    data = body["data"]
+    return profile_attribute_errors(
+        data["attributes"],
+        ("data", "attributes"),
+        resource_id=data.get("id"),
+        supported_regions=regions,
+    )
+
+
+def bulk_import_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Error]:
+    rows = body["data"]["attributes"]["profiles"]["data"]
+    if len(rows) > BULK_IMPORT_MAX_PROFILES:
+        # klaviyo-api.md §3.1: up to 10,000 profiles per request.
+        return [
+            (
+                "/data/attributes/profiles/data",
+                f"A maximum of {BULK_IMPORT_MAX_PROFILES} profiles can be imported per request.",
+            )
+        ]
+    if not rows:
+        return [("/data/attributes/profiles/data", "At least one profile is required.")]
+    errors: list[Error] = []
+    for index, row in enumerate(rows):
+        base = ("data", "attributes", "profiles", "data", index)
+        size = measure_row(row)
+        if size > BULK_IMPORT_MAX_PROFILE_BYTES:
+            # klaviyo-api.md §3.1: max 100 KB per profile; the pointer names the row.
+            errors.append(
+                (
+                    _json_pointer(base),
+                    f"Profile payload is {size} bytes; the maximum is "
+                    f"{BULK_IMPORT_MAX_PROFILE_BYTES} bytes.",
+                )
+            )
+            continue
+        # klaviyo-api.md §3.1: invalid phone numbers are not a validation error in bulk import
+        # (they are silently dropped while the job runs), hence phone_mode="defer".
+        errors.extend(
+            profile_attribute_errors(
+                row["attributes"],
+                (*base, "attributes"),
+                resource_id=row.get("id"),
+                phone_mode="defer",
+                supported_regions=regions,
+            )
+        )
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Lists
+# ---------------------------------------------------------------------------------------------
+
+
+def create_list_errors(body: dict[str, Any]) -> list[Error]:
+    name = body["data"]["attributes"]["name"]
+    if not name.strip():
+        return [("/data/attributes/name", "This field may not be blank.")]
+    return []
+
+
+def list_members_errors(body: dict[str, Any]) -> list[Error]:
+    ids = body["data"]
+    if len(ids) > LIST_MEMBERS_MAX_IDS:
+        # klaviyo-api.md §4.1: ≤1000 profiles per add/remove call.
+        return [("/data", f"A maximum of {LIST_MEMBERS_MAX_IDS} profiles is allowed per call.")]
+    if not ids:
+        return [("/data", "At least one profile is required.")]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+
+def event_errors(event: dict[str, Any], base: tuple[Any, ...], now: datetime) -> list[Error]:
+    """Rules for one event's attributes (klaviyo-api.md §5.1)."""
+    errors: list[Error] = []
+    name = event["metric"]["data"]["attributes"]["name"]
+    if not name.strip():
+        errors.append(
+            (
+                _json_pointer((*base, "metric", "data", "attributes", "name")),
+                "Metric name may not be blank.",
+            )
+        )
+    elif len(name) > METRIC_NAME_MAX_CHARS:
+        # klaviyo-api.md §5.1: metric name < 128 characters.
+        errors.append(
+            (
+                _json_pointer((*base, "metric", "data", "attributes", "name")),
+                f"Metric name must be fewer than {METRIC_NAME_MAX_CHARS + 1} characters.",
+            )
+        )
+    properties = event["properties"]
+    if len(properties) > EVENT_MAX_PROPERTIES:
+        # klaviyo-api.md §5.1: ≤400 properties per event.
+        errors.append(
+            (
+                _json_pointer((*base, "properties")),
+                f"An event may have at most {EVENT_MAX_PROPERTIES} properties.",
+            )
+        )
+    errors.extend(shape_errors(properties, (*base, "properties")))
+    raw_time = event.get("time")
+    if isinstance(raw_time, str):
+        moment = parse_datetime(raw_time)
+        if moment is None:
+            errors.append((_json_pointer((*base, "time")), f"Invalid datetime: '{raw_time}'."))
+        elif moment <= EVENT_TIME_MIN or moment > now + EVENT_TIME_MAX_AHEAD:
+            # klaviyo-api.md §5.1: after 1990 and at most 1 year in the future.
+            errors.append(
+                (
+                    _json_pointer((*base, "time")),
+                    "Event time must be after 1990-01-01 and at most 1 year in the future.",
+                )
+            )
+    return errors
+
+
+def event_profile_errors(
+    profile: dict[str, Any], base: tuple[Any, ...], regions: frozenset[str]
+) -> list[Error]:
+    # Events validate profile identifiers at request time (a 400 for the whole request): the
+    # endpoint answers 202 "validated and submitted" (klaviyo-api.md §5.1) with no later
+    # feedback channel, so the emulator checks formats here rather than dropping silently.
+    return profile_attribute_errors(
+        profile["attributes"],
+        (*base, "attributes"),
+        identifiers=EVENT_PROFILE_IDENTIFIERS,
+        resource_id=profile.get("id"),
+        supported_regions=regions,
+    )
+
+
+def create_event_errors(
+    body: dict[str, Any], regions: frozenset[str], now: datetime
+) -> list[Error]:
+    attributes = body["data"]["attributes"]
+    base = ("data", "attributes")
+    errors = long_string_errors(body)
+    errors.extend(event_errors(attributes, base, now))
+    errors.extend(
+        event_profile_errors(attributes["profile"]["data"], (*base, "profile", "data"), regions)
+    )
+    return errors
+
+
+def profile_identity(profile: dict[str, Any]) -> list[tuple[str, str]]:
+    """Identifier values of an event's profile, used to group entries of one request."""
+    attributes = profile.get("attributes") or {}
+    keys = [("id", profile["id"])] if isinstance(profile.get("id"), str) else []
+    keys.extend(
+        (name, attributes[name])
+        for name in EVENT_PROFILE_IDENTIFIERS[1:]
+        if isinstance(attributes.get(name), str)
+    )
+    return keys
+
+
+def bulk_events_errors(body: dict[str, Any], regions: frozenset[str], now: datetime) -> list[Error]:
+    entries = body["data"]["attributes"]["events-bulk-create"]["data"]
+    total = sum(len(entry["attributes"]["events"]["data"]) for entry in entries)
+    if total > BULK_EVENTS_MAX_EVENTS:
+        # klaviyo-api.md §5.2: ≤1,000 events per request (counted across profiles).
+        return [
+            (
+                "/data/attributes/events-bulk-create/data",
+                f"A maximum of {BULK_EVENTS_MAX_EVENTS} events can be created per request; "
+                f"got {total}.",
+            )
+        ]
+    if total == 0:
+        return [("/data/attributes/events-bulk-create/data", "At least one event is required.")]
+    errors = long_string_errors(body)
+
+    # Entries whose profiles share any identifier are the same profile (union-find), so a
+    # repeated unique_id across them is caught like one inside a single entry.
+    parent = list(range(len(entries)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(entries):
+        for key in profile_identity(entry["attributes"]["profile"]["data"]):
+            if key in owner:
+                parent[find(index)] = find(owner[key])
+            else:
+                owner[key] = index
+
+    seen: set[tuple[int, str, str]] = set()
+    dedupe_key: tuple[int, str, str]
+    for index, entry in enumerate(entries):
+        base = ("data", "attributes", "events-bulk-create", "data", index, "attributes")
+        errors.extend(
+            event_profile_errors(
+                entry["attributes"]["profile"]["data"], (*base, "profile", "data"), regions
+            )
+        )
+        for position, event in enumerate(entry["attributes"]["events"]["data"]):
+            event_base = (*base, "events", "data", position, "attributes")
+            attributes = event["attributes"]
+            errors.extend(event_errors(attributes, event_base, now))
+            unique_id = attributes.get("unique_id")
+            if isinstance(unique_id, str):
+                metric = attributes["metric"]["data"]["attributes"]["name"]
+                dedupe_key = (find(index), metric, unique_id)
+                if dedupe_key in seen:
+                    # klaviyo-api.md §5.3: a repeated unique_id for the same profile and metric
+                    # within one bulk request fails the whole request.
+                    errors.append(
+                        (
+                            _json_pointer((*event_base, "unique_id")),
+                            f"Duplicate unique_id '{unique_id}' for the same profile and metric "
+                            "in this request; no events will be processed.",
+                        )
+                    )
+                seen.add(dedupe_key)
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscriptions
+# ---------------------------------------------------------------------------------------------
+
+CONSENT_LEAVES = {
+    "email": ("marketing",),
+    "sms": ("marketing", "transactional"),
+    "whatsapp": ("marketing", "transactional"),
+    "push": ("marketing",),
+}
+
+
+def consent_entries(subscriptions: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(channel, kind, parameters) for every consent given in a subscriptions object."""
+    for channel, kinds in CONSENT_LEAVES.items():
+        params = subscriptions.get(channel)
+        if not isinstance(params, dict):
+            continue
+        for kind in kinds:
+            leaf = params.get(kind)
+            if isinstance(leaf, dict):
+                yield channel, kind, leaf
+
+
+def subscribe_errors(body: dict[str, Any], regions: frozenset[str], now: datetime) -> list[Error]:
+    attributes = body["data"]["attributes"]
+    rows = attributes["profiles"]["data"]
+    if len(rows) > SUBSCRIBE_MAX_PROFILES:
+        # klaviyo-api.md §4.3: ≤1000 profiles per subscribe call.
+        return [
+            (
+                "/data/attributes/profiles/data",
+                f"A maximum of {SUBSCRIBE_MAX_PROFILES} profiles can be subscribed per request.",
+            )
+        ]
+    if not rows:
+        return [("/data/attributes/profiles/data", "At least one profile is required.")]
+    historical = attributes.get("historical_import") is True
+    errors: list[Error] = []
+    for index, row in enumerate(rows):
+        base = ("data", "attributes", "profiles", "data", index, "attributes")
+        errors.extend(_subscription_profile_errors(row, base, regions))
+        subscriptions = row["attributes"]["subscriptions"]
+        entries = list(consent_entries(subscriptions))
+        if not entries:
+            errors.append(
+                (
+                    _json_pointer((*base, "subscriptions")),
+                    "At least one channel subscription is required.",
+                )
+            )
+        for channel, kind, leaf in entries:
+            where = _json_pointer((*base, "subscriptions", channel, kind, "consented_at"))
+            consented_at = leaf.get("consented_at")
+            if consented_at is not None and not historical:
+                # klaviyo-api.md §4.3: consented_at without historical_import is an error.
+                errors.append(
+                    (where, "'consented_at' is only allowed when 'historical_import' is true.")
+                )
+            elif historical and consented_at is None:
+                # klaviyo-api.md §4.3: historical_import requires consented_at on every channel.
+                errors.append(
+                    (where, "'consented_at' is required when 'historical_import' is true.")
+                )
+            elif historical and isinstance(consented_at, str):
+                moment = parse_datetime(consented_at)
+                if moment is None or moment > now:
+                    # klaviyo-api.md §4.3: consented_at must be in the past.
+                    errors.append((where, "'consented_at' must be a datetime in the past."))
+        errors.extend(_channel_identifier_errors(row["attributes"], subscriptions, base))
+    return errors
+
+
+def unsubscribe_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Error]:
+    rows = body["data"]["attributes"]["profiles"]["data"]
+    if len(rows) > UNSUBSCRIBE_MAX_PROFILES:
+        # klaviyo-api.md §4.3: ≤100 profiles per unsubscribe call.
+        return [
+            (
+                "/data/attributes/profiles/data",
+                f"A maximum of {UNSUBSCRIBE_MAX_PROFILES} profiles can be unsubscribed "
+                "per request.",
+            )
+        ]
+    if not rows:
+        return [("/data/attributes/profiles/data", "At least one profile is required.")]
+    errors: list[Error] = []
+    for index, row in enumerate(rows):
+        base = ("data", "attributes", "profiles", "data", index, "attributes")
+        errors.extend(_subscription_profile_errors(row, base, regions))
+        subscriptions = row["attributes"]["subscriptions"]
+        if not any(isinstance(subscriptions.get(c), dict) for c in CONSENT_LEAVES):
+            errors.append(
+                (_json_pointer((*base, "subscriptions")), "At least one channel is required.")
+            )
+        errors.extend(_channel_identifier_errors(row["attributes"], subscriptions, base))
+    return errors
+
+
+def _subscription_profile_errors(
+    row: dict[str, Any], base: tuple[Any, ...], regions: frozenset[str]
+) -> list[Error]:
+    # klaviyo-api.md §4.3: profile attributes allowed are email, phone_number (E.164),
+    # subscriptions, age_gated_date_of_birth (unknown ones are rejected by the schema).
+    return profile_attribute_errors(
+        row["attributes"],
+        base,
+        identifiers=("id", "email", "phone_number"),
+        resource_id=row.get("id"),
+        supported_regions=regions,
+    )
+
+
+def _channel_identifier_errors(
+    attributes: dict[str, Any], subscriptions: dict[str, Any], base: tuple[Any, ...]
+) -> list[Error]:
+    errors: list[Error] = []
+    if isinstance(subscriptions.get("sms"), dict) and not attributes.get("phone_number"):
+        # klaviyo-api.md §8 / §10.10: observed error wording.
+        errors.append(
+            (
+                _json_pointer((*base, "phone_number")),
+                "'phone_number' must not be empty when the sms channel is included in "
+                "'subscriptions'.",
+            )
+        )
+    if isinstance(subscriptions.get("email"), dict) and not attributes.get("email"):
+        # Same rule for the email channel (emulator extension of the observed SMS rule).
+        errors.append(
+            (
+                _json_pointer((*base, "email")),
+                "'email' must not be empty when the email channel is included in 'subscriptions'.",
+            )
+        )
+    return errors

@@ -1,0 +1,831 @@
+"""The emulated Klaviyo account: profiles, lists, events, bulk jobs, and the background worker
+that applies asynchronous work (bulk imports, bulk events, subscriptions) in submission order.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+import string
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .rules import (
+    UNSUPPORTED_REGION,
+    check_phone,
+    consent_entries,
+    iso,
+    parse_datetime,
+)
+
+# Identifiers Klaviyo keeps unique per account (SPEC.md §4: "unique email / phone /
+# external_id"), in the order they are matched.
+INDEXED = ("email", "phone_number", "external_id", "_kx", "anonymous_id")
+STANDARD_FIELDS = (
+    "email",
+    "phone_number",
+    "external_id",
+    "anonymous_id",
+    "_kx",
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
+)
+LOCATION_FIELDS = (
+    "address1",
+    "address2",
+    "city",
+    "country",
+    "latitude",
+    "longitude",
+    "region",
+    "zip",
+    "timezone",
+    "ip",
+)
+# Fields rendered in profile responses (the spec's profile response attributes).
+RESPONSE_FIELDS = tuple(f for f in STANDARD_FIELDS if f not in ("_kx", "anonymous_id"))
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_id_lock = threading.Lock()
+_id_counter = itertools.count()
+
+
+def new_ulid() -> str:
+    """A 26-character ULID-like id, increasing in creation order.
+
+    Klaviyo profile and job ids look like ``01GDDKASAP8TKDDA2GRZDSVP4H``.
+    """
+    with _id_lock:
+        value = (time.time_ns() // 1_000_000) << 80 | (next(_id_counter) & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ProfileConflictError(Exception):
+    """klaviyo-api.md §2.4: the payload's identifiers belong to different existing profiles."""
+
+    def __init__(self, duplicate_profile_id: str) -> None:
+        super().__init__(duplicate_profile_id)
+        self.duplicate_profile_id = duplicate_profile_id
+
+
+class UnknownProfileError(Exception):
+    def __init__(self, profile_id: str) -> None:
+        super().__init__(profile_id)
+        self.profile_id = profile_id
+
+
+def _default_subscriptions() -> dict[str, Any]:
+    return {
+        "email": {"marketing": {"consent": "NEVER_SUBSCRIBED"}},
+        "sms": {
+            "marketing": {"consent": "NEVER_SUBSCRIBED"},
+            "transactional": {"consent": "NEVER_SUBSCRIBED"},
+        },
+    }
+
+
+@dataclass
+class Profile:
+    id: str
+    created: str
+    updated: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    location: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    subscriptions: dict[str, Any] = field(default_factory=_default_subscriptions)
+    last_event_date: str | None = None
+
+    def dump(self, lists: list[str]) -> dict[str, Any]:
+        attributes = {name: self.fields.get(name) for name in STANDARD_FIELDS}
+        attributes["location"] = {name: self.location.get(name) for name in LOCATION_FIELDS}
+        attributes.update(
+            created=self.created, updated=self.updated, last_event_date=self.last_event_date
+        )
+        return {
+            "id": self.id,
+            "attributes": attributes,
+            "properties": dict(self.properties),
+            "subscriptions": _copy(self.subscriptions),
+            "lists": lists,
+        }
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+@dataclass
+class KlaviyoList:
+    id: str
+    name: str
+    opt_in_process: str
+    created: str
+    updated: str
+    # profile id -> joined_group_at. klaviyo-api.md §3.1: re-adding keeps the same joined_group_at.
+    members: dict[str, str] = field(default_factory=dict)
+    # Append-only slots (None after removal) so cursors stay valid while members change.
+    _slots: list[str | None] = field(default_factory=list)
+    _slot_of: dict[str, int] = field(default_factory=dict)
+
+    def add(self, profile_id: str, joined: str) -> bool:
+        if profile_id in self.members:
+            return False
+        self.members[profile_id] = joined
+        self._slot_of[profile_id] = len(self._slots)
+        self._slots.append(profile_id)
+        return True
+
+    def remove(self, profile_id: str) -> bool:
+        if profile_id not in self.members:
+            return False
+        del self.members[profile_id]
+        self._slots[self._slot_of.pop(profile_id)] = None
+        return True
+
+    def scan(self, start: int) -> Iterator[tuple[int, str]]:
+        for position in range(start, len(self._slots)):
+            member = self._slots[position]
+            if member is not None:
+                yield position, member
+
+
+@dataclass
+class Event:
+    id: str
+    metric: str
+    profile_id: str
+    time: str
+    properties: dict[str, Any]
+    value: Any
+    value_currency: str | None
+    unique_id: str | None
+    backfill: bool
+    received: str
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "metric": self.metric,
+            "profile_id": self.profile_id,
+            "time": self.time,
+            "properties": self.properties,
+            "value": self.value,
+            "value_currency": self.value_currency,
+            "unique_id": self.unique_id,
+            "backfill": self.backfill,
+            "received": self.received,
+        }
+
+
+@dataclass
+class ImportJob:
+    id: str
+    created_at: str
+    rows: list[dict[str, Any]]
+    list_ids: list[str]
+    status: str = "queued"  # klaviyo-api.md §3.2: queued | processing | complete | cancelled
+    completed_count: int = 0
+    failed_count: int = 0
+    started_at: str | None = None
+    completed_at: str | None = None
+    expires_at: str | None = None  # klaviyo-api.md §3.2: expiry is UNVERIFIED; left null
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    profile_ids: list[str] = field(default_factory=list)
+    cancel: bool = False
+
+    @property
+    def total_count(self) -> int:
+        return len(self.rows)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "total_count": self.total_count,
+            "completed_count": self.completed_count,
+            "failed_count": self.failed_count,
+            "lists": list(self.list_ids),
+            "profile_ids": list(self.profile_ids),
+            "errors": _copy(self.errors),
+        }
+
+
+@dataclass
+class Work:
+    """One unit of asynchronous work, applied by the worker in submission order."""
+
+    kind: str  # "import" | "events" | "subscribe" | "unsubscribe"
+    submitted: float  # time.monotonic()
+    payload: Any
+    received: str
+    job: ImportJob | None = None
+
+
+class Store:
+    """All account state. Every public method takes ``self.lock``."""
+
+    def __init__(self, supported_regions: frozenset[str], default_opt_in: str) -> None:
+        self.lock = threading.RLock()
+        self.supported_regions = supported_regions
+        self.default_opt_in = default_opt_in
+        self.clear()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.profiles: dict[str, Profile] = {}
+            self.profile_order: list[str] = []
+            self.profile_position: dict[str, int] = {}
+            self.index: dict[str, dict[str, str]] = {name: {} for name in INDEXED}
+            self.lists: dict[str, KlaviyoList] = {}
+            self.events: list[Event] = []
+            self.event_keys: set[tuple[str, str, str]] = set()
+            self.jobs: dict[str, ImportJob] = {}
+            # Data Klaviyo accepted but did not store, with no error to the client
+            # (klaviyo-api.md §3.1: invalid phones in bulk import are silently dropped).
+            self.silent_drops: list[dict[str, Any]] = []
+            # klaviyo-api.md §5.3: later duplicates are dropped silently (first write wins).
+            self.duplicate_events: list[dict[str, Any]] = []
+
+    # -- profiles -----------------------------------------------------------------------------
+
+    def match(self, profile_id: str | None, attributes: dict[str, Any]) -> list[Profile]:
+        """Distinct existing profiles the payload's identifiers point at, in match order."""
+        found: list[Profile] = []
+        if profile_id:
+            profile = self.profiles.get(profile_id)
+            if profile is None:
+                raise UnknownProfileError(profile_id)
+            found.append(profile)
+        for name in INDEXED:
+            value = attributes.get(name)
+            if isinstance(value, str):
+                owner = self.index[name].get(value)
+                if owner is not None and all(p.id != owner for p in found):
+                    found.append(self.profiles[owner])
+        return found
+
+    def upsert(
+        self,
+        attributes: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        profile_id: str | None = None,
+        *,
+        keep_on_conflict: bool = False,
+    ) -> tuple[Profile, bool, list[str]]:
+        """Create or update a profile. Returns (profile, created, identifiers not applied).
+
+        klaviyo-api.md §2.4: identifiers that belong to two different profiles raise
+        ``ProfileConflictError`` (the 409 rule), unless ``keep_on_conflict``: then the first
+        matched profile is updated and the identifiers owned by another profile are left out.
+        """
+        with self.lock:
+            matched = self.match(profile_id, attributes)
+            dropped: list[str] = []
+            if len(matched) > 1:
+                if not keep_on_conflict:
+                    raise ProfileConflictError(matched[1].id)
+                primary = matched[0]
+                attributes = dict(attributes)
+                for name in INDEXED:
+                    value = attributes.get(name)
+                    if isinstance(value, str) and self.index[name].get(value, primary.id) != (
+                        primary.id
+                    ):
+                        del attributes[name]
+                        dropped.append(name)
+                matched = [primary]
+            stamp = iso(now_utc())
+            created = not matched
+            if created:
+                profile = Profile(id=new_ulid(), created=stamp, updated=stamp)
+                self.profiles[profile.id] = profile
+                self.profile_position[profile.id] = len(self.profile_order)
+                self.profile_order.append(profile.id)
+            else:
+                profile = matched[0]
+            self._apply(profile, attributes, meta)
+            profile.updated = stamp
+            return profile, created, dropped
+
+    def _apply(
+        self, profile: Profile, attributes: dict[str, Any], meta: dict[str, Any] | None
+    ) -> None:
+        # klaviyo-api.md §2.1: null clears a field, an absent field is left unchanged.
+        for name, value in attributes.items():
+            if name == "properties":
+                if value is None:
+                    profile.properties.clear()
+                else:
+                    # Whether a null custom property removes the key is UNVERIFIED (§2.1);
+                    # it is stored as null here. Removal goes through patch_properties.unset.
+                    profile.properties.update(value)
+            elif name == "location":
+                if value is None:
+                    profile.location.clear()
+                else:
+                    for key, item in value.items():
+                        if item is None:
+                            profile.location.pop(key, None)
+                        else:
+                            profile.location[key] = item
+            elif name in INDEXED:
+                old = profile.fields.get(name)
+                if old is not None and self.index[name].get(old) == profile.id:
+                    del self.index[name][old]
+                if value is None:
+                    profile.fields.pop(name, None)
+                else:
+                    profile.fields[name] = value
+                    self.index[name][value] = profile.id
+            elif name in STANDARD_FIELDS:
+                if value is None:
+                    profile.fields.pop(name, None)
+                else:
+                    profile.fields[name] = value
+        patch = (meta or {}).get("patch_properties") or {}
+        # klaviyo-api.md §2.1: unset (a string or a list) removes keys; append / unappend add or
+        # remove values of array properties.
+        unset = patch.get("unset")
+        for key in [unset] if isinstance(unset, str) else unset or []:
+            profile.properties.pop(key, None)
+        for key, value in (patch.get("append") or {}).items():
+            current = profile.properties.get(key)
+            items = (
+                list(current) if isinstance(current, list) else [] if current is None else [current]
+            )
+            items.extend(value if isinstance(value, list) else [value])
+            profile.properties[key] = items
+        for key, value in (patch.get("unappend") or {}).items():
+            current = profile.properties.get(key)
+            if isinstance(current, list):
+                gone = value if isinstance(value, list) else [value]
+                profile.properties[key] = [v for v in current if v not in gone]
+
+    def find_by(self, name: str, value: str) -> Profile | None:
+        if name == "id":
+            return self.profiles.get(value)
+        owner = self.index[name].get(value)
+        return self.profiles[owner] if owner else None
+
+    def lists_of(self) -> dict[str, list[str]]:
+        memberships: dict[str, list[str]] = collections.defaultdict(list)
+        for klaviyo_list in self.lists.values():
+            for member in klaviyo_list.members:
+                memberships[member].append(klaviyo_list.id)
+        return memberships
+
+    # -- lists --------------------------------------------------------------------------------
+
+    def create_list(self, name: str, opt_in_process: str | None) -> KlaviyoList:
+        with self.lock:
+            while True:
+                list_id = "".join(random.choices(string.ascii_letters + string.digits, k=6))
+                if list_id not in self.lists:
+                    break
+            stamp = iso(now_utc())
+            created = KlaviyoList(
+                id=list_id,
+                name=name,
+                # klaviyo-api.md §4.2: the account default applies when omitted.
+                opt_in_process=opt_in_process or self.default_opt_in,
+                created=stamp,
+                updated=stamp,
+            )
+            self.lists[list_id] = created
+            return created
+
+    # -- asynchronous work --------------------------------------------------------------------
+
+    def import_error(
+        self, job: ImportJob, code: str, title: str, detail: str, pointer: str, row: dict[str, Any]
+    ) -> None:
+        job.errors.append(
+            {
+                "id": str(uuid.uuid4()),
+                "code": code,
+                "title": title,
+                "detail": detail,
+                "source": {"pointer": pointer},
+                "original_payload": _copy(row.get("attributes") or {}),
+            }
+        )
+        job.failed_count += 1
+
+    def apply_import_row(self, job: ImportJob, index: int, row: dict[str, Any]) -> None:
+        """Apply one bulk-import row while its job is processing (klaviyo-api.md §3.1/§3.2)."""
+        base = f"/data/attributes/profiles/data/{index}"
+        attributes = dict(row["attributes"])
+        phone = attributes.get("phone_number")
+        if isinstance(phone, str):
+            check = check_phone(phone)
+            if not check.ok:
+                # klaviyo-api.md §3.1: an invalid phone in a bulk import is silently dropped;
+                # the profile is imported without it and no import error is recorded.
+                del attributes["phone_number"]
+                self.silent_drops.append(
+                    {
+                        "operation": "bulk_import_profiles",
+                        "job_id": job.id,
+                        "row": index,
+                        "field": "phone_number",
+                        "value": phone,
+                        "reason": check.detail,
+                    }
+                )
+            elif check.region not in self.supported_regions:
+                # klaviyo-api.md §8: observed per-row error for a region the account can't use.
+                self.import_error(
+                    job,
+                    "invalid",
+                    "Invalid input.",
+                    UNSUPPORTED_REGION,
+                    f"{base}/attributes/phone_number",
+                    row,
+                )
+                return
+        if not row.get("id") and not any(isinstance(attributes.get(n), str) for n in INDEXED):
+            self.import_error(
+                job,
+                "invalid",
+                "Invalid input.",
+                "A profile requires at least one identifier (email, phone_number, external_id).",
+                f"{base}/attributes",
+                row,
+            )
+            return
+        try:
+            profile, _, _ = self.upsert(attributes, row.get("meta"), row.get("id"))
+        except ProfileConflictError:
+            # klaviyo-api.md §2.4: identifiers belonging to two profiles; the row is not applied.
+            self.import_error(
+                job,
+                "duplicate_profile",
+                "Conflict.",
+                "A profile already exists with one of these identifiers.",
+                f"{base}/attributes",
+                row,
+            )
+            return
+        except UnknownProfileError as unknown:
+            self.import_error(
+                job,
+                "invalid",
+                "Invalid input.",
+                f"Profile with id '{unknown.profile_id}' does not exist.",
+                f"{base}/id",
+                row,
+            )
+            return
+        stamp = iso(now_utc())
+        for list_id in job.list_ids:
+            # klaviyo-api.md §3.1: profiles join the job's lists; consent is unchanged.
+            klaviyo_list = self.lists.get(list_id)
+            if klaviyo_list is not None:
+                klaviyo_list.add(profile.id, stamp)
+        job.profile_ids.append(profile.id)
+        job.completed_count += 1
+
+    def apply_events(self, entries: list[dict[str, Any]], received: str) -> None:
+        """Entries: ``{"profile": resource, "events": [event attributes], "backfill": bool}``."""
+        for entry in entries:
+            resource = entry["profile"]
+            attributes = dict(resource.get("attributes") or {})
+            meta = resource.get("meta") or attributes.pop("meta", None)
+            try:
+                profile, _, dropped = self.upsert(
+                    attributes, meta, resource.get("id"), keep_on_conflict=True
+                )
+            except UnknownProfileError as unknown:
+                self.silent_drops.append(
+                    {
+                        "operation": entry["operation"],
+                        "reason": "unknown profile id",
+                        "value": unknown.profile_id,
+                        "events": len(entry["events"]),
+                    }
+                )
+                continue
+            if dropped:
+                # Emulator choice (Klaviyo gives no feedback for accepted events): on the
+                # §2.4 conflict the event goes to the first matched profile and the identifiers
+                # owned by another profile are not applied; recorded so tests can see it.
+                self.silent_drops.append(
+                    {
+                        "operation": entry["operation"],
+                        "reason": "identifier conflict",
+                        "profile_id": profile.id,
+                        "fields": dropped,
+                    }
+                )
+            for event in entry["events"]:
+                self._record_event(profile, event, entry.get("backfill", False), received)
+
+    def _record_event(
+        self, profile: Profile, event: dict[str, Any], backfill: bool, received: str
+    ) -> None:
+        metric = event["metric"]["data"]["attributes"]["name"]
+        raw_time = event.get("time")
+        moment = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+        # klaviyo-api.md §5.1: time is truncated to the second and defaults to the receive time.
+        stamp = iso(moment.replace(microsecond=0)) if moment else received
+        unique_id = event.get("unique_id")
+        # klaviyo-api.md §5.3: dedupe on (profile, metric, unique_id), or the time to the second
+        # without a unique_id; first write wins, later duplicates are dropped silently.
+        key = (profile.id, metric, unique_id if unique_id is not None else f"time:{stamp}")
+        if key in self.event_keys:
+            self.duplicate_events.append(
+                {"profile_id": profile.id, "metric": metric, "unique_id": unique_id, "time": stamp}
+            )
+            return
+        self.event_keys.add(key)
+        self.events.append(
+            Event(
+                id=new_ulid(),
+                metric=metric,
+                profile_id=profile.id,
+                time=stamp,
+                properties=_copy(event.get("properties") or {}),
+                value=event.get("value"),
+                value_currency=event.get("value_currency"),
+                unique_id=unique_id,
+                backfill=bool(event.get("backfill") or backfill),
+                received=received,
+            )
+        )
+        if profile.last_event_date is None or stamp > profile.last_event_date:
+            profile.last_event_date = stamp
+
+    def _subscription_profile(self, row: dict[str, Any], operation: str) -> Profile | None:
+        attributes = row["attributes"]
+        identifiers = {
+            name: attributes[name]
+            for name in ("email", "phone_number")
+            if isinstance(attributes.get(name), str)
+        }
+        try:
+            profile, _, dropped = self.upsert(
+                identifiers, None, row.get("id"), keep_on_conflict=True
+            )
+        except UnknownProfileError as unknown:
+            self.silent_drops.append(
+                {
+                    "operation": operation,
+                    "reason": "unknown profile id",
+                    "value": unknown.profile_id,
+                }
+            )
+            return None
+        if dropped:
+            self.silent_drops.append(
+                {
+                    "operation": operation,
+                    "reason": "identifier conflict",
+                    "profile_id": profile.id,
+                    "fields": dropped,
+                }
+            )
+        return profile
+
+    def apply_subscribe(self, payload: dict[str, Any], received: str) -> None:
+        list_id = payload["list_id"]
+        historical = payload["historical_import"]
+        klaviyo_list = self.lists.get(list_id) if list_id else None
+        # klaviyo-api.md §4.3: a double opt-in list sends a confirmation first (skipped by
+        # historical_import); the email consent stays pending, modelled as unchanged.
+        double = (
+            klaviyo_list is not None
+            and klaviyo_list.opt_in_process == "double_opt_in"
+            and not historical
+        )
+        for row in payload["rows"]:
+            profile = self._subscription_profile(row, "bulk_subscribe_profiles")
+            if profile is None:
+                continue
+            joined = False
+            for channel, kind, leaf in consent_entries(row["attributes"]["subscriptions"]):
+                current = profile.subscriptions.setdefault(channel, {})
+                if channel == "email" and double:
+                    current.setdefault(kind, {"consent": "NEVER_SUBSCRIBED"})[
+                        "pending_double_opt_in"
+                    ] = True
+                    continue
+                current[kind] = {
+                    "consent": "SUBSCRIBED",
+                    "consented_at": leaf.get("consented_at") or received,
+                    "method": "API",
+                    "method_detail": payload["custom_source"],
+                    "historical_import": historical,
+                    "last_updated": received,
+                    "list_id": list_id,
+                    # klaviyo-api.md §4.3: subscribing removes UNSUBSCRIBE / SPAM_REPORT /
+                    # USER_SUPPRESSED suppressions.
+                    "suppression": [],
+                }
+                joined = True
+            if klaviyo_list is not None and joined:
+                klaviyo_list.add(profile.id, received)
+
+    def apply_unsubscribe(self, payload: dict[str, Any], received: str) -> None:
+        list_id = payload["list_id"]
+        klaviyo_list = self.lists.get(list_id) if list_id else None
+        for row in payload["rows"]:
+            # Emulator choice: an unknown email/phone gets a profile that records the
+            # unsubscription (so a later subscribe can be checked against it).
+            profile = self._subscription_profile(row, "bulk_unsubscribe_profiles")
+            if profile is None:
+                continue
+            subscriptions = row["attributes"]["subscriptions"]
+            for channel, params in subscriptions.items():
+                if not isinstance(params, dict):
+                    continue
+                current = profile.subscriptions.setdefault(channel, {})
+                for kind, leaf in params.items():
+                    if isinstance(leaf, dict) and leaf.get("consent") == "UNSUBSCRIBED":
+                        # klaviyo-api.md §4.3: "Profiles not in the specified list will be
+                        # globally unsubscribed"; modelled as consent UNSUBSCRIBED (global) ...
+                        current[kind] = {
+                            "consent": "UNSUBSCRIBED",
+                            "method": "API",
+                            "last_updated": received,
+                            "list_id": list_id,
+                        }
+            if klaviyo_list is not None:
+                # ... and removal from the given list.
+                klaviyo_list.remove(profile.id)
+
+    def unsubscribed_at(
+        self, row_attributes: dict[str, Any], channel: str, kind: str
+    ) -> str | None:
+        """When the profile behind a subscribe row last unsubscribed from channel/kind."""
+        with self.lock:
+            for name in ("email", "phone_number"):
+                value = row_attributes.get(name)
+                profile = self.find_by(name, value) if isinstance(value, str) else None
+                if profile is not None:
+                    leaf = profile.subscriptions.get(channel, {}).get(kind, {})
+                    if leaf.get("consent") == "UNSUBSCRIBED":
+                        stamp = leaf.get("last_updated")
+                        return stamp if isinstance(stamp, str) else None
+            return None
+
+    def dump(self) -> dict[str, Any]:
+        with self.lock:
+            memberships = self.lists_of()
+            return {
+                "profiles": [
+                    self.profiles[pid].dump(memberships.get(pid, [])) for pid in self.profile_order
+                ],
+                "lists": {
+                    list_id: {
+                        "name": item.name,
+                        "opt_in_process": item.opt_in_process,
+                        "created": item.created,
+                        "members": list(item.members),
+                    }
+                    for list_id, item in self.lists.items()
+                },
+                "events": [event.dump() for event in self.events],
+                "jobs": {job_id: job.dump() for job_id, job in self.jobs.items()},
+                "silent_drops": _copy(self.silent_drops),
+                "duplicate_events": _copy(self.duplicate_events),
+            }
+
+
+class Worker(threading.Thread):
+    """Applies queued work in submission order after ``job_delay_s``.
+
+    Bulk import jobs go queued -> processing -> complete (klaviyo-api.md §3.2); processing
+    takes ``job_delay_s * (0.5 + rows / 20000)`` and updates counts as rows are applied.
+    """
+
+    CHUNK = 500
+
+    def __init__(self, store: Store, job_delay_s: float) -> None:
+        super().__init__(name="klaviyo-emulator-worker", daemon=True)
+        self.store = store
+        self.job_delay_s = job_delay_s
+        self._queue: collections.deque[Work] = collections.deque()
+        self._cond = threading.Condition()
+        self._stop_event = threading.Event()
+
+    def submit(self, work: Work) -> None:
+        with self._cond:
+            self._queue.append(work)
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._queue.clear()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            with self._cond:
+                while not self._queue and not self._stop_event.is_set():
+                    self._cond.wait()
+                if self._stop_event.is_set():
+                    return
+                work = self._queue[0]
+            ready_in = work.submitted + self.job_delay_s - time.monotonic()
+            if ready_in > 0 and self._stop_event.wait(ready_in):
+                return
+            try:
+                self._process(work)
+            finally:
+                with self._cond:
+                    if self._queue and self._queue[0] is work:
+                        self._queue.popleft()
+                    self._cond.notify_all()
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stop_event.wait(seconds)
+
+    def _process(self, work: Work) -> None:
+        store = self.store
+        if work.kind == "import" and work.job is not None:
+            self._process_import(work.job)
+            return
+        with store.lock:
+            if work.kind == "events":
+                store.apply_events(work.payload, work.received)
+            elif work.kind == "subscribe":
+                store.apply_subscribe(work.payload, work.received)
+            elif work.kind == "unsubscribe":
+                store.apply_unsubscribe(work.payload, work.received)
+
+    def _process_import(self, job: ImportJob) -> None:
+        store = self.store
+        with store.lock:
+            job.status = "processing"
+            job.started_at = iso(now_utc())
+        hold = self.job_delay_s * (0.5 + job.total_count / 20_000)
+        # The cancel_job fault: the job stops half-way; rows applied before stay applied.
+        limit = job.total_count // 2 if job.cancel else job.total_count
+        chunks = list(_chunks(range(limit), self.CHUNK))
+        for rows in chunks:
+            with store.lock:
+                for index in rows:
+                    store.apply_import_row(job, index, job.rows[index])
+            self._sleep(hold / max(1, len(chunks)))
+        if not chunks:
+            self._sleep(hold)
+        with store.lock:
+            job.status = "cancelled" if job.cancel else "complete"
+            job.completed_at = iso(now_utc())
+
+
+def _chunks(items: Iterable[int], size: int) -> Iterator[list[int]]:
+    batch: list[int] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
