@@ -63,30 +63,8 @@ EVENT_TIME_MAX_AHEAD = timedelta(days=365)
 # not in a supported region for this account." The real set depends on the account; this is
 # Klaviyo's SMS country list as commonly configured (configurable per Emulator).
 DEFAULT_SUPPORTED_REGIONS: frozenset[str] = frozenset(
-    {
-        "US",
-        "CA",
-        "PR",
-        "GB",
-        "IE",
-        "AU",
-        "NZ",
-        "DE",
-        "AT",
-        "CH",
-        "FR",
-        "BE",
-        "NL",
-        "LU",
-        "ES",
-        "PT",
-        "IT",
-        "SE",
-        "NO",
-        "DK",
-        "FI",
-        "PL",
-    }
+    # GG/JE/IM share the +44 plan with GB (libphonenumber reports e.g. +447911… as GG).
+    "US CA PR GB GG JE IM IE AU NZ DE AT CH FR BE NL LU ES PT IT SE NO DK FI PL".split()
 )
 
 PROFILE_IDENTIFIERS = ("id", "email", "phone_number", "external_id", "_kx")

@@ -568,15 +568,10 @@ class Emulator:
     def _dispatch(self, call: Call) -> Reply:
         op_id = call.operation.operation_id
         if call.body is not None:
-            errors = call.operation.body_errors(call.body) if self.validate else []
-            if not errors:
-                try:
-                    errors = self._rule_errors(op_id, call.body)
-                except (KeyError, TypeError, AttributeError, IndexError) as exc:
-                    errors = [("/data", f"Invalid request body: {exc!r}")]
+            errors = self._body_errors(op_id, call)
             if errors:
                 # klaviyo-api.md §3.1: all-or-nothing, one error per bad row, nothing applied.
-                raise invalid(_first_per_row(errors, ROW_PATTERNS.get(op_id)))
+                raise invalid(errors)
         handler: Callable[[Call], Reply] = getattr(self, f"_op_{op_id}")
         try:
             return handler(call)
@@ -584,6 +579,29 @@ class Emulator:
             if self.validate:
                 raise
             raise invalid([("/data", f"Invalid request body: {exc!r}")]) from exc
+
+    def _body_errors(self, op_id: str, call: Call) -> list[tuple[str, str]]:
+        """Schema violations, then Klaviyo's rules; bulk bodies get one error per bad row."""
+        schema_errors = call.operation.body_errors(call.body) if self.validate else []
+        row_pattern = ROW_PATTERNS.get(op_id)
+        if schema_errors and row_pattern is None:
+            return schema_errors
+        try:
+            rule_errors = self._rule_errors(op_id, call.body)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            # The rules assume a schema-valid body; without one, report the schema errors.
+            rule_errors = [] if schema_errors else [("/data", f"Invalid request body: {exc!r}")]
+        if row_pattern is None:
+            return rule_errors
+        # Rows that broke the schema report that; the other rows report rule violations.
+        bad_rows = {m.group(0) for where, _ in schema_errors if (m := row_pattern.match(where))}
+        combined = schema_errors + [
+            (where, detail)
+            for where, detail in rule_errors
+            if not ((m := row_pattern.match(where)) and m.group(0) in bad_rows)
+        ]
+        combined.sort(key=lambda error: _row_numbers(error[0]))
+        return _first_per_row(combined, row_pattern)
 
     def _rule_errors(self, op_id: str, body: Any) -> list[tuple[str, str]]:
         regions = self.store.supported_regions
@@ -1168,6 +1186,10 @@ def _first_per_row(
             seen.add(row)
             kept.append((where, detail))
     return kept
+
+
+def _row_numbers(where: str) -> list[int]:
+    return [int(number) for number in re.findall(r"/(\d+)(?=/|$)", where)]
 
 
 def _compare(operator: str, left: datetime, right: datetime) -> bool:
