@@ -20,6 +20,7 @@ removed by a delete stream or a mirror pass is added again when it comes back.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -68,6 +69,9 @@ class ListSink(ProfileSink):
         ledger = self.run.ledger
         self._pass = ledger.current_pass(self.list_id) if ledger is not None else 1
         self._pass_records = 0  # input records since the last completed pass
+        # A dry run's ledger is read-only: the members seen in its pass are kept here.
+        self._dry_seen: set[str] = set()
+        self._dry_lock = threading.Lock()
 
     @property
     def MAX_ITEMS(self) -> int:  # type: ignore[override]  # noqa: N802
@@ -119,8 +123,14 @@ class ListSink(ProfileSink):
 
     def _track(self, members: Iterable[tuple[str, dict[str, Any]]]) -> None:
         ledger = self.run.ledger
-        if ledger is not None:
-            ledger.track_members(self.list_id, self._pass, members)
+        if ledger is None:
+            return
+        if ledger.read_only:
+            keys = [key for key, _ in members]
+            with self._dry_lock:
+                self._dry_seen.update(keys)
+            return
+        ledger.track_members(self.list_id, self._pass, members)
 
     def _track_items(self, items: Sequence[Item]) -> None:
         if self.mirror and items:
@@ -298,6 +308,10 @@ class ListSink(ProfileSink):
             self._pass = ledger.current_pass(self.list_id)
             return
         missing = ledger.members_not_seen(self.list_id, self._pass)
+        if ledger.read_only:
+            with self._dry_lock:
+                missing = [member for member in missing if member[0] not in self._dry_seen]
+                self._dry_seen.clear()
         tracked = ledger.member_count(self.list_id)
         self.logger.info(
             "mirror of list %s: pass %d complete (%s); %d of %d tracked members not seen",
