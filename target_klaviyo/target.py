@@ -158,7 +158,37 @@ class TargetKlaviyo(Target):
                 if mapping.list_id or mapping.list_name:
                     self.run.list_ids[mapping.pattern] = mapping.list_id or f"<{mapping.list_name}>"
         self.progress.start()
+        self.resolve_interrupted_jobs()
         self.replay_held()
+
+    def resolve_interrupted_jobs(self) -> None:
+        """Jobs an interrupted run left in flight: look them up, then forget them.
+
+        Their records are sent again anyway: STATE was not passed on past them, so the tap
+        resends them, and upserts and unique_ids make the resend safe. Polling tells the user
+        what happened to the interrupted job.
+        """
+        ledger = self.run.ledger
+        if ledger is None or self.dry_run:
+            return
+        for job in ledger.jobs_in_flight():
+            result = self.run.client.request(
+                "get_bulk_import_profiles_job", path_params={"id": job.id}
+            )
+            if result.ok:
+                status = result.body["data"]["attributes"].get("status")
+                outcome = f"Klaviyo reports it {status}"
+            else:
+                outcome = f"Klaviyo no longer knows it ({result.describe()})"
+            self.logger.info(
+                "import job %s of stream %r (%d records) was in flight when an earlier run"
+                " stopped; %s. Its records are sent again with this run's input.",
+                job.id,
+                job.stream,
+                len(job.keys),
+                outcome,
+            )
+            ledger.job_finished(job.id)
 
     def replay_held(self) -> None:
         """Records on hold go out first, through the same sinks, with the current mapping."""

@@ -1,0 +1,365 @@
+"""Nothing lost: on hold and replay, the run summary, STATE after durability, crash-safe re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    DATETIME,
+    INTEGER,
+    NUMBER,
+    REPO,
+    STRING,
+    TargetRun,
+    base_config,
+    record_message,
+    run_target,
+    schema_message,
+    singer_lines,
+    state_message,
+    stream_messages,
+)
+
+CUSTOMER_SCHEMA = {"id": INTEGER, "email": STRING, "first_name": STRING, "tier": STRING}
+ORDER_SCHEMA = {"order_id": STRING, "email": STRING, "total": NUMBER, "ordered_at": DATETIME}
+STREAMS = {
+    "customers": {"object": "profile", "fields": {"external_id": "id"}},
+    "orders": {
+        "object": "event",
+        "event_name": "Placed Order",
+        "time_field": "ordered_at",
+        "value_field": "total",
+    },
+}
+
+
+def customers(count: int, start: int = 1, tier: str = "gold") -> list[dict[str, Any]]:
+    return [
+        {"id": i, "email": f"c{i}@example.com", "first_name": f"Name{i}", "tier": tier}
+        for i in range(start, start + count)
+    ]
+
+
+def orders(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": f"O-{i}",
+            "email": f"c{i % 50 + 1}@example.com",
+            "total": 10 + i,
+            "ordered_at": "2026-11-01T10:00:00Z",
+        }
+        for i in range(count)
+    ]
+
+
+def held_rows(state_dir: Path) -> int:
+    with sqlite3.connect(state_dir / "ledger.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM held").fetchone()[0])
+
+
+def emulator_profiles(emulator: Any) -> dict[str, dict[str, Any]]:
+    emulator.wait_idle()
+    return {
+        p["attributes"]["email"]: {**p["attributes"], "properties": p["properties"]}
+        for p in emulator.dump()["profiles"]
+        if p["attributes"].get("email")
+    }
+
+
+def test_persistent_503_puts_records_on_hold_then_an_empty_run_loads_them(
+    emulator: Any, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    config = base_config(emulator, state_dir, STREAMS, max_retries=1)
+    emulator.add_fault("503", operation="bulk_import_profiles", count=None)
+    first = run_target(
+        config,
+        singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, customers(20), ["id"])),
+        tmp_path,
+    )
+    assert first.exit_code == 0, first.stderr
+    first.assert_accounted()
+    assert first.stream("customers")["on_hold"] == 20
+    assert first.stream("customers")["loaded"] == 0
+    assert held_rows(state_dir) == 20
+    assert emulator_profiles(emulator) == {}
+
+    emulator.clear_faults()
+    second = run_target(config, "", tmp_path)
+    assert second.exit_code == 0, second.stderr
+    second.assert_accounted()
+    stats = second.stream("customers")
+    assert stats["replayed"] == 20
+    assert stats["loaded"] == 20
+    assert stats["on_hold"] == 0
+    assert held_rows(state_dir) == 0
+    profiles = emulator_profiles(emulator)
+    assert len(profiles) == 20
+    assert profiles["c7@example.com"]["external_id"] == "7"
+    assert profiles["c7@example.com"]["properties"]["tier"] == "gold"
+
+
+def test_replay_uses_the_newest_mapping_and_newer_input_wins(emulator: Any, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = base_config(emulator, state_dir, STREAMS, max_retries=0)
+    emulator.add_fault("503", operation="bulk_import_profiles", count=None)
+    run_target(
+        config,
+        singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, customers(5), ["id"])),
+        tmp_path,
+    )
+    assert held_rows(state_dir) == 5
+    emulator.clear_faults()
+    # The mapping changed since: `tier` is no longer sent. And c1 arrives again, changed.
+    config["streams"] = {"customers": {"object": "profile", "exclude": ["tier"]}}
+    newer = customers(1, tier="platinum")
+    newer[0]["first_name"] = "Renamed"
+    second = run_target(
+        config,
+        singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, newer, ["id"])),
+        tmp_path,
+    )
+    assert second.exit_code == 0, second.stderr
+    second.assert_accounted()
+    assert second.stream("customers")["replayed"] == 5
+    profiles = emulator_profiles(emulator)
+    assert len(profiles) == 5
+    assert all("tier" not in (p.get("properties") or {}) for p in profiles.values())
+    assert profiles["c1@example.com"]["first_name"] == "Renamed"
+
+
+def test_a_429_storm_is_waited_out_and_everything_loads(emulator: Any, tmp_path: Path) -> None:
+    config = base_config(emulator, tmp_path / "state", STREAMS, max_retries=5)
+    emulator.add_fault("429", operation="bulk_import_profiles", count=3, retry_after=1)
+    run = run_target(
+        config,
+        singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, customers(30), ["id"])),
+        tmp_path,
+    )
+    assert run.exit_code == 0, run.stderr
+    run.assert_accounted()
+    assert run.stream("customers")["loaded"] == 30
+    assert run.summary["rate_limit_wait_s"] >= 3
+    log = [r for r in emulator.request_log if r.operation == "bulk_import_profiles"]
+    assert [r.status for r in log] == [429, 429, 429, 202]
+    assert not any(r.retry_after_violation for r in emulator.request_log)
+    # Retry-After: 1 means no retry within a second of the 429.
+    for previous, retry in zip(log, log[1:]):
+        assert retry.started - previous.ended >= 0.95
+
+
+def test_state_is_passed_on_only_after_the_records_before_it_are_in_klaviyo(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """Each STATE line, the moment it appears, covers only records Klaviyo already holds."""
+    config = base_config(
+        emulator, tmp_path / "state", STREAMS, batch_size_rows=500, max_jobs_in_flight=2
+    )
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    messages: list[dict[str, Any]] = [schema_message("customers", CUSTOMER_SCHEMA, ["id"])]
+    for record in customers(3000):
+        messages.append(record_message("customers", record))
+        if record["id"] % 250 == 0:
+            messages.append(state_message({"bookmarks": {"customers": {"id": record["id"]}}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "target_klaviyo", "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(singer_lines(messages))
+    proc.stdin.close()
+    seen_bookmarks = []
+    for line in proc.stdout:
+        bookmark = json.loads(line)["bookmarks"]["customers"]["id"]
+        held = {
+            p["attributes"]["email"]
+            for p in emulator.dump()["profiles"]
+            if p["attributes"].get("email")
+        }
+        missing = [i for i in range(1, bookmark + 1) if f"c{i}@example.com" not in held]
+        assert not missing, f"STATE {bookmark} passed on before records {missing[:5]} loaded"
+        seen_bookmarks.append(bookmark)
+    assert proc.wait(timeout=120) == 0
+    assert seen_bookmarks[-1] == 3000
+    # A long run checkpoints on the way rather than only at the very end.
+    assert len(seen_bookmarks) >= 2
+
+
+def normalised(emulator: Any) -> dict[str, Any]:
+    """What a user sees in Klaviyo, without ids and timestamps."""
+    emulator.wait_idle()
+    dump = emulator.dump()
+    profiles = {}
+    emails = {}
+    for p in dump["profiles"]:
+        attributes = p["attributes"]
+        emails[p["id"]] = attributes.get("email")
+        profiles[attributes.get("email")] = (
+            attributes.get("first_name"),
+            attributes.get("external_id"),
+            json.dumps(p["properties"], sort_keys=True),
+        )
+    events = sorted(
+        (emails.get(e["profile_id"]), e["metric"], e["unique_id"], e.get("value"))
+        for e in dump["events"]
+    )
+    return {"profiles": profiles, "events": events}
+
+
+CRASH_INPUT_CUSTOMERS = 3000
+CRASH_INPUT_ORDERS = 2000
+
+
+def crash_input() -> str:
+    messages: list[dict[str, Any]] = [
+        schema_message("customers", CUSTOMER_SCHEMA, ["id"]),
+        schema_message("orders", ORDER_SCHEMA, ["order_id"]),
+    ]
+    for index, record in enumerate(customers(CRASH_INPUT_CUSTOMERS)):
+        messages.append(record_message("customers", record))
+        if index < CRASH_INPUT_ORDERS:
+            messages.append(record_message("orders", orders(CRASH_INPUT_ORDERS)[index]))
+        if index % 500 == 499:
+            messages.append(state_message({"bookmarks": {"customers": {"id": record["id"]}}}))
+    return singer_lines(messages)
+
+
+@pytest.mark.emulator(job_delay_s=0.3)
+@pytest.mark.parametrize(
+    "kill_after",
+    [
+        "bulk_import_profiles",  # a profile job submitted, not finished
+        "bulk_create_events",  # events sent, profile jobs still running
+        "get_bulk_import_profiles_job",  # while polling
+    ],
+)
+def test_sigkill_then_rerun_leaves_klaviyo_as_a_clean_run_would(
+    emulator: Any, tmp_path: Path, kill_after: str
+) -> None:
+    text = crash_input()
+    config = base_config(emulator, tmp_path / "state", STREAMS, batch_size_rows=1000)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "target_klaviyo", "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(text)
+    proc.stdin.close()
+    deadline = time.monotonic() + 60
+    while not any(r.operation == kill_after for r in emulator.request_log):
+        assert time.monotonic() < deadline, f"{kill_after} never happened"
+        assert proc.poll() is None, "the run ended before the crash point"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    rerun = run_target(config, text, tmp_path)
+    assert rerun.exit_code == 0, rerun.stderr
+    rerun.assert_accounted()
+    crashed_then_rerun = normalised(emulator)
+
+    emulator.reset()
+    clean = run_target(
+        base_config(emulator, tmp_path / "clean-state", STREAMS, batch_size_rows=1000),
+        text,
+        tmp_path,
+    )
+    assert clean.exit_code == 0, clean.stderr
+    clean_result = normalised(emulator)
+    assert len(clean_result["profiles"]) == CRASH_INPUT_CUSTOMERS
+    assert len(clean_result["events"]) == CRASH_INPUT_ORDERS
+    assert crashed_then_rerun == clean_result
+
+
+def test_files_are_private_and_hold_no_key(emulator: Any, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    config = base_config(emulator, state_dir, STREAMS, max_retries=0)
+    emulator.add_fault("503", operation="bulk_create_events", count=None)
+    bad = customers(3) + [{"id": 99, "email": "broken@", "first_name": "x", "tier": None}]
+    run = run_target(
+        config,
+        singer_lines(
+            stream_messages("customers", CUSTOMER_SCHEMA, bad, ["id"])
+            + stream_messages("orders", ORDER_SCHEMA, orders(5), ["order_id"])
+        ),
+        tmp_path,
+    )
+    assert run.exit_code == 0, run.stderr
+    run.assert_accounted()
+    assert run.stream("customers")["rejected"] == 1
+    assert run.stream("orders")["on_hold"] == 5
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    files = [path for path in state_dir.iterdir() if path.is_file()]
+    assert {p.name for p in files} >= {"ledger.sqlite3", "rejects.jsonl", "last_run.json"}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert emulator.private_key.encode() not in path.read_bytes(), path
+    assert emulator.private_key not in run.stderr
+    rejects = run.rejects()
+    assert len(rejects) == 1
+    assert rejects[0]["stream"] == "customers"
+    assert "broken@" in rejects[0]["reason"]
+    assert rejects[0]["record"]["id"] == 99
+
+
+@pytest.mark.emulator(job_delay_s=2.5)
+def test_progress_lines_on_long_runs(emulator: Any, tmp_path: Path) -> None:
+    config = base_config(emulator, tmp_path / "state", STREAMS, progress_interval_s=1)
+    run = run_target(
+        config,
+        singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, customers(50), ["id"])),
+        tmp_path,
+    )
+    assert run.exit_code == 0, run.stderr
+    progress = [line for line in run.stderr.splitlines() if "progress customers:" in line]
+    assert progress, run.stderr
+    assert "read 50" in progress[-1]
+    assert "in jobs" in progress[-1]
+
+
+def test_summary_file_matches_the_table(emulator: Any, tmp_path: Path) -> None:
+    config = base_config(emulator, tmp_path / "state", STREAMS)
+    run: TargetRun = run_target(
+        config,
+        singer_lines(stream_messages("orders", ORDER_SCHEMA, orders(12), ["order_id"])),
+        tmp_path,
+    )
+    assert run.exit_code == 0, run.stderr
+    summary = run.summary
+    assert summary["streams"]["orders"] == {
+        "object": "event",
+        "read": 12,
+        "loaded": 12,
+        "unchanged": 0,
+        "rejected": 0,
+        "on_hold": 0,
+        "replayed": 0,
+        "warnings": 0,
+    }
+    assert summary["api_calls"]["bulk_create_events"] == 1
+    assert "Run summary" in run.stderr
+    assert "orders" in run.stderr
