@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -155,7 +156,7 @@ def test_a_429_storm_is_waited_out_and_everything_loads(emulator: Any, tmp_path:
     assert [r.status for r in log] == [429, 429, 429, 202]
     assert not any(r.retry_after_violation for r in emulator.request_log)
     # Retry-After: 1 means no retry within a second of the 429.
-    for previous, retry in zip(log, log[1:]):
+    for previous, retry in itertools.pairwise(log):
         assert retry.started - previous.ended >= 0.95
 
 
@@ -299,7 +300,7 @@ def test_files_are_private_and_hold_no_key(emulator: Any, tmp_path: Path) -> Non
     state_dir = tmp_path / "state"
     config = base_config(emulator, state_dir, STREAMS, max_retries=0)
     emulator.add_fault("503", operation="bulk_create_events", count=None)
-    bad = customers(3) + [{"id": 99, "email": "broken@", "first_name": "x", "tier": None}]
+    bad = [*customers(3), {"id": 99, "email": "broken@", "first_name": "x", "tier": None}]
     run = run_target(
         config,
         singer_lines(
