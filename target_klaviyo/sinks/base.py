@@ -16,12 +16,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
 from singer_sdk.sinks import BatchSink
+from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.klaviyo.client import ApiResult, KlaviyoAuthError
 from target_klaviyo.ledger.store import HeldRecord, sent_key
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import payload_hash, to_json
+from target_klaviyo.sinks.validation import RecordValidator
 
 if TYPE_CHECKING:
     from target_klaviyo.run import Run
@@ -107,6 +110,8 @@ class KlaviyoSink(BatchSink):
         if mapping is None:  # the target checks this at SCHEMA time; keep the sink honest
             raise ValueError(f"stream {self.stream_name!r} has no mapping")
         self.mapping: StreamMapping = mapping
+        # Computed once: the property serialises the whole mapping on every access.
+        self.fingerprint = mapping.fingerprint
         self._lock = threading.Condition()
         self._seq = 0
         self._tokens = itertools.count(1)
@@ -136,7 +141,7 @@ class KlaviyoSink(BatchSink):
 
     def digest(self, mapped: Mapped) -> bytes:
         """What skip_unchanged compares: the outgoing payload and the mapping that made it."""
-        return payload_hash([self.mapping.fingerprint, mapped.payload])
+        return payload_hash([self.fingerprint, mapped.payload])
 
     def send_rows(
         self,
@@ -231,7 +236,28 @@ class KlaviyoSink(BatchSink):
 
     # -- reading --------------------------------------------------------------------------
 
+    @property
+    def datetime_error_treatment(self) -> DatetimeErrorTreatmentEnum:
+        # The validator rejects a record whose timestamp cannot be parsed; never end the run.
+        return DatetimeErrorTreatmentEnum.NULL
+
+    def get_validator(self) -> BaseJSONSchemaValidator | None:
+        if not self.validate_schema:
+            return None
+        return RecordValidator(self.schema)
+
     def process_record(self, record: dict, context: dict) -> None:
+        validator = self._validator
+        if isinstance(validator, RecordValidator):
+            failure = validator.take_failure(record)
+            if failure is not None:
+                self.run.raise_if_failed()
+                with self._lock:
+                    self._seq += 1
+                self.run.stats.add(self.stream_name, self.OBJECT, read=1)
+                reason, received = failure
+                self._reject_unsent(received, reason, None)
+                return
         self.accept(record)
 
     def accept(self, record: dict[str, Any], held: HeldRecord | None = None) -> None:
@@ -427,7 +453,7 @@ class KlaviyoSink(BatchSink):
             ledger.hold(
                 self.stream_name,
                 self.OBJECT,
-                self.mapping.fingerprint,
+                self.fingerprint,
                 ((item.key, to_json(item.record), reason, item.attempts) for item in items),
             )
         self.run.stats.add(self.stream_name, self.OBJECT, on_hold=len(items))
