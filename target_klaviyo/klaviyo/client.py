@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import backoff
 import requests
@@ -117,7 +117,8 @@ def parse_errors(body: Any) -> tuple[ApiErrorDetail, ...]:
     for raw in body["errors"]:
         if not isinstance(raw, dict):
             continue
-        source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
+        source: dict[str, Any] = raw["source"] if isinstance(raw.get("source"), dict) else {}
+        meta: dict[str, Any] = raw["meta"] if isinstance(raw.get("meta"), dict) else {}
         details.append(
             ApiErrorDetail(
                 status=int(raw["status"]) if str(raw.get("status", "")).isdigit() else None,
@@ -126,7 +127,7 @@ def parse_errors(body: Any) -> tuple[ApiErrorDetail, ...]:
                 detail=str(raw.get("detail") or ""),
                 pointer=source.get("pointer"),
                 parameter=source.get("parameter"),
-                meta=raw.get("meta") if isinstance(raw.get("meta"), dict) else {},
+                meta=meta,
             )
         )
     return tuple(details)
@@ -189,7 +190,7 @@ class KlaviyoClient:
     def _url(self, operation: Operation, path_params: Mapping[str, str] | None) -> str:
         path = operation.path
         for name, value in (path_params or {}).items():
-            path = path.replace("{" + name + "}", requests.utils.quote(str(value), safe=""))
+            path = path.replace("{" + name + "}", quote(str(value), safe=""))
         return self.base_url + path
 
     def request(
@@ -226,7 +227,7 @@ class KlaviyoClient:
         for attempt in range(self.max_retries + 1):
             if last is not None:
                 wait = last.wait if last.wait is not None else next(delays)
-                if last.wait is not None:
+                if last.wait is not None or last.status == 429:
                     self._account_wait(wait)
                 LOGGER.info(
                     "%s: %s; retry %d of %d in %.1f s",
@@ -243,13 +244,18 @@ class KlaviyoClient:
             except _Retry as retry:
                 last = retry
                 if retry.wait is not None and retry.wait > MAX_RETRY_AFTER_S:
+                    last.reason += (
+                        f" with Retry-After {retry.wait:.0f} s (over {MAX_RETRY_AFTER_S:.0f} s)"
+                    )
                     break
+            finally:
+                self._pacer.release(operation)
         assert last is not None
         return ApiResult(
             operation_name,
             last.status,
             exhausted=True,
-            message=f"{operation_name}: gave up after {self.max_retries} retries: {last.reason}",
+            message=f"{operation_name}: gave up after {attempt} retries: {last.reason}",
         )
 
     def _attempt(

@@ -1,9 +1,12 @@
 """Client-side pacing: keep every operation inside Klaviyo's burst and steady windows.
 
 Klaviyo counts requests per operation in a 1 s (burst) and a 60 s (steady) window
-(klaviyo-api.md §7.1). A sliding log of send times is stricter than any fixed window, so a
-paced client does not provoke 429s in the first place. A small margin absorbs the latency
-between our send time and Klaviyo's receive time. One pacer is shared by all threads.
+(klaviyo-api.md §7.1), by the time it *receives* them. We only know that a request arrived
+somewhere between our send and its answer, so a request holds its slot from `acquire` (before
+sending) until `release` (answer received), and the window length counts from the answer. A
+later request therefore always arrives a full window after the earlier ones, whatever the
+network or thread-scheduling delays in between. A small margin absorbs clock differences.
+One pacer is shared by all threads.
 """
 
 from __future__ import annotations
@@ -19,19 +22,23 @@ WINDOW_MARGIN = 0.05  # 5 % of each window
 
 
 class _Window:
-    __slots__ = ("length", "limit", "sent")
+    __slots__ = ("done", "in_flight", "length", "limit")
 
     def __init__(self, limit: int, length: float) -> None:
         self.limit = limit
         self.length = length
-        self.sent: deque[float] = deque()
+        self.done: deque[float] = deque()  # answer times, oldest first
+        self.in_flight = 0
 
-    def wait_needed(self, now: float) -> float:
-        while self.sent and now - self.sent[0] >= self.length:
-            self.sent.popleft()
-        if len(self.sent) < self.limit:
+    def wait_needed(self, now: float) -> float | None:
+        """0 when a request may go now; None when only an answer can free a slot."""
+        while self.done and now - self.done[0] >= self.length:
+            self.done.popleft()
+        if len(self.done) + self.in_flight < self.limit:
             return 0.0
-        return self.sent[0] + self.length - now
+        if not self.done:
+            return None
+        return self.done[0] + self.length - now
 
 
 class Pacer:
@@ -47,7 +54,7 @@ class Pacer:
         self._scale = window_scale
         self._clock = clock
         self._sleep = sleep
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._windows: dict[str, tuple[_Window, _Window]] = {}
 
     def _windows_for(self, operation: Operation) -> tuple[_Window, _Window]:
@@ -62,16 +69,35 @@ class Pacer:
         return windows
 
     def acquire(self, operation: Operation) -> float:
-        """Wait for a slot for `operation`; return the seconds spent waiting."""
-        waited = 0.0
+        """Wait for a slot for `operation`; return the seconds spent waiting.
+
+        Every `acquire` must be followed by one `release` once the request is answered (or
+        has failed).
+        """
+        started = self._clock()
+        waited = False
         while True:
             with self._lock:
                 now = self._clock()
-                burst, steady = self._windows_for(operation)
-                delay = max(burst.wait_needed(now), steady.wait_needed(now))
-                if delay <= 0:
-                    burst.sent.append(now)
-                    steady.sent.append(now)
-                    return waited
+                windows = self._windows_for(operation)
+                delays = [window.wait_needed(now) for window in windows]
+                if all(delay == 0 for delay in delays):
+                    for window in windows:
+                        window.in_flight += 1
+                    return now - started if waited else 0.0
+                waited = True
+                if None in delays:
+                    # Every free slot is held by a request in flight: wait for an answer.
+                    self._lock.wait(timeout=1.0)
+                    continue
+                delay = max(d for d in delays if d is not None)
             self._sleep(delay)
-            waited += delay
+
+    def release(self, operation: Operation) -> None:
+        """The request that `acquire` admitted has been answered: its window starts now."""
+        with self._lock:
+            now = self._clock()
+            for window in self._windows_for(operation):
+                window.in_flight = max(0, window.in_flight - 1)
+                window.done.append(now)
+            self._lock.notify_all()
