@@ -62,10 +62,13 @@ EVENT_TIME_MAX_AHEAD = timedelta(days=365)
 # Regions the emulated account can send SMS to. klaviyo-api.md §8: "Phone number is valid but is
 # not in a supported region for this account." The real set depends on the account; this is
 # Klaviyo's SMS country list as commonly configured (configurable per Emulator).
-DEFAULT_SUPPORTED_REGIONS: frozenset[str] = frozenset(
-    # GG/JE/IM share the +44 plan with GB (libphonenumber reports e.g. +447911… as GG).
-    "US CA PR GB GG JE IM IE AU NZ DE AT CH FR BE NL LU ES PT IT SE NO DK FI PL".split()
-)
+# GG/JE/IM share the +44 plan with GB (libphonenumber reports e.g. +447911… as GG).
+# fmt: off
+DEFAULT_SUPPORTED_REGIONS: frozenset[str] = frozenset({
+    "US", "CA", "PR", "GB", "GG", "JE", "IM", "IE", "AU", "NZ", "DE", "AT", "CH",
+    "FR", "BE", "NL", "LU", "ES", "PT", "IT", "SE", "NO", "DK", "FI", "PL",
+})
+# fmt: on
 
 PROFILE_IDENTIFIERS = ("id", "email", "phone_number", "external_id", "_kx")
 EVENT_PROFILE_IDENTIFIERS = ("id", "email", "phone_number", "external_id", "anonymous_id", "_kx")
@@ -199,7 +202,8 @@ def shape_errors(node: Any, path: tuple[Any, ...]) -> list[Error]:
     errors: list[Error] = []
 
     def visit(value: Any, where: tuple[Any, ...], depth: int) -> None:
-        if depth > MAX_NESTING_DEPTH:
+        # depth counts containers: the properties object itself is level 1.
+        if isinstance(value, (dict, list)) and depth > MAX_NESTING_DEPTH:
             errors.append(
                 (_json_pointer(where), f"Exceeds the maximum nesting depth of {MAX_NESTING_DEPTH}.")
             )

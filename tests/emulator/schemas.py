@@ -7,6 +7,7 @@ report every error with a JSON pointer, the way Klaviyo's 400s name the offendin
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -158,7 +159,9 @@ def _describe(error: jsonschema.ValidationError, body: Any) -> list[tuple[str, s
     return [(where, error.message)]
 
 
+@functools.cache
 def load_operations(path: Path = SCHEMA_FILE) -> dict[str, Operation]:
+    """The operation table; cached so compiled validators are shared by every emulator."""
     derived = json.loads(path.read_text(encoding="utf-8"))
     return {
         op_id: Operation(

@@ -809,6 +809,8 @@ class Worker(threading.Thread):
         limit = job.total_count // 2 if job.cancel else job.total_count
         chunks = list(_chunks(range(limit), self.CHUNK))
         for rows in chunks:
+            if self._stop_event.is_set():
+                return
             with store.lock:
                 for index in rows:
                     store.apply_import_row(job, index, job.rows[index])
