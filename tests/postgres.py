@@ -1,0 +1,123 @@
+"""The local PostgreSQL the end-to-end tests load from: connection settings, a reachability
+check that skips (or fails on CI), and throwaway schemas."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int
+    user: str
+    password: str | None
+    database: str
+
+    @classmethod
+    def from_env(cls) -> PostgresSettings:
+        """The libpq variables when set, else the machine's default server."""
+        return cls(
+            host=os.environ.get("PGHOST", "127.0.0.1"),
+            port=int(os.environ.get("PGPORT", "5432")),
+            user=os.environ.get("PGUSER", "postgres"),
+            password=os.environ.get("PGPASSWORD") or None,
+            database=os.environ.get("PGDATABASE", "test"),
+        )
+
+    def conninfo(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.database,
+            "connect_timeout": 5,
+        }
+        if self.password:
+            info["password"] = self.password
+        return info
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test, except on CI (CI=true), where a missing service is a failure."""
+    if on_ci():
+        pytest.fail(f"{reason} (CI=true: the end-to-end test may not be skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_postgres(settings: PostgresSettings) -> None:
+    """Skip (or fail on CI) unless psycopg is importable and the server answers a query."""
+    try:
+        import psycopg
+    except ImportError:
+        unavailable("psycopg is not installed (pip install -e '.[test]')")
+        return
+    where = f"PostgreSQL at {settings.host}:{settings.port}, database {settings.database!r}"
+    try:
+        with socket.create_connection((settings.host, settings.port), timeout=3):
+            pass
+    except OSError as exc:
+        unavailable(f"{where} is not reachable: {exc}")
+        return
+    try:
+        with psycopg.connect(**settings.conninfo()) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as exc:
+        unavailable(f"{where} refused a connection as {settings.user!r}: {exc}".strip())
+
+
+@dataclass
+class Schema:
+    """A schema of its own in the test database; statements run in autocommit."""
+
+    settings: PostgresSettings
+    name: str
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        import psycopg
+
+        with psycopg.connect(**self.settings.conninfo(), autocommit=True) as conn:
+            conn.execute(f'set search_path to "{self.name}"')
+            conn.execute(sql.encode(), params)
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(**self.settings.conninfo(), autocommit=True) as conn:
+            for row in rows:
+                statement = sql.SQL("insert into {}.{} ({}) values ({})").format(
+                    sql.Identifier(self.name),
+                    sql.Identifier(table),
+                    sql.SQL(", ").join(sql.Identifier(column) for column in row),
+                    sql.SQL(", ").join(sql.Placeholder() for _ in row),
+                )
+                conn.execute(statement, list(row.values()))
+
+
+@contextmanager
+def temporary_schema(settings: PostgresSettings, prefix: str = "tk_e2e") -> Iterator[Schema]:
+    """Create a uniquely named schema; drop it (and everything in it) afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(**settings.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("create schema {}").format(sql.Identifier(name)))
+    try:
+        yield Schema(settings, name)
+    finally:
+        with psycopg.connect(**settings.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name)))
