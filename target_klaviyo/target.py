@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import typing as t
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import click
 from singer_sdk import Target
@@ -75,7 +75,7 @@ class TargetKlaviyo(Target):
     def __init__(
         self,
         *,
-        config: dict | Path | str | list[Path | str] | None = None,
+        config: dict | PurePath | str | list[PurePath | str] | None = None,
         parse_env_config: bool = False,
         validate_config: bool = True,
         setup_mapper: bool = True,
