@@ -59,23 +59,29 @@ def unavailable(reason: str) -> None:
 
 def require_postgres(settings: PostgresSettings) -> None:
     """Skip (or fail on CI) unless psycopg is importable and the server answers a query."""
+    problem = postgres_problem(settings)
+    if problem is not None:
+        unavailable(problem)
+
+
+def postgres_problem(settings: PostgresSettings) -> str | None:
+    """Why the server cannot be used, or None."""
     try:
         import psycopg
     except ImportError:
-        unavailable("psycopg is not installed (pip install -e '.[test]')")
-        return
+        return "psycopg is not installed (pip install -e '.[test]')"
     where = f"PostgreSQL at {settings.host}:{settings.port}, database {settings.database!r}"
     try:
         with socket.create_connection((settings.host, settings.port), timeout=3):
             pass
     except OSError as exc:
-        unavailable(f"{where} is not reachable: {exc}")
-        return
+        return f"{where} is not reachable: {exc}"
     try:
         with psycopg.connect(**settings.conninfo()) as conn:
             conn.execute("select 1")
     except psycopg.Error as exc:
-        unavailable(f"{where} refused a connection as {settings.user!r}: {exc}".strip())
+        return f"{where} refused a connection as {settings.user!r}: {exc}".strip()
+    return None
 
 
 @dataclass
