@@ -8,6 +8,7 @@ from pathlib import Path, PurePath
 
 import click
 from singer_sdk import Target
+from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.exceptions import (
     ConfigValidationError,
     InvalidRecord,
@@ -71,6 +72,8 @@ class TargetKlaviyo(Target):
     package_name = "target-klaviyo"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = ProfileSink
+    # ACTIVATE_VERSION ends a mirror pass of a list stream.
+    capabilities: t.ClassVar[list] = [*Target.capabilities, PluginCapabilities.ACTIVATE_VERSION]
 
     def __init__(
         self,
@@ -226,6 +229,8 @@ class TargetKlaviyo(Target):
 
     def on_activate_version(self, message: dict) -> None:
         self._assert_line_requires(message, requires={"stream", "version"})
+        if not self.config.get("process_activate_version_messages", True):
+            return
         stream_name = message["stream"]
         for stream_map in self.mapper.stream_maps.get(stream_name, []):
             if self.sink_exists(stream_map.stream_alias):
