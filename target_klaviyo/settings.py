@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from singer_sdk import typing as th
@@ -266,7 +267,12 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
             )
         kwargs["mirror_on"] = mirror_on
         ratio = raw.get("mirror_max_removal_ratio", 0.2)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        # Config files are read with floats as Decimal (singer-sdk).
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, (int, float, Decimal))
+            or not 0 <= ratio <= 1
+        ):
             errors.append(f"{where}.mirror_max_removal_ratio: expected a number from 0 to 1")
         else:
             kwargs["mirror_max_removal_ratio"] = float(ratio)

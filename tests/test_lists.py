@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support import (
     STRING,
     TargetRun,
@@ -493,11 +491,6 @@ def test_mirror_dry_run_plans_removals_without_changing_anything(
     assert members(emulator, list_id) == emails("ann", "bob")
 
 
-@pytest.mark.xfail(
-    reason="settings.py checks mirror_max_removal_ratio with isinstance(int, float), but the SDK "
-    "reads config files with floats as Decimal, so any fractional ratio is refused",
-    strict=False,
-)
 def test_mirror_accepts_a_fractional_removal_ratio(emulator: Any, tmp_path: Path) -> None:
     list_id = make_list(emulator)
     mapping = {

@@ -307,12 +307,23 @@ class Ledger:
     def member_count(self, list_id: str) -> int:
         return int(self._query("SELECT count(*) FROM members WHERE list_id = ?", (list_id,))[0][0])
 
-    def members_not_seen(self, list_id: str, pass_no: int) -> list[tuple[str, dict[str, Any]]]:
+    def count_not_seen(self, list_id: str, pass_no: int) -> int:
+        return int(
+            self._query(
+                "SELECT count(*) FROM members WHERE list_id = ? AND last_pass <> ?",
+                (list_id, pass_no),
+            )[0][0]
+        )
+
+    def members_not_seen(
+        self, list_id: str, pass_no: int, *, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Tracked members the pass did not see, a page at a time in key order."""
         return [
             (key, json.loads(identity))
             for key, identity in self._query(
                 "SELECT key, identity FROM members WHERE list_id = ? AND last_pass <> ?"
-                " ORDER BY key",
-                (list_id, pass_no),
+                " AND key > ? ORDER BY key LIMIT ?",
+                (list_id, pass_no, after, limit),
             )
         ]

@@ -21,7 +21,7 @@ removed by a delete stream or a mirror pass is added again when it comes back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -307,26 +307,29 @@ class ListSink(ProfileSink):
             # Another sink of this stream (a schema change) completed this pass already.
             self._pass = ledger.current_pass(self.list_id)
             return
-        missing = ledger.members_not_seen(self.list_id, self._pass)
         if ledger.read_only:
             with self._dry_lock:
-                missing = [member for member in missing if member[0] not in self._dry_seen]
+                missing = sum(
+                    key not in self._dry_seen for page in self._missing_pages() for key, _ in page
+                )
                 self._dry_seen.clear()
+        else:
+            missing = ledger.count_not_seen(self.list_id, self._pass)
         tracked = ledger.member_count(self.list_id)
         self.logger.info(
             "mirror of list %s: pass %d complete (%s); %d of %d tracked members not seen",
             self.label,
             self._pass,
             why,
-            len(missing),
+            missing,
             tracked,
         )
         if missing:
-            ratio = len(missing) / tracked if tracked else 1.0
+            ratio = missing / tracked if tracked else 1.0
             limit = self.mapping.mirror_max_removal_ratio
             if ratio > limit:
                 message = (
-                    f"mirror of list {self.label}: {len(missing)} of {tracked} tracked members "
+                    f"mirror of list {self.label}: {missing} of {tracked} tracked members "
                     f"({ratio:.0%}) missing from this pass, over mirror_max_removal_ratio "
                     f"{limit:g}; nothing removed"
                 )
@@ -334,24 +337,37 @@ class ListSink(ProfileSink):
                 self.run.stats.note(message)
             elif ledger.read_only:
                 message = (
-                    f"mirror of list {self.label} (dry run): {len(missing)} tracked members "
+                    f"mirror of list {self.label} (dry run): {missing} tracked members "
                     "missing from this pass would be removed"
                 )
                 self.logger.info("%s", message)
                 self.run.stats.note(message)
             else:
-                self.remove_missing(missing)
+                self.remove_missing()
         if not ledger.read_only:
             ledger.next_pass(self.list_id)
             self._pass += 1
 
-    def remove_missing(self, missing: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def _missing_pages(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """Tracked members not seen in this pass, a window at a time (bounded memory)."""
+        ledger = self.run.ledger
+        assert ledger is not None
+        after = ""
+        while True:
+            page = ledger.members_not_seen(
+                self.list_id, self._pass, after=after, limit=MIRROR_WINDOW
+            )
+            if not page:
+                return
+            yield page
+            after = page[-1][0]
+
+    def remove_missing(self) -> None:
         """Resolve and remove members not seen in this pass; untrack what left the list."""
         removed = 0
         gone = 0
         failures: list[str] = []
-        for start in range(0, len(missing), MIRROR_WINDOW):
-            window = missing[start : start + MIRROR_WINDOW]
+        for window in self._missing_pages():
             found, failure = self.resolve_ids([identity for _, identity in window])
             if failure is not None:
                 failures.append(failure.describe())
