@@ -8,13 +8,13 @@ from pathlib import Path, PurePath
 
 import click
 from singer_sdk import Target
-from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.exceptions import (
     ConfigValidationError,
     InvalidRecord,
     MissingKeyPropertiesError,
     RecordsWithoutSchemaException,
 )
+from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_klaviyo.klaviyo.client import ConfigError, KlaviyoAuthError, KlaviyoClient
