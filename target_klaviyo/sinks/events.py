@@ -4,7 +4,9 @@ Up to 1,000 events / 5 MB a request, grouped by profile as the API expects
 (klaviyo-api.md §5.2). Every event carries a deterministic unique_id, and Klaviyo keeps the
 first event per (profile, metric, unique_id), so a replay never double-counts. A repeat of
 that triple inside one request would fail the whole request, so repeats are sent once and
-counted unchanged.
+counted unchanged. Events whose profiles differ by key but share an identifier (one phone
+number, two emails) may be one Klaviyo profile: when they also share metric and unique_id,
+they go in separate requests, where first-write-wins settles them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,36 @@ from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.mapping.event import EventMapper
+from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode, payload_hash
 from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request
+
+# What wrapping one event in its own profile entry adds to a request body. Counted in each
+# event's size so that a chunk filled to the byte limit still fits once grouped (events that
+# share a profile share one entry, so this is an upper bound).
+ENTRY_OVERHEAD = len(
+    encode(
+        {
+            "type": "event-bulk-create",
+            "attributes": {"profile": {"data": None}, "events": {"data": []}},
+        }
+    )
+) - len(b"null")
+
+# The request around its entries: an event whose own entry does not fit beside it cannot be
+# sent at all.
+REQUEST_ENVELOPE = len(
+    encode(
+        {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {"events-bulk-create": {"data": []}},
+            }
+        }
+    )
+)
+
+PROFILE_IDENTIFIERS = ("email", "phone_number", "external_id")
 
 # Pointer of one event inside the grouped body (klaviyo-api.md §5.2 shape).
 EVENT_POINTER = re.compile(
@@ -40,6 +70,12 @@ class EventSink(KlaviyoSink):
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
         event = self.mapper.map(record)
+        size = event.size + ENTRY_OVERHEAD
+        if size + REQUEST_ENVELOPE > self.MAX_BYTES:
+            raise Rejection(
+                f"event is {size:,} bytes with its profile: a request holding it would be over "
+                f"Klaviyo's 5 MB ({self.MAX_BYTES:,} bytes) limit"
+            )
         return Mapped(
             "\x1f".join(event.dedupe_key),
             {
@@ -48,7 +84,7 @@ class EventSink(KlaviyoSink):
                 "unique_id": event.unique_id,
             },
             (event.profile, event.event),
-            event.size,
+            size,
             event.warnings,
         )
 
@@ -113,8 +149,73 @@ class EventSink(KlaviyoSink):
         return Request(body, locate)
 
     def send(self, items: list[Item]) -> None:
-        self.send_rows("bulk_create_events", items, self.events_request, self.accepted)
+        for part in self.rounds(items):
+            self.send_rows("bulk_create_events", part, self.events_request, self.accepted)
+
+    @staticmethod
+    def rounds(items: list[Item]) -> list[list[Item]]:
+        """Split a chunk so that no request can hold one profile's (metric, unique_id) twice.
+
+        Klaviyo treats profile entries that share any identifier as one profile. Within each
+        request, identifiers are joined into components (union-find); an event goes into the
+        first request whose component(s) it touches do not already hold its metric and
+        unique_id. Nearly always that is the first: one request, as before.
+        """
+        parts: list[list[Item]] = []
+        states: list[tuple[dict[Any, Any], dict[Any, set[tuple[str, str]]]]] = []
+        for item in items:
+            ids = [
+                (name, item.identifiers[name])
+                for name in PROFILE_IDENTIFIERS
+                if item.identifiers.get(name) is not None
+            ]
+            event = (str(item.identifiers["metric"]), str(item.identifiers["unique_id"]))
+            for part, (parent, events) in zip(parts, states, strict=True):
+                if _try_add(parent, events, ids, event):
+                    part.append(item)
+                    break
+            else:
+                parent, events = {}, {}
+                _try_add(parent, events, ids, event)
+                parts.append([item])
+                states.append((parent, events))
+        return parts
 
     def accepted(self, items: list[Item], result: ApiResult) -> None:
         # 202: validated and queued (klaviyo-api.md §5.2: no job to poll).
         self.loaded(items)
+
+
+def _find(parent: dict[Any, Any], node: Any) -> Any:
+    while parent[node] != node:
+        parent[node] = parent[parent[node]]
+        node = parent[node]
+    return node
+
+
+def _try_add(
+    parent: dict[Any, Any],
+    events: dict[Any, set[tuple[str, str]]],
+    ids: list[tuple[str, Any]],
+    event: tuple[str, str],
+) -> bool:
+    """Join ``ids`` into one component holding ``event``; False if one already holds it."""
+    if not ids:  # every mapped event has an identifier; nothing to join without one
+        return True
+    roots = {_find(parent, node) for node in ids if node in parent}
+    if any(event in events[root] for root in roots):
+        return False
+    if roots:
+        # The smaller components join the largest, so one profile's many events stay cheap.
+        root = max(roots, key=lambda node: len(events[node]))
+        merged = events[root]
+        for other in roots - {root}:
+            merged |= events.pop(other)
+            parent[other] = root
+    else:
+        root = ids[0]
+        merged = events[root] = set()
+    merged.add(event)
+    for node in ids:
+        parent.setdefault(node, root)
+    return True
