@@ -351,7 +351,8 @@ class KlaviyoSink(BatchSink):
         same = ledger.unchanged(pairs)
         if not same:
             return items
-        kept, skipped = [], []
+        kept: list[Item] = []
+        skipped: list[Item] = []
         for item, (key, _) in zip(items, pairs, strict=True):
             (skipped if key in same else kept).append(item)
         self.unchanged(skipped)

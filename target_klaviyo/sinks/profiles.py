@@ -21,6 +21,7 @@ from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request, row_lo
 ROWS_POINTER = "/data/attributes/profiles/data"
 POLL_FIRST_S = 0.5
 POLL_MAX_S = 10.0
+IDENTIFIERS = ("email", "phone_number", "external_id")
 # Below this many profiles a chunk is sent with profile-import, one request per profile.
 SINGLE_UPSERT_MAX = 3
 
@@ -134,11 +135,18 @@ class ProfileSink(KlaviyoSink):
             delay = min(delay * 1.5, POLL_MAX_S)
 
     def import_errors(self, job_id: str, items: list[Item]) -> dict[int, str] | ApiResult:
-        """Page through all import errors; map each back to its row by its identifiers."""
+        """Page through all import errors; map each back to its row by its identifiers.
+
+        `original_payload` echoes the row sent, so its identifiers as a whole name one row
+        (two rows with the same key never share a job). Rows may share a single identifier
+        (one phone number, two emails): matching one identifier alone is only the fallback.
+        """
+        exact: dict[tuple[str | None, ...], int] = {}
         index: dict[tuple[str, str], int] = {}
-        for position, item in enumerate(items):
+        for row, item in enumerate(items):
+            exact.setdefault(_identifier_tuple(item.identifiers), row)
             for field, value in item.identifiers.items():
-                index.setdefault((field, str(value)), position)
+                index.setdefault((field, str(value)), row)
         errors: dict[int, str] = {}
         unmatched = 0
         url: str | None = None
@@ -155,14 +163,17 @@ class ProfileSink(KlaviyoSink):
             for error in result.body.get("data", []):
                 attributes = error.get("attributes", {})
                 payload = attributes.get("original_payload") or {}
-                position = next(
-                    (
-                        index[(field, str(payload[field]))]
-                        for field in ("email", "phone_number", "external_id")
-                        if payload.get(field) is not None and (field, str(payload[field])) in index
-                    ),
-                    None,
-                )
+                position = exact.get(_identifier_tuple(payload))
+                if position is None:
+                    position = next(
+                        (
+                            index[(field, str(payload[field]))]
+                            for field in IDENTIFIERS
+                            if payload.get(field) is not None
+                            and (field, str(payload[field])) in index
+                        ),
+                        None,
+                    )
                 if position is None:
                     unmatched += 1
                     continue
@@ -202,3 +213,9 @@ class ProfileSink(KlaviyoSink):
 
     def upsert_one(self, resource: dict[str, Any]) -> ApiResult:
         return self.run.client.request("create_or_update_profile", body=encode({"data": resource}))
+
+
+def _identifier_tuple(attributes: Any) -> tuple[str | None, ...]:
+    return tuple(
+        None if attributes.get(field) is None else str(attributes[field]) for field in IDENTIFIERS
+    )
