@@ -4,6 +4,7 @@ that applies asynchronous work (bulk imports, bulk events, subscriptions) in sub
 
 from __future__ import annotations
 
+import base64
 import collections
 import itertools
 import random
@@ -55,7 +56,10 @@ LOCATION_FIELDS = (
 # Fields rendered in profile responses (the spec's profile response attributes).
 RESPONSE_FIELDS = tuple(f for f in STANDARD_FIELDS if f not in ("_kx", "anonymous_id"))
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Standard base32 digits -> Crockford's (both in value order, so ids still sort by creation).
+_TO_CROCKFORD = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
 _id_lock = threading.Lock()
 _id_counter = itertools.count()
 
@@ -67,11 +71,9 @@ def new_ulid() -> str:
     """
     with _id_lock:
         value = (time.time_ns() // 1_000_000) << 80 | (next(_id_counter) & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 26 base32 digits are 130 bits: the top 130 of 160 bits hold the 128-bit value.
+    digits = base64.b32encode((value << 30).to_bytes(20, "big")).decode("ascii")
+    return digits[:26].translate(_TO_CROCKFORD)
 
 
 def now_utc() -> datetime:
@@ -296,6 +298,7 @@ class Store:
         profile_id: str | None = None,
         *,
         keep_on_conflict: bool = False,
+        stamp: str | None = None,
     ) -> tuple[Profile, bool, list[str]]:
         """Create or update a profile. Returns (profile, created, identifiers not applied).
 
@@ -319,7 +322,7 @@ class Store:
                         del attributes[name]
                         dropped.append(name)
                 matched = [primary]
-            stamp = iso(now_utc())
+            stamp = stamp or iso(now_utc())
             created = not matched
             if created:
                 profile = Profile(id=new_ulid(), created=stamp, updated=stamp)
@@ -436,7 +439,9 @@ class Store:
         )
         job.failed_count += 1
 
-    def apply_import_row(self, job: ImportJob, index: int, row: dict[str, Any]) -> None:
+    def apply_import_row(
+        self, job: ImportJob, index: int, row: dict[str, Any], stamp: str | None = None
+    ) -> None:
         """Apply one bulk-import row while its job is processing (klaviyo-api.md §3.1/§3.2)."""
         base = f"/data/attributes/profiles/data/{index}"
         attributes = dict(row["attributes"])
@@ -479,7 +484,8 @@ class Store:
             )
             return
         try:
-            profile, _, _ = self.upsert(attributes, row.get("meta"), row.get("id"))
+            stamp = stamp or iso(now_utc())
+            profile, _, _ = self.upsert(attributes, row.get("meta"), row.get("id"), stamp=stamp)
         except ProfileConflictError:
             # klaviyo-api.md §2.4: identifiers belonging to two profiles; the row is not applied.
             self.import_error(
@@ -501,7 +507,6 @@ class Store:
                 row,
             )
             return
-        stamp = iso(now_utc())
         for list_id in job.list_ids:
             # klaviyo-api.md §3.1: profiles join the job's lists; consent is unchanged.
             klaviyo_list = self.lists.get(list_id)
@@ -812,8 +817,9 @@ class Worker(threading.Thread):
             if self._stop_event.is_set():
                 return
             with store.lock:
+                stamp = iso(now_utc())
                 for index in rows:
-                    store.apply_import_row(job, index, job.rows[index])
+                    store.apply_import_row(job, index, job.rows[index], stamp)
             self._sleep(hold / max(1, len(chunks)))
         if not chunks:
             self._sleep(hold)
