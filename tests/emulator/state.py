@@ -216,10 +216,10 @@ class ImportJob:
     errors: list[dict[str, Any]] = field(default_factory=list)
     profile_ids: list[str] = field(default_factory=list)
     cancel: bool = False
+    total_count: int = field(init=False)
 
-    @property
-    def total_count(self) -> int:
-        return len(self.rows)
+    def __post_init__(self) -> None:
+        self.total_count = len(self.rows)
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -826,6 +826,7 @@ class Worker(threading.Thread):
         with store.lock:
             job.status = "cancelled" if job.cancel else "complete"
             job.completed_at = iso(now_utc())
+            job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
 
 
 def _chunks(items: Iterable[int], size: int) -> Iterator[list[int]]:
