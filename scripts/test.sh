@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 echo "== ruff" >&2
-.venv/bin/ruff check target_klaviyo tests scripts benchmarks
-.venv/bin/ruff format --check target_klaviyo tests scripts benchmarks
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy" >&2
 .venv/bin/mypy target_klaviyo tests/emulator
 echo "== pytest" >&2
