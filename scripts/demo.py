@@ -68,8 +68,8 @@ def show_emulator(base_url: str) -> None:
     profiles = state["profiles"]
     print(f"\n=== The emulator now holds {len(profiles)} profiles")
     for profile in profiles[:8]:
-        attributes = profile.get("attributes", profile)
-        props = attributes.get("properties") or {}
+        attributes = profile["attributes"]
+        props = profile.get("properties") or {}
         print(
             f"  {attributes.get('email') or '-':28} {attributes.get('phone_number') or '-':15}"
             f" {attributes.get('first_name') or ''} {attributes.get('last_name') or ''}"
@@ -77,12 +77,7 @@ def show_emulator(base_url: str) -> None:
         )
     for list_id, data in state["lists"].items():
         print(f"  list {data['name']!r} ({list_id}): {len(data['members'])} members")
-    metrics = Counter(
-        (event.get("metric") or event.get("attributes", {}).get("metric") or "?")
-        if isinstance(event.get("metric", ""), str)
-        else str(event.get("metric"))
-        for event in state["events"]
-    )
+    metrics = Counter(event["metric"] for event in state["events"])
     for metric, count in metrics.items():
         print(f"  {count} events of {metric!r}")
 
@@ -108,9 +103,12 @@ def main() -> None:
         rejects = WORKDIR / "state" / "rejects.jsonl"
         if rejects.exists():
             print(f"\n=== Rejected records, with the reason ({rejects.relative_to(REPO)})")
-            for line in rejects.read_text().splitlines():
-                entry = json.loads(line)
-                print(f"  {entry['stream']}: {entry['reason']}")
+            reasons = Counter(
+                (entry["stream"], entry["reason"])
+                for entry in map(json.loads, rejects.read_text().splitlines())
+            )
+            for (stream, reason), count in reasons.items():
+                print(f"  {stream}: {reason} ({count} times: once per run)")
         print(f"\nConfig, ledger and last_run.json are in {WORKDIR.relative_to(REPO)}/")
     finally:
         emulator.terminate()
