@@ -901,3 +901,62 @@ def test_subscription_identity_rules() -> None:
     }
     with pytest.raises(Rejection, match="not a valid address"):
         sms.map({"email": "bad", "phone_number": "+14155552671"})
+
+
+def test_north_american_validity_is_decided_by_the_exchange() -> None:
+    """The per-exchange shortcut agrees with phonenumbers on every number it decides."""
+    import random
+
+    import phonenumbers
+
+    from target_klaviyo.mapping.identity import normalise_phone
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        national = f"{rng.randint(200, 999)}{rng.randint(100, 999)}{rng.randint(0, 9999):04d}"
+        expected = phonenumbers.is_valid_number(phonenumbers.parse("+1" + national, None))
+        for written, region in (("+1" + national, None), (national, "US")):
+            try:
+                got = normalise_phone(written, region) == "+1" + national
+            except Rejection:
+                got = False
+            assert got == expected, written
+
+
+@pytest.mark.parametrize(
+    ("written", "region"),
+    [
+        ("+44 20 7946 0018", None),
+        ("+44 (0)20 7946 0018", None),
+        ("+31 20 555 0123", "US"),
+        ("0044 20 7946 0018", "US"),
+        ("001 415 555 2671", "US"),
+        ("0044 20 7946 0018", "GB"),
+        ("00 44 20 7946 0018", None),
+        ("+1 415-555-2671", "GB"),
+        ("+49 30 901820", None),
+        ("+39 06 698 3001", None),
+    ],
+)
+def test_shortcuts_agree_with_phonenumbers(written: str, region: str | None) -> None:
+    import phonenumbers
+
+    from target_klaviyo.mapping.identity import normalise_phone
+
+    def reference() -> str | None:
+        for text in (written, "+" + written.lstrip()[2:] if written.startswith("00") else None):
+            if text is None:
+                continue
+            try:
+                number = phonenumbers.parse(text, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return None
+
+    try:
+        got: str | None = normalise_phone(written, region)
+    except Rejection:
+        got = None
+    assert got == reference()

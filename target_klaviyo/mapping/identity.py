@@ -86,8 +86,68 @@ def _try_parse(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, _PHONE_FORMAT)
 
 
+@functools.lru_cache(maxsize=131072)
+def _nanp_exchange_valid(first_seven: str) -> bool:
+    """North American numbers: libphonenumber's patterns for country code 1 decide validity
+    by the area code and exchange (at most the first seven digits), then accept any line
+    number, so one check per exchange serves every number in it."""
+    number = phonenumbers.PhoneNumber(country_code=1, national_number=int(first_seven + "000"))
+    return bool(phonenumbers.is_valid_number(number))
+
+
+def _valid_e164(text: str) -> bool:
+    """Whether an E.164-shaped string is a valid number, without the cost of parsing it.
+
+    Country calling codes are prefix-free, so the first known prefix is the country. A
+    national number with a leading zero needs parse()'s handling; False sends it there.
+    """
+    digits = text[1:]
+    for length in (1, 2, 3):
+        country_code = int(digits[:length])
+        if country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[length:]
+            if not national or national[0] == "0":
+                return False
+            if country_code == 1 and len(national) == 10:
+                return _nanp_exchange_valid(national[:7])
+            number = phonenumbers.PhoneNumber(
+                country_code=country_code, national_number=int(national)
+            )
+            return bool(phonenumbers.is_valid_number(number))
+    return False
+
+
+_NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
+_NANP_FORMATTED = re.compile(r"\+?1?[\s.\-]*\(?\d{3}\)?[\s.\-]*\d{3}[\s.\-]*\d{4}")
+# "+" or "00", then digits with the usual separators: an international number.
+_INTERNATIONAL = re.compile(r"(\+|00)[\d\s.\-()]{7,24}")
+_SEPARATORS = str.maketrans("", "", " .-()\t")
+
+
+def _fast_e164(text: str, region: str | None) -> str | None:
+    """The cheap cases: E.164 (perhaps with separators), an "00" international number in North
+    America (where no national number starts with 0), or a North American number written
+    nationally. None means "not decided here": the full parse decides.
+    """
+    if _INTERNATIONAL.fullmatch(text) and (text[0] == "+" or region in _NANP_REGIONS):
+        digits = text.translate(_SEPARATORS)
+        candidate = "+" + (digits[1:] if digits[0] == "+" else digits[2:])
+        if _E164_RE.fullmatch(candidate) and _valid_e164(candidate):
+            return candidate
+        return None
+    if region in _NANP_REGIONS and _NANP_FORMATTED.fullmatch(text):
+        digits = "".join(ch for ch in text if ch.isdigit())
+        candidate = "+" + digits if len(digits) == 11 else "+1" + digits
+        if len(candidate) == 12 and _valid_e164(candidate):
+            return candidate
+    return None
+
+
 def _parse_phone(text: str, region: str | None) -> str | None:
     """E.164 form of ``text`` or None."""
+    fast = _fast_e164(text, region)
+    if fast is not None:
+        return fast
     result = _try_parse(text, region)
     if result is not None:
         return result
