@@ -1,0 +1,548 @@
+"""The benchmark command: ``python -m benchmarks.run [--only SECTIONS] [sizes]``.
+
+Sections (all by default, in this order):
+
+- ``rate``: target-klaviyo against the emulator at Klaviyo's real tier rates; wall time divided
+  by the floor the tiers allow for the workload's requests at Klaviyo's batch maxima.
+- ``baseline``: a per-record loader (one profile-import per profile, one POST /api/events per
+  event), measured on a sample at real rates and extrapolated to the rate workload.
+- ``cpu``: records per second of target-klaviyo (emulator unthrottled, in its own process)
+  against a no-op singer-sdk BatchSink target on the same input, with and without validation.
+- ``memory``: peak RSS at a small and a large number of profiles, the ledger's size after the
+  large run, and the throughput of a second, all-unchanged run of the same input.
+
+Every figure is a ratio of two measurements taken in the same run, printed with its goal and
+PASS or MISS. The command exits 0 unless a run crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.baseline import PerRecordLoader
+from benchmarks.floor import bulk_requests, floor, format_rows, per_record_requests, tier_time
+from benchmarks.procs import (
+    REPO,
+    Emulator,
+    Measured,
+    noop_args,
+    run_measured,
+    tail,
+    target_args,
+)
+from benchmarks.workload import Workload, config_streams, write_input
+
+SECTIONS = ("rate", "baseline", "cpu", "memory")
+LEDGER_GLOB = "ledger.sqlite3*"  # the database and its WAL files
+EMULATOR_FAST = ("--unthrottled", "--no-validate", "--job-delay", "0")
+EMULATOR_REAL_RATES = ("--no-validate", "--job-delay", "0")
+
+
+class BenchmarkError(RuntimeError):
+    """A measured run failed; the benchmark cannot give its figure."""
+
+
+@dataclass
+class Figure:
+    section: str
+    name: str
+    measured: str
+    ratio: float
+    goal: str
+    ok: bool
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.ok else "MISS"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.figures: list[Figure] = []
+        self.rate_wall_s: float | None = None
+        self.rate_workload: Workload | None = None
+        self._runs = 0
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def figure(self, section: str, name: str, measured: str, ratio: float, goal: str, ok: bool):
+        fig = Figure(section, name, measured, ratio, goal, ok)
+        self.figures.append(fig)
+        print(f"  => {name}: {ratio:,.2f} (goal {goal}) {fig.verdict}")
+
+    def input_file(self, name: str, workload: Workload, variant: int = 0) -> Path:
+        path = self.workdir / f"{name}.singer"
+        if not path.exists():
+            started = time.perf_counter()
+            write_input(path, workload, variant=variant)
+            print(
+                f"  input {path.name}: {workload.describe()}, "
+                f"{path.stat().st_size / 1e6:,.1f} MB (written in "
+                f"{time.perf_counter() - started:.1f} s)"
+            )
+        return path
+
+    def emulator(self, *flags: str) -> Emulator:
+        self._runs += 1
+        return Emulator(*flags, log=self.workdir / f"emulator-{self._runs}.log")
+
+    def run_target(
+        self,
+        emulator: Emulator,
+        input_path: Path,
+        *,
+        validate: bool | None,
+        state_dir: Path | None = None,
+        label: str,
+    ) -> tuple[Measured, dict[str, Any]]:
+        """One target-klaviyo run; its measurement and last_run.json (checked)."""
+        self._runs += 1
+        run_dir = self.workdir / f"run-{self._runs}-{label}"
+        run_dir.mkdir()
+        state_dir = state_dir or run_dir / "state"
+        config: dict[str, Any] = {
+            "private_api_key": emulator.private_key,
+            "api_base_url": emulator.base_url,
+            "state_dir": str(state_dir),
+            "default_phone_region": "US",
+            "progress_interval_s": 0,
+            "streams": config_streams(),
+        }
+        if validate is not None:
+            config["validate_records"] = validate
+        config_path = run_dir / "config.json"
+        config_path.write_text(json.dumps(config))
+        measured = run_measured(
+            target_args(config_path), input_path, run_dir / "stderr.log", run_dir
+        )
+        if measured.exit_code != 0:
+            raise BenchmarkError(
+                f"target-klaviyo ({label}) exited {measured.exit_code}:\n"
+                f"{tail(measured.stderr_path)}"
+            )
+        summary = json.loads((state_dir / "last_run.json").read_text())
+        for stream, stats in summary["streams"].items():
+            outcomes = stats["loaded"] + stats["unchanged"] + stats["rejected"] + stats["on_hold"]
+            if stats["read"] != outcomes or stats["on_hold"]:
+                print(f"  WARNING: stream {stream} did not load cleanly: {stats}")
+        return measured, summary
+
+    def run_noop(self, input_path: Path, *, validate: bool | None, label: str) -> Measured:
+        self._runs += 1
+        run_dir = self.workdir / f"run-{self._runs}-{label}"
+        run_dir.mkdir()
+        config = {} if validate is None else {"validate_records": validate}
+        config_path = run_dir / "config.json"
+        config_path.write_text(json.dumps(config))
+        measured = run_measured(noop_args(config_path), input_path, run_dir / "stderr.log", run_dir)
+        if measured.exit_code != 0:
+            raise BenchmarkError(
+                f"the no-op target ({label}) exited {measured.exit_code}:\n"
+                f"{tail(measured.stderr_path)}"
+            )
+        return measured
+
+    # -- 1. rate-limited ------------------------------------------------------------------
+
+    def rate(self) -> None:
+        args = self.args
+        workload = Workload(args.rate_profiles, args.rate_events, args.rate_members)
+        print(f"\n[rate] target-klaviyo at Klaviyo's real tier rates: {workload.describe()}")
+        input_path = self.input_file("rate", workload)
+        counts = bulk_requests(workload)
+        floor_s, rows = floor(counts)
+        print("  floor: requests at Klaviyo's batch maxima, least time their tiers allow")
+        print("\n".join(format_rows(rows)))
+        print(f"  floor = {floor_s:,.0f} s (emulator job processing set to 0 s)")
+        with self.emulator(*EMULATOR_REAL_RATES) as emulator:
+            measured, summary = self.run_target(emulator, input_path, validate=None, label="rate")
+            log = emulator.control("GET", "/requests")
+        spans = _spans(log)
+        first_call = min((entry["started_wall"] for entry in log), default=measured.started_at)
+        throttled = sum(1 for entry in log if entry["status"] == 429)
+        print(
+            f"  target-klaviyo (default settings): wall {measured.wall_s:,.1f} s, "
+            f"CPU {measured.cpu_s:,.1f} s, peak RSS {measured.peak_rss_mb:,.0f} MB"
+        )
+        print(
+            f"  waited on its own pacing {summary['rate_limit_wait_s']:,.1f} s; "
+            f"429s from the emulator: {throttled}"
+        )
+        print(
+            f"  first request {first_call - measured.started_at:.1f} s after launch "
+            "(interpreter, imports, settings); from there:"
+        )
+        for operation, (count, first, last) in sorted(spans.items()):
+            print(
+                f"    {operation:<32} {count:>6} calls, first at {first:6.1f} s, "
+                f"last answered at {last:6.1f} s"
+            )
+        if floor_s > 0:
+            print(
+                f"  its CPU time / floor = {measured.cpu_s / floor_s:.2f} (the target's threads "
+                "share one interpreter, so the wall ratio cannot fall much below this even on "
+                "an idle machine)"
+            )
+        self.rate_wall_s = measured.wall_s
+        self.rate_workload = workload
+        ratio = measured.wall_s / floor_s if floor_s > 0 else float("inf")
+        self.figure(
+            "rate",
+            "wall time / rate-limit floor",
+            f"{measured.wall_s:,.1f} s / {floor_s:,.0f} s",
+            ratio,
+            "<= 1.2",
+            ratio <= 1.2,
+        )
+
+    # -- 2. per-record baseline -----------------------------------------------------------
+
+    def baseline(self) -> None:
+        args = self.args
+        workload = self.rate_workload or Workload(
+            args.rate_profiles, args.rate_events, args.rate_members
+        )
+        print(
+            f"\n[baseline] a per-record loader ({args.baseline_threads} threads), sample of "
+            f"{args.baseline_sample} profile-imports + {args.baseline_sample} events "
+            "at real rates"
+        )
+        with self.emulator() as emulator:  # real rates, request bodies validated
+            loader = PerRecordLoader(emulator.base_url, emulator.private_key, args.baseline_threads)
+            samples = loader.sample(args.baseline_sample, args.baseline_sample)
+        rates = {}
+        for sample in samples:
+            rates[sample.operation] = sample.rate
+            statuses = ", ".join(f"{k}: {v}" for k, v in sorted(sample.statuses.items()))
+            print(
+                f"  {sample.operation:<26} {sample.requests} requests in {sample.seconds:.2f} s"
+                f" = {sample.rate:,.1f}/s (answers {statuses}; 429s waited out: "
+                f"{sample.throttled})"
+            )
+        # Extrapolate: each operation needs at least what its tier allows, and at least what
+        # the loader managed per second; the operations run in parallel.
+        from target_klaviyo.klaviyo.operations import OPERATIONS
+
+        per_op = {}
+        for operation, n in per_record_requests(workload).items():
+            tier = OPERATIONS[operation].tier
+            per_op[operation] = max(tier_time(n, tier), n / rates[operation])
+            print(
+                f"  extrapolated to the rate workload ({workload.describe()}): "
+                f"{operation} x {n:,} -> {per_op[operation]:,.0f} s "
+                f"(tier {tier.name}: {tier.burst_per_s}/s, {tier.steady_per_min}/min)"
+            )
+        theirs = max(per_op.values())
+        print(f"  per-record loader: {theirs:,.0f} s = {theirs / 3600:,.1f} h")
+        if self.rate_wall_s is None:
+            ours_s, ours_label = floor(bulk_requests(workload))[0], "our floor (rate not run)"
+        else:
+            ours_s, ours_label = self.rate_wall_s, "target-klaviyo measured"
+        print(f"  {ours_label}: {ours_s:,.1f} s")
+        ratio = theirs / ours_s if ours_s > 0 else float("inf")
+        self.figure(
+            "baseline",
+            "per-record loader time / target-klaviyo time",
+            f"{theirs:,.0f} s / {ours_s:,.1f} s",
+            ratio,
+            ">= 100",
+            ratio >= 100,
+        )
+
+    # -- 3. CPU ---------------------------------------------------------------------------
+
+    def cpu(self) -> None:
+        args = self.args
+        workload = Workload(args.profiles, args.events, args.members)
+        print(
+            f"\n[cpu] records/s, target-klaviyo vs a no-op singer-sdk target: {workload.describe()}"
+        )
+        input_path = self.input_file("cpu", workload)
+        n = workload.records
+        results: dict[tuple[str, bool], tuple[float, float, float]] = {}
+        with self.emulator(*EMULATOR_FAST) as emulator:
+            for validate in (False, True):
+                mode = "validation on" if validate else "validate_records: false"
+                for who in ("noop", "target"):
+                    walls, cpus, rss = [], [], []
+                    for _ in range(args.repeat):
+                        if who == "noop":
+                            m = self.run_noop(
+                                input_path, validate=None if validate else False, label="noop"
+                            )
+                        else:
+                            emulator.reset()
+                            m, _ = self.run_target(
+                                emulator,
+                                input_path,
+                                validate=None if validate else False,
+                                label="cpu",
+                            )
+                        walls.append(m.wall_s)
+                        cpus.append(m.cpu_s)
+                        rss.append(m.peak_rss_mb)
+                    wall, cpu = statistics.median(walls), statistics.median(cpus)
+                    results[(who, validate)] = (n / cpu, n / wall, max(rss))
+                    name = "no-op target  " if who == "noop" else "target-klaviyo"
+                    print(
+                        f"  {name} {mode:<24} CPU {cpu:7.1f} s = {n / cpu:9,.0f} rec/s;"
+                        f" wall {wall:7.1f} s = {n / wall:9,.0f} rec/s; "
+                        f"peak RSS {max(rss):,.0f} MB"
+                    )
+        print(
+            "  (ratios use records per CPU-second of each process; wall figures are shown "
+            "for reference, they include the machine's other load and, for target-klaviyo,"
+            " waiting for the emulator's jobs)"
+        )
+        off = results[("target", False)][0] / results[("noop", False)][0]
+        self.figure(
+            "cpu",
+            "target-klaviyo / no-op target, both validate_records: false",
+            f"{results[('target', False)][0]:,.0f} / {results[('noop', False)][0]:,.0f} rec/s",
+            off,
+            ">= 0.6",
+            off >= 0.6,
+        )
+        on = results[("target", True)][0] / results[("noop", True)][0]
+        self.figure(
+            "cpu",
+            "target-klaviyo validating / no-op target's default jsonschema validation",
+            f"{results[('target', True)][0]:,.0f} / {results[('noop', True)][0]:,.0f} rec/s",
+            on,
+            ">= 3",
+            on >= 3,
+        )
+
+    # -- 4. memory and the ledger ---------------------------------------------------------
+
+    def memory(self) -> None:
+        args = self.args
+        small, large = (20_000, 200_000) if args.quick else (args.memory_small, args.memory_large)
+        print(
+            f"\n[memory] peak RSS of target-klaviyo at {small:,} and {large:,} profiles "
+            "(emulator unthrottled; validate_records: false)"
+        )
+        peaks: dict[int, float] = {}
+        runs: dict[int, Measured] = {}
+        with self.emulator(*EMULATOR_FAST) as emulator:
+            for size in (small, large):
+                emulator.reset()
+                input_path = self.input_file(f"memory-{size}", Workload(size, 0, 0))
+                state_dir = self.workdir / f"memory-state-{size}"
+                m, _ = self.run_target(
+                    emulator, input_path, validate=False, state_dir=state_dir, label="memory"
+                )
+                peaks[size] = m.peak_rss_mb
+                runs[size] = m
+                print(
+                    f"  {size:>9,} profiles: peak RSS {m.peak_rss_mb:6.0f} MB, "
+                    f"wall {m.wall_s:,.1f} s, CPU {m.cpu_s:,.1f} s"
+                )
+                profile = " ".join(f"{mb:.0f}" for mb in m.rss_profile())
+                print(f"    highest RSS in each tenth of the run (MB): {profile}")
+            ledger_mb = _ledger_bytes(state_dir) / 1e6
+            print(f"  ledger after {large:,} profiles: {ledger_mb:,.1f} MB")
+            second, summary = self.run_target(
+                emulator, input_path, validate=False, state_dir=state_dir, label="unchanged"
+            )
+            unchanged = sum(s["unchanged"] for s in summary["streams"].values())
+            print(
+                f"  second run, same input: {unchanged:,} of {large:,} unchanged; "
+                f"wall {second.wall_s:,.1f} s, CPU {second.cpu_s:,.1f} s, "
+                f"peak RSS {second.peak_rss_mb:,.0f} MB"
+            )
+        ratio = peaks[large] / peaks[small]
+        self.figure(
+            "memory",
+            f"peak RSS at {large:,} / at {small:,} profiles",
+            f"{peaks[large]:,.0f} MB / {peaks[small]:,.0f} MB",
+            ratio,
+            "<= 1.2",
+            ratio <= 1.2,
+        )
+        self.figure(
+            "memory",
+            f"peak RSS at {large:,} profiles, MB",
+            f"{peaks[large]:,.0f} MB",
+            peaks[large],
+            "<= 300",
+            peaks[large] <= 300,
+        )
+        self.figure(
+            "memory",
+            f"ledger size after {large:,} profiles, MB",
+            f"{ledger_mb:,.1f} MB",
+            ledger_mb,
+            "< 200",
+            ledger_mb < 200,
+        )
+        first = runs[large]
+        speed = first.cpu_s / second.cpu_s if second.cpu_s > 0 else float("inf")
+        self.figure(
+            "memory",
+            "all-unchanged second run / first run, records per CPU-second",
+            f"{large / second.cpu_s:,.0f} / {large / first.cpu_s:,.0f} rec/s",
+            speed,
+            ">= 1",
+            speed >= 1,
+        )
+
+
+def _spans(log: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
+    """Per operation: calls, first start and last end, in seconds from the first request."""
+    if not log:
+        return {}
+    origin = min(entry["started"] for entry in log)
+    counts = Counter(entry["operation"] for entry in log)
+    spans: dict[str, tuple[int, float, float]] = {}
+    for entry in log:
+        name = entry["operation"]
+        _, first, last = spans.get(name, (0, float("inf"), 0.0))
+        spans[name] = (
+            counts[name],
+            min(first, entry["started"] - origin),
+            max(last, entry["ended"] - origin),
+        )
+    return spans
+
+
+def _ledger_bytes(state_dir: Path) -> int:
+    return sum(path.stat().st_size for path in state_dir.glob(LEDGER_GLOB))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{mem_kb / 1024 / 1024:.0f} GB RAM"
+    except (OSError, ValueError, IndexError):
+        memory = "RAM unknown"
+    return (
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} x {cpu}, {memory}; "
+        f"Python {platform.python_version()}, singer-sdk {metadata.version('singer-sdk')}"
+    )
+
+
+def revision() -> str:
+    """The commit measured, and whether the working tree had changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "target_klaviyo"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes in target_klaviyo/" if dirty else "")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Benchmark target-klaviyo: rate-limit floor, per-record baseline, CPU "
+        "against a no-op singer-sdk target, memory and the skip_unchanged ledger.",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
+    )
+    sizes = parser.add_argument_group("cpu workload")
+    sizes.add_argument("--profiles", type=int, default=100_000)
+    sizes.add_argument("--events", type=int, default=50_000)
+    sizes.add_argument("--members", type=int, default=20_000)
+    sizes.add_argument("--repeat", type=int, default=1, help="runs per variant (median)")
+    rate = parser.add_argument_group("rate-limited workload (real rates: minutes per run)")
+    rate.add_argument("--rate-profiles", type=int, default=100_000)
+    rate.add_argument("--rate-events", type=int, default=300_000)
+    rate.add_argument("--rate-members", type=int, default=20_000)
+    base = parser.add_argument_group("per-record baseline")
+    base.add_argument("--baseline-sample", type=int, default=300)
+    base.add_argument("--baseline-threads", type=int, default=16)
+    mem = parser.add_argument_group("memory")
+    mem.add_argument("--memory-small", type=int, default=100_000)
+    mem.add_argument("--memory-large", type=int, default=1_000_000)
+    mem.add_argument("--quick", action="store_true", help="memory at 20,000 and 200,000")
+    parser.add_argument("--workdir", type=Path, help="keep inputs and logs here")
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.workdir:
+        workdir, keep = args.workdir.resolve(), True
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir, keep = Path(tempfile.mkdtemp(prefix="target-klaviyo-bench-")), False
+    print(f"target-klaviyo benchmarks, {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
+    print(f"machine: {machine()}")
+    print(f"target-klaviyo: commit {revision()}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    bench = Bench(args, workdir)
+    started = time.perf_counter()
+    try:
+        for section in SECTIONS:
+            if section in args.sections:
+                getattr(bench, section)()
+    except BenchmarkError as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        print(f"inputs and logs kept in {workdir}", file=sys.stderr)
+        return 1
+    print(
+        f"\nSummary ({time.perf_counter() - started:,.0f} s; load average now "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})\n"
+    )
+    print("| section | figure | measured | ratio | goal | |")
+    print("|---|---|---|---|---|---|")
+    for fig in bench.figures:
+        print(
+            f"| {fig.section} | {fig.name} | {fig.measured} | {fig.ratio:,.2f} | {fig.goal} "
+            f"| {fig.verdict} |"
+        )
+    if keep:
+        print(f"\ninputs and logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

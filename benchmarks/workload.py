@@ -1,0 +1,221 @@
+"""Generate a Singer input file: profiles, events (orders) and list members.
+
+Profiles carry phone numbers in mixed formats (E.164, national, dotted, "00" prefix, integers,
+about 1 % invalid next to a valid email) and five custom properties. Events reference the
+profiles' emails. List members are a subset of the profiles. Records of the three streams are
+interleaved in blocks, the way a tap that reads several tables at once writes them, so every
+Klaviyo operation can be busy from the start. A STATE message follows every
+``state_every`` records.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+PROFILES_STREAM = "customers"
+EVENTS_STREAM = "orders"
+MEMBERS_STREAM = "newsletter"
+LIST_NAME = "Benchmark newsletter"
+
+STRING = {"type": ["string", "null"]}
+INTEGER = {"type": ["integer", "null"]}
+NUMBER = {"type": ["number", "null"]}
+BOOLEAN = {"type": ["boolean", "null"]}
+DATETIME = {"type": ["string", "null"], "format": "date-time"}
+
+PROFILE_PROPERTIES = {
+    "id": {"type": "integer"},
+    "email": STRING,
+    "phone": STRING,
+    "first_name": STRING,
+    "last_name": STRING,
+    "city": STRING,
+    "country": STRING,
+    # five custom properties
+    "loyalty_tier": STRING,
+    "lifetime_orders": INTEGER,
+    "lifetime_value": NUMBER,
+    "accepts_sms": BOOLEAN,
+    "signed_up_at": DATETIME,
+}
+EVENT_PROPERTIES = {
+    "order_id": {"type": "integer"},
+    "customer_email": STRING,
+    "ordered_at": DATETIME,
+    "total": NUMBER,
+    "currency": STRING,
+    "items": INTEGER,
+    "channel": STRING,
+}
+MEMBER_PROPERTIES = {"id": {"type": "integer"}, "email": STRING}
+
+# Area codes that phonenumbers knows as valid US numbers.
+AREA_CODES = ("212", "415", "617", "312", "206", "303", "512", "646", "702", "919")
+FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Linus", "Margaret", "Katherine")
+LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton", "Johnson")
+CITIES = ("Boston", "Berlin", "Lagos", "Lima", "Osaka", "Pune", "Oslo", "Austin")
+TIERS = ("bronze", "silver", "gold", "platinum")
+CHANNELS = ("web", "app", "store")
+BLOCK = 500  # records of one stream written together when interleaving
+
+# Klaviyo's batch maxima (klaviyo-api.md §3.1, §5.2).
+PROFILES_PER_JOB = 10_000
+EVENTS_PER_REQUEST = 1_000
+
+
+def config_streams() -> dict[str, Any]:
+    """The `streams` mapping for the generated input."""
+    return {
+        PROFILES_STREAM: {
+            "object": "profile",
+            "fields": {"phone_number": "phone", "external_id": "id"},
+        },
+        EVENTS_STREAM: {
+            "object": "event",
+            "event_name": "Placed Order",
+            "fields": {"email": "customer_email"},
+            "time_field": "ordered_at",
+            "value_field": "total",
+            "value_currency_field": "currency",
+        },
+        MEMBERS_STREAM: {
+            "object": "list",
+            "list_name": LIST_NAME,
+            "create_list": True,
+            "properties": [],
+            "exclude": ["id"],
+        },
+    }
+
+
+def email(i: int) -> str:
+    return f"{FIRST[i % len(FIRST)].lower()}.{LAST[i % len(LAST)].lower()}{i}@example.com"
+
+
+def phone(i: int) -> Any:
+    """A unique US number for i < 80,000,000, written in one of several formats."""
+    area = AREA_CODES[i % len(AREA_CODES)]
+    rest = i // len(AREA_CODES)
+    exchange = 200 + (rest // 10_000) % 800
+    line = rest % 10_000
+    kind = i % 100
+    if kind == 99:
+        return f"12-{line:04d}"  # invalid: dropped with a warning, the email remains
+    kind %= 6
+    if kind == 0:
+        return f"+1{area}{exchange}{line:04d}"
+    if kind == 1:
+        return f"({area}) {exchange}-{line:04d}"
+    if kind == 2:
+        return f"{area}.{exchange}.{line:04d}"
+    if kind == 3:
+        return f"+1 {area}-{exchange}-{line:04d}"
+    if kind == 4:
+        return f"001 {area} {exchange} {line:04d}"
+    return f"1{area}{exchange}{line:04d}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    profiles: int
+    events: int
+    members: int
+
+    @property
+    def records(self) -> int:
+        return self.profiles + self.events + self.members
+
+    def describe(self) -> str:
+        return (
+            f"{self.profiles:,} profiles, {self.events:,} events, {self.members:,} list members"
+            f" ({self.records:,} records)"
+        )
+
+
+def _schema(stream: str, properties: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    return {
+        "type": "SCHEMA",
+        "stream": stream,
+        "schema": {"type": "object", "properties": properties},
+        "key_properties": keys,
+    }
+
+
+def write_input(
+    path: Path, workload: Workload, *, seed: int = 42, state_every: int = 10_000, variant: int = 0
+) -> Path:
+    """Write the Singer file for ``workload``; ``variant`` changes every profile's properties."""
+    rng = random.Random(seed)
+    encoder = msgspec.json.Encoder()
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    people = max(1, workload.profiles)
+
+    def profile(i: int) -> dict[str, Any]:
+        return {
+            "id": i,
+            "email": email(i) if i % 50 else f"  {email(i).upper()} ",
+            "phone": phone(i),
+            "first_name": FIRST[i % len(FIRST)],
+            "last_name": LAST[i % len(LAST)],
+            "city": CITIES[i % len(CITIES)],
+            "country": "US",
+            "loyalty_tier": TIERS[(i + variant) % len(TIERS)],
+            "lifetime_orders": rng.randint(0, 500) + variant,
+            "lifetime_value": round(rng.uniform(0, 5000), 2),
+            "accepts_sms": i % 3 == 0,
+            "signed_up_at": (base - timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+    def event(i: int) -> dict[str, Any]:
+        return {
+            "order_id": i,
+            "customer_email": email(rng.randrange(people)),
+            "ordered_at": (base + timedelta(seconds=i * 7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "total": round(rng.uniform(5, 500), 2),
+            "currency": "USD" if i % 5 else "EUR",
+            "items": rng.randint(1, 9),
+            "channel": CHANNELS[i % len(CHANNELS)],
+        }
+
+    def member(i: int) -> dict[str, Any]:
+        # Every k-th profile joins the list.
+        step = max(1, people // max(1, workload.members))
+        j = (i * step) % people if workload.profiles else i
+        return {"id": j, "email": email(j)}
+
+    streams = [
+        (PROFILES_STREAM, PROFILE_PROPERTIES, ["id"], workload.profiles, profile),
+        (EVENTS_STREAM, EVENT_PROPERTIES, ["order_id"], workload.events, event),
+        (MEMBERS_STREAM, MEMBER_PROPERTIES, ["id"], workload.members, member),
+    ]
+    total = workload.records
+    written = 0
+    with path.open("wb") as out:
+        for name, properties, keys, count, _ in streams:
+            if count:
+                out.write(encoder.encode(_schema(name, properties, keys)) + b"\n")
+        done = [0, 0, 0]
+        while written < total:
+            # Interleave in proportion to each stream's size: the stream furthest behind its
+            # share writes the next block.
+            index = min(
+                (k for k in range(3) if done[k] < streams[k][3]),
+                key=lambda k: done[k] / streams[k][3],
+            )
+            name, _, _, count, make = streams[index]
+            for _ in range(min(BLOCK, count - done[index])):
+                line = {"type": "RECORD", "stream": name, "record": make(done[index])}
+                out.write(encoder.encode(line) + b"\n")
+                done[index] += 1
+                written += 1
+                if state_every and written % state_every == 0:
+                    positions = zip((stream[0] for stream in streams), done, strict=True)
+                    state = {"bookmarks": {n: {"position": d} for n, d in positions}}
+                    out.write(encoder.encode({"type": "STATE", "value": state}) + b"\n")
+    return path
