@@ -188,6 +188,16 @@ def _bool(raw: Mapping[str, Any], key: str, where: str, errors: list[str]) -> bo
     return value
 
 
+def _choice(
+    raw: Mapping[str, Any], key: str, allowed: Sequence[str], where: str, errors: list[str]
+) -> Any:
+    """The value of `key` (default: the first allowed one), which must be one of `allowed`."""
+    value = raw.get(key, allowed[0])
+    if value not in allowed:
+        errors.append(f"{where}.{key}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 def _parse_fields(raw: Any, where: str, errors: list[str]) -> dict[str, str]:
     if raw is None:
         return {}
@@ -237,10 +247,7 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
         kwargs["exclude"] = frozenset(_string_tuple(raw["exclude"], f"{where}.exclude", errors))
 
     if "nulls" in raw:
-        if raw["nulls"] not in ("ignore", "unset"):
-            errors.append(f"{where}.nulls: {raw['nulls']!r} is not one of ignore, unset")
-        else:
-            kwargs["nulls"] = raw["nulls"]
+        kwargs["nulls"] = _choice(raw, "nulls", ("ignore", "unset"), where, errors)
 
     if obj in ("list", "subscription"):
         kwargs["list_id"] = _optional_str(raw, "list_id", where, errors)
@@ -254,18 +261,10 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
             errors.append(f"{where}.create_list: needs list_name")
 
     if obj == "list":
-        behavior = raw.get("behavior", "insert")
-        if behavior not in LIST_BEHAVIORS:
-            errors.append(
-                f"{where}.behavior: {behavior!r} is not one of {', '.join(LIST_BEHAVIORS)}"
-            )
-        kwargs["behavior"] = behavior
-        mirror_on = raw.get("mirror_on", "activate_version")
-        if mirror_on not in ("activate_version", "end_of_stream"):
-            errors.append(
-                f"{where}.mirror_on: {mirror_on!r} is not activate_version or end_of_stream"
-            )
-        kwargs["mirror_on"] = mirror_on
+        behavior = kwargs["behavior"] = _choice(raw, "behavior", LIST_BEHAVIORS, where, errors)
+        kwargs["mirror_on"] = _choice(
+            raw, "mirror_on", ("activate_version", "end_of_stream"), where, errors
+        )
         ratio = raw.get("mirror_max_removal_ratio", 0.2)
         # Config files are read with floats as Decimal (singer-sdk).
         if (
@@ -279,12 +278,9 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
         if behavior != "mirror" and ("mirror_on" in raw or "mirror_max_removal_ratio" in raw):
             errors.append(f"{where}: mirror_on / mirror_max_removal_ratio need behavior: mirror")
     elif obj == "subscription":
-        behavior = raw.get("behavior", "subscribe")
-        if behavior not in SUBSCRIPTION_BEHAVIORS:
-            errors.append(
-                f"{where}.behavior: {behavior!r} is not one of {', '.join(SUBSCRIPTION_BEHAVIORS)}"
-            )
-        kwargs["behavior"] = behavior
+        behavior = kwargs["behavior"] = _choice(
+            raw, "behavior", SUBSCRIPTION_BEHAVIORS, where, errors
+        )
         channels = _string_tuple(raw.get("channels", ["email"]), f"{where}.channels", errors)
         if not channels or any(channel not in CHANNELS for channel in channels):
             errors.append(f"{where}.channels: expected a non-empty list of email and/or sms")

@@ -235,6 +235,28 @@ class PropertyPlan:
         return properties, nulls
 
 
+def _standard_fields(
+    plan: tuple[tuple[str, str, str, bool], ...],
+    record: Mapping[str, Any],
+    unset: bool,
+    out: dict[str, Any],
+) -> None:
+    """Standard fields of `record` into `out`; a null clears the field only when `unset`."""
+    for key, column, path, numeric in plan:
+        if column not in record:
+            continue
+        raw = record[column]
+        if type(raw) is str and len(raw) <= _SHORT:
+            out[key] = raw
+            continue
+        value = None if raw is None else to_json(raw)
+        if value is None:
+            if unset:
+                out[key] = None
+        else:
+            out[key] = _text(value, column, path, numeric)
+
+
 @dataclass(slots=True)
 class MappedProfile:
     """A record mapped to a profile resource (one entry of a bulk import job)."""
@@ -287,11 +309,14 @@ class ProfileMapper:
         self.email_column: str | None = plan.pop("email", None)
         self.phone_column: str | None = plan.pop("phone_number", None)
         self.external_id_column: str | None = plan.pop("external_id", None)
-        self._top: tuple[tuple[str, str], ...] = tuple(
-            (path, column) for path, column in plan.items() if not path.startswith("location.")
+        # (key, column, Klaviyo path, numeric allowed) for top-level and location fields.
+        self._top: tuple[tuple[str, str, str, bool], ...] = tuple(
+            (path, column, path, False)
+            for path, column in plan.items()
+            if not path.startswith("location.")
         )
-        self._location: tuple[tuple[str, str, bool], ...] = tuple(
-            (path[9:], column, path[9:] in _NUMERIC_LOCATION)
+        self._location: tuple[tuple[str, str, str, bool], ...] = tuple(
+            (path[9:], column, path, path[9:] in _NUMERIC_LOCATION)
             for path, column in plan.items()
             if path.startswith("location.")
         )
@@ -339,34 +364,10 @@ class ProfileMapper:
         """Profile attributes of a record and the custom properties to unset."""
         unset = self._unset
         attributes: dict[str, Any] = identity.as_attributes()
-        for attribute, column in self._top:
-            if column not in record:
-                continue
-            raw = record[column]
-            if type(raw) is str and len(raw) <= _SHORT:
-                attributes[attribute] = raw
-                continue
-            value = None if raw is None else to_json(raw)
-            if value is None:
-                if unset:
-                    attributes[attribute] = None
-            else:
-                attributes[attribute] = _text(value, column, attribute)
+        _standard_fields(self._top, record, unset, attributes)
         if self._location:
             location: dict[str, Any] = {}
-            for name, column, numeric in self._location:
-                if column not in record:
-                    continue
-                raw = record[column]
-                if type(raw) is str and len(raw) <= _SHORT:
-                    location[name] = raw
-                    continue
-                value = None if raw is None else to_json(raw)
-                if value is None:
-                    if unset:
-                        location[name] = None
-                else:
-                    location[name] = _text(value, column, f"location.{name}", numeric)
+            _standard_fields(self._location, record, unset, location)
             if location:
                 attributes["location"] = location
         properties, to_unset = self.properties.collect(record, unset)
