@@ -174,6 +174,7 @@ class Bench:
         with self.emulator(*EMULATOR_REAL_RATES) as emulator:
             measured, summary = self.run_target(emulator, input_path, validate=None, label="rate")
             log = emulator.control("GET", "/requests")
+        (self.workdir / "rate-requests.json").write_text(json.dumps(log))
         spans = _spans(log)
         first_call = min((entry["started_wall"] for entry in log), default=measured.started_at)
         throttled = sum(1 for entry in log if entry["status"] == 429)
