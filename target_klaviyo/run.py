@@ -60,8 +60,14 @@ class Run:
         self.gate = StateGate()
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="klaviyo")
         self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
+        self.sinks: list[Any] = []  # every sink of the run, in creation order
         self._failure: BaseException | None = None
         self._failure_lock = threading.Lock()
+
+    def register(self, sink: Any) -> None:
+        """A new sink: the STATE gate waits for it, and a failed run can hold what it kept."""
+        self.sinks.append(sink)
+        self.gate.track(sink)
 
     def fail(self, exc: BaseException) -> None:
         """A worker hit an error that must stop the run; the reading thread raises it."""

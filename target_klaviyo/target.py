@@ -310,15 +310,29 @@ class TargetKlaviyo(Target):
             ):
                 where = f"input line {target.reader.line_number}: "
             cls.logger.error("%s%s", where, _one_line(exc))
-            target.shutdown_after_error()
+            target.shutdown_after_error(exc, send_what_was_read=bool(where))
             sys.exit(1)
-        except BaseException:
-            target.shutdown_after_error()
+        except BaseException as exc:
+            target.shutdown_after_error(exc, send_what_was_read=False)
             raise
 
-    def shutdown_after_error(self) -> None:
-        """Let requests in flight come back (their records get an outcome), then summarise."""
+    def shutdown_after_error(self, error: BaseException, *, send_what_was_read: bool) -> None:
+        """Give every record read an outcome, then summarise.
+
+        After bad input, the records before the bad line are good: they are sent (and STATE
+        passed on for them). After any other error, records not yet sent go on hold and are
+        replayed by the next run. Requests in flight are waited for either way.
+        """
         try:
+            if send_what_was_read and self._started and not self.run.failed:
+                self.drain_all(is_endofpipe=True)
+                self.run.gate.check()
+        except Exception as exc:  # the original error matters more
+            self.logger.debug("while sending what was read: %s", exc)
+        try:
+            reason = f"not sent: the run stopped ({_one_line(error)})"
+            for sink in self.run.sinks:
+                sink.hold_unsent(reason)
             self.finish()
         except Exception as exc:  # the original error matters more
             self.logger.debug("while shutting down: %s", exc)

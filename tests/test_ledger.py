@@ -364,3 +364,50 @@ def test_summary_file_matches_the_table(emulator: Any, tmp_path: Path) -> None:
     assert summary["api_calls"]["bulk_create_events"] == 1
     assert "Run summary" in run.stderr
     assert "orders" in run.stderr
+
+
+def test_a_malformed_line_stops_the_run_after_loading_what_came_before(
+    emulator: Any, tmp_path: Path
+) -> None:
+    good = stream_messages("customers", CUSTOMER_SCHEMA, customers(5), ["id"])
+    good.append(state_message({"bookmarks": {"customers": {"id": 5}}}))
+    text = singer_lines(good) + '{"type": "RECORD", "stream": "customers", "record": {\n'
+    text += singer_lines([record_message("customers", customers(1, start=6)[0])])
+    run = run_target(base_config(emulator, tmp_path / "state", STREAMS), text, tmp_path)
+    assert run.exit_code == 1
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "input line 8" in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
+    # The five records before the bad line are in Klaviyo, and their STATE was passed on.
+    assert len(emulator_profiles(emulator)) == 5
+    assert run.states == [{"bookmarks": {"customers": {"id": 5}}}]
+    run.assert_accounted()
+    assert run.stream("customers")["loaded"] == 5
+
+
+def test_a_key_without_write_scope_stops_the_run_and_keeps_the_records(
+    emulator: Any, tmp_path: Path
+) -> None:
+    read_only_key = "pk_read_only_0000000000000000"
+    emulator.add_key(read_only_key, {"profiles:read", "lists:read"})
+    state_dir = tmp_path / "state"
+    config = base_config(emulator, state_dir, STREAMS, private_api_key=read_only_key)
+    run = run_target(
+        config,
+        singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, customers(25), ["id"])),
+        tmp_path,
+    )
+    assert run.exit_code == 1
+    assert "profiles:write" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert read_only_key not in run.stderr
+    run.assert_accounted()
+    assert run.stream("customers")["on_hold"] == 25
+    assert run.states == []
+
+    # With the right key, the next run replays them.
+    config["private_api_key"] = emulator.private_key
+    second = run_target(config, "", tmp_path)
+    assert second.exit_code == 0, second.stderr
+    assert second.stream("customers")["replayed"] == 25
+    assert len(emulator_profiles(emulator)) == 25

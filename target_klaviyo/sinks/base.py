@@ -124,7 +124,7 @@ class KlaviyoSink(BatchSink):
         self.skip_unchanged = bool(self.config.get("skip_unchanged", True))
         self.max_in_flight = max(1, int(self.config.get("max_jobs_in_flight", 4)))
         self.prepare()
-        self.run.gate.track(self)
+        self.run.register(self)
         self.run.stats.add(self.stream_name, self.OBJECT)
         if self.run.ledger is not None:
             self.run.ledger.save_stream(self.stream_name, self.original_schema, self.key_properties)
@@ -387,6 +387,14 @@ class KlaviyoSink(BatchSink):
             self._outstanding.pop(token, None)
             self._lock.notify_all()
         self.run.gate.check()
+
+    def hold_unsent(self, reason: str) -> None:
+        """The run is stopping with an error: records read but not sent wait on hold."""
+        items, token = self._chunk, self._chunk_token
+        self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
+        if items:
+            self.hold(items, reason)
+            self._finish(token, ())
 
     def wait_idle(self) -> None:
         """Flush and wait until every request of this stream has come back."""
