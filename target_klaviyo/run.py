@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,7 +47,6 @@ class Run:
         ledger: Ledger | None,
         rejects: RejectsFile,
         state_dir: Path,
-        workers: int = 8,
     ) -> None:
         self.config = config
         self.mappings = mappings
@@ -58,7 +56,6 @@ class Run:
         self.state_dir = state_dir
         self.stats = RunStats()
         self.gate = StateGate()
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="klaviyo")
         self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
         self.sinks: list[Any] = []  # every sink of the run, in creation order
         self._failure: BaseException | None = None
@@ -99,8 +96,13 @@ class Run:
             record=dict(record),
         )
 
+    def wait_for_requests(self) -> None:
+        """Every stream's requests in flight come back (their records get an outcome)."""
+        for sink in self.sinks:
+            sink.executor.shutdown(wait=True)
+
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        self.wait_for_requests()
         self.rejects.close()
         self.client.close()
         if self.ledger is not None:

@@ -445,7 +445,9 @@ CONFIG_SCHEMA = th.PropertiesList(
         "max_jobs_in_flight",
         th.IntegerType,
         default=4,
-        description="Tuning: bulk requests one stream may have outstanding while input is read.",
+        description="Tuning: how much one stream may have outstanding while input is read, in "
+        "full profile import jobs (10,000 records each); streams of smaller requests (events, "
+        "list calls) queue as many requests as those records fill.",
     ),
     th.Property(
         "progress_interval_s",

@@ -251,7 +251,7 @@ class TargetKlaviyo(Target):
             return
         self._finished = True
         self.progress.stop()
-        self.run.executor.shutdown(wait=True)
+        self.run.wait_for_requests()
         summary = self.run.stats.to_dict(self.run.client.calls, self.run.client.rate_limit_wait_s)
         if self.run.ledger is not None and not self.dry_run:
             summary["on_hold_total"] = self.run.ledger.held_count()

@@ -12,7 +12,7 @@ import itertools
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 # Room left in each request for the JSON:API envelope around the items.
 ENVELOPE_BYTES = 4_096
+RECORDS_PER_JOB = 10_000  # a full profile import job: the unit of max_jobs_in_flight
+MAX_WORKERS = 16  # request threads per stream
 
 
 @dataclass(slots=True)
@@ -117,12 +119,22 @@ class KlaviyoSink(BatchSink):
         self._tokens = itertools.count(1)
         self._outstanding: dict[int, int] = {}  # token -> lowest record seq it holds
         self._inflight_keys: dict[str, int] = {}
-        self._futures: set[Future[None]] = set()
+        self._futures: dict[Future[None], int] = {}  # request -> records it carries
+        self._records_in_flight = 0
         self._chunk: list[Item] = []
         self._chunk_bytes = 0
         self._chunk_token = 0
         self.skip_unchanged = bool(self.config.get("skip_unchanged", True))
-        self.max_in_flight = max(1, int(self.config.get("max_jobs_in_flight", 4)))
+        # Memory is bounded by records, not requests: a stream may have the records of
+        # `max_jobs_in_flight` full profile jobs outstanding, so that a stream of small requests
+        # (events: 1,000 a request) can queue many while one operation waits for its window.
+        jobs = max(1, int(self.config.get("max_jobs_in_flight", 4)))
+        self.max_records_in_flight = jobs * RECORDS_PER_JOB
+        # Its own workers: a stream waiting for its rate-limit window never holds up another.
+        self.executor = ThreadPoolExecutor(
+            max_workers=min(MAX_WORKERS, max(1, self.max_records_in_flight // self.MAX_ITEMS)),
+            thread_name_prefix=f"klaviyo-{self.stream_name}",
+        )
         self.prepare()
         self.run.register(self)
         self.run.stats.add(self.stream_name, self.OBJECT)
@@ -308,24 +320,26 @@ class KlaviyoSink(BatchSink):
             return
         keys = [item.key for item in items] if self.ORDERED else []
         with self._lock:
-            # Bounded memory: at most max_in_flight requests outstanding per stream; and a
-            # key already on its way waits, so that Klaviyo applies one key's writes in order.
-            while len(self._futures) >= self.max_in_flight or any(
-                key in self._inflight_keys for key in keys
-            ):
+            # Bounded memory: at most max_records_in_flight records outstanding per stream;
+            # and a key already on its way waits, so that Klaviyo applies one key's writes in
+            # order.
+            while (
+                self._futures and self._records_in_flight + len(items) > self.max_records_in_flight
+            ) or any(key in self._inflight_keys for key in keys):
                 self._lock.wait(timeout=1.0)
                 self.run.raise_if_failed()
             for key in keys:
                 self._inflight_keys[key] = self._inflight_keys.get(key, 0) + 1
+            self._records_in_flight += len(items)
         self.run.stats.add(self.stream_name, self.OBJECT, in_jobs=len(items))
-        future = self.run.executor.submit(self._send_chunk, token, items, keys)
+        future = self.executor.submit(self._send_chunk, token, items, keys)
         with self._lock:
-            self._futures.add(future)
+            self._futures[future] = len(items)
         future.add_done_callback(self._forget_future)
 
     def _forget_future(self, future: Future[None]) -> None:
         with self._lock:
-            self._futures.discard(future)
+            self._records_in_flight -= self._futures.pop(future, 0)
             self._lock.notify_all()
 
     def drop_superseded(self, items: list[Item]) -> list[Item]:
