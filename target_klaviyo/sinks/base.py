@@ -130,12 +130,12 @@ class KlaviyoSink(BatchSink):
         # (events: 1,000 a request) can queue many while one operation waits for its window.
         jobs = max(1, int(self.config.get("max_jobs_in_flight", 4)))
         self.max_records_in_flight = jobs * RECORDS_PER_JOB
+        self.prepare()
         # Its own workers: a stream waiting for its rate-limit window never holds up another.
         self.executor = ThreadPoolExecutor(
             max_workers=min(MAX_WORKERS, max(1, self.max_records_in_flight // self.MAX_ITEMS)),
             thread_name_prefix=f"klaviyo-{self.stream_name}",
         )
-        self.prepare()
         self.run.register(self)
         self.run.stats.add(self.stream_name, self.OBJECT)
         if self.run.ledger is not None:
