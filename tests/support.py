@@ -139,3 +139,16 @@ def run_target(
     )
     states = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return TargetRun(proc.returncode, proc.stdout, proc.stderr, state_dir, states)
+
+
+def run_checked(
+    emulator: Any, config: Mapping[str, Any], messages: Iterable[Mapping[str, Any]], tmp_path: Path
+) -> TargetRun:
+    """A run that must go well: exit 0, every record accounted for, every write Klaviyo
+    queued applied, and no phone number silently dropped by Klaviyo."""
+    result = run_target(config, singer_lines(messages), tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert emulator.wait_idle()
+    result.assert_accounted()
+    assert emulator.silent_drops == []
+    return result

@@ -17,8 +17,7 @@ from tests.support import (
     STRING,
     TargetRun,
     base_config,
-    run_target,
-    singer_lines,
+    run_checked,
     stream_messages,
 )
 
@@ -65,12 +64,7 @@ def load(
         for name, (_, items, keys) in groups.items()
         for message in stream_messages(name, properties or PROPERTIES, items, keys)
     ]
-    result = run_target(config, singer_lines(messages), tmp_path)
-    assert result.exit_code == 0, result.stderr
-    assert emulator.wait_idle()
-    result.assert_accounted()
-    assert emulator.silent_drops == []
-    return result
+    return run_checked(emulator, config, messages, tmp_path)
 
 
 def order(i: int, **extra: Any) -> dict[str, Any]:

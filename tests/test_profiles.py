@@ -16,8 +16,7 @@ from tests.support import (
     STRING,
     TargetRun,
     base_config,
-    run_target,
-    singer_lines,
+    run_checked,
     stream_messages,
 )
 
@@ -66,12 +65,7 @@ def load(
     messages = [
         m for name, items in groups.items() for m in stream_messages(name, PROPERTIES, items)
     ]
-    result = run_target(config, singer_lines(messages), tmp_path)
-    assert result.exit_code == 0, result.stderr
-    assert emulator.wait_idle()
-    result.assert_accounted()
-    assert emulator.silent_drops == []
-    return result
+    return run_checked(emulator, config, messages, tmp_path)
 
 
 def customer(i: int, **extra: Any) -> dict[str, Any]:

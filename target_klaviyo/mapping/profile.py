@@ -83,6 +83,12 @@ def _too_long(text: str) -> bool:
     )
 
 
+def _check_string(text: str, what: str) -> None:
+    """Klaviyo's 100 KB string limit (klaviyo-api.md §7.4); `what` names the string."""
+    if _too_long(text):
+        raise Rejection(f"{what} over Klaviyo's 100 KB ({MAX_STRING_BYTES:,} bytes) string limit")
+
+
 def _check_nested(value: Any, column: str, depth: int) -> None:
     if depth > MAX_NESTING:
         raise Rejection(
@@ -91,11 +97,7 @@ def _check_nested(value: Any, column: str, depth: int) -> None:
     if type(value) is dict:
         items: Iterable[Any] = value.values()
         for key in value:
-            if _too_long(key):
-                raise Rejection(
-                    f"column {column!r} has a key over Klaviyo's 100 KB "
-                    f"({MAX_STRING_BYTES:,} bytes) string limit"
-                )
+            _check_string(key, f"column {column!r} has a key")
     else:
         if len(value) > MAX_ARRAY_ITEMS:
             raise Rejection(
@@ -106,11 +108,7 @@ def _check_nested(value: Any, column: str, depth: int) -> None:
     for item in items:
         kind = type(item)
         if kind is str:
-            if _too_long(item):
-                raise Rejection(
-                    f"column {column!r} holds a string over Klaviyo's 100 KB "
-                    f"({MAX_STRING_BYTES:,} bytes) string limit"
-                )
+            _check_string(item, f"column {column!r} holds a string")
         elif kind is dict or kind is list:
             _check_nested(item, column, depth + 1)
 
@@ -119,11 +117,7 @@ def check_value(value: Any, column: str) -> None:
     """Raise Rejection when a JSON-safe value breaks Klaviyo's string, nesting or array limits."""
     kind = type(value)
     if kind is str:
-        if _too_long(value):
-            raise Rejection(
-                f"column {column!r} is a string over Klaviyo's 100 KB "
-                f"({MAX_STRING_BYTES:,} bytes) limit"
-            )
+        _check_string(value, f"column {column!r} is a string")
     elif kind is dict or kind is list:
         _check_nested(value, column, 1)
 
@@ -271,11 +265,7 @@ def _text(value: Any, column: str, attribute: str, numeric: bool = False) -> Any
     """A standard attribute value: Klaviyo types them as strings (lat/long also as numbers)."""
     kind = type(value)
     if kind is str:
-        if _too_long(value):
-            raise Rejection(
-                f"column {column!r} ({attribute}) is a string over Klaviyo's 100 KB "
-                f"({MAX_STRING_BYTES:,} bytes) limit"
-            )
+        _check_string(value, f"column {column!r} ({attribute}) is a string")
         return value
     if kind is bool:
         return "true" if value else "false"
