@@ -411,3 +411,37 @@ def test_a_key_without_write_scope_stops_the_run_and_keeps_the_records(
     assert second.exit_code == 0, second.stderr
     assert second.stream("customers")["replayed"] == 25
     assert len(emulator_profiles(emulator)) == 25
+
+
+def test_an_error_after_some_outcomes_holds_only_the_rest(emulator: Any, tmp_path: Path) -> None:
+    """Each record gets exactly one outcome even when a request fails half-way through a
+    chunk: here the first import names a bad row (rejected), then the resend meets a key
+    that lost its write scope. The bad row stays rejected; only the others go on hold."""
+    import io
+
+    from target_klaviyo.klaviyo.client import KlaviyoAuthError
+    from target_klaviyo.target import TargetKlaviyo
+
+    rows = customers(12)
+    rows[4]["email"] = "someone@example.c0m"  # our check passes it; Klaviyo refuses it
+    config = base_config(emulator, tmp_path / "state", STREAMS)
+    target = TargetKlaviyo(config=config)
+    real_request = target.run.client.request
+    imports = []
+
+    def request(operation: str, **kwargs: Any) -> Any:
+        if operation == "bulk_import_profiles":
+            imports.append(operation)
+            if len(imports) == 2:
+                raise KlaviyoAuthError("the private API key lacks a scope (403)")
+        return real_request(operation, **kwargs)
+
+    target.run.client.request = request  # type: ignore[method-assign]
+    emulator.expect_violations(1)
+    text = singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, rows, ["id"]))
+    with pytest.raises(KlaviyoAuthError):
+        target.listen(io.StringIO(text))
+    target.finish()
+    stats = target.run.stats.snapshot()["customers"]
+    assert (stats.read, stats.rejected, stats.on_hold, stats.loaded) == (12, 1, 11, 0)
+    assert held_rows(tmp_path / "state") == 11

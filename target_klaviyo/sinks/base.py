@@ -48,6 +48,7 @@ class Item:
     size: int
     digest: bytes | None
     held: HeldRecord | None = None
+    settled: bool = False  # has its outcome (loaded, unchanged, rejected or on hold)
 
     @property
     def attempts(self) -> int:
@@ -379,11 +380,12 @@ class KlaviyoSink(BatchSink):
         try:
             self.send(items)
         except KlaviyoAuthError as exc:
-            self.hold(items, str(exc))
+            self.hold([item for item in items if not item.settled], str(exc))
             self.run.fail(exc)
         except Exception as exc:
             # Nothing is lost: the records wait on hold while the run stops with the error.
-            self.hold(items, f"internal error: {type(exc).__name__}")
+            unsettled = [item for item in items if not item.settled]
+            self.hold(unsettled, f"internal error: {type(exc).__name__}")
             self.run.fail(exc)
         finally:
             with self._lock:
@@ -431,7 +433,12 @@ class KlaviyoSink(BatchSink):
     # -- outcomes -------------------------------------------------------------------------
 
     def _release(self, items: Iterable[Item]) -> None:
-        ids = [item.held.id for item in items if item.held is not None]
+        """Outcome reached: settled, and no longer on hold if it came from there."""
+        ids = []
+        for item in items:
+            item.settled = True
+            if item.held is not None:
+                ids.append(item.held.id)
         if ids and self.run.ledger is not None:
             self.run.ledger.release(ids)
 
@@ -439,12 +446,11 @@ class KlaviyoSink(BatchSink):
         if not items:
             return
         ledger = self.run.ledger
-        if ledger is not None:
-            if self.skip_unchanged:
-                ledger.remember_sent(
-                    (self._sent_key(item), item.digest) for item in items if item.digest
-                )
-            self._release(items)
+        if ledger is not None and self.skip_unchanged:
+            ledger.remember_sent(
+                (self._sent_key(item), item.digest) for item in items if item.digest
+            )
+        self._release(items)
         self.run.stats.add(self.stream_name, self.OBJECT, loaded=len(items))
 
     def unchanged(self, items: Sequence[Item]) -> None:
@@ -471,6 +477,8 @@ class KlaviyoSink(BatchSink):
         """Klaviyo kept refusing (retries exhausted): keep the records for the next run."""
         if not items:
             return
+        for item in items:
+            item.settled = True
         ledger = self.run.ledger
         if ledger is not None:
             ledger.hold(
