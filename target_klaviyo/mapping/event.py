@@ -21,7 +21,6 @@ from target_klaviyo.mapping.profile import (
 from target_klaviyo.mapping.values import (
     encode,
     encode_sorted,
-    encoded_size,
     format_seconds,
     parse_instant,
     to_json,
@@ -66,6 +65,9 @@ class MappedEvent:
     dedupe_key: tuple[str, str, str]
     size: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Both encoded once (keys sorted), for the size, the request body and grouping by profile.
+    profile_encoded: bytes = b""
+    event_encoded: bytes = b""
 
 
 def _currency(value: Any) -> str:
@@ -281,7 +283,8 @@ class EventMapper:
         if self.mapping.backfill:
             attributes["backfill"] = True
         event = {"type": "event", "attributes": attributes}
-        size = encoded_size(event) + profile.size
+        event_encoded = encode_sorted(event)
+        size = len(event_encoded) + profile.size
         if size > MAX_EVENT_BYTES:
             raise Rejection(
                 f"event is {size:,} bytes, over Klaviyo's 5 MB ({MAX_EVENT_BYTES:,} bytes) "
@@ -296,4 +299,6 @@ class EventMapper:
             dedupe_key=(profile.identity.key(), metric_name, unique_id),
             size=size,
             warnings=profile.warnings,
+            profile_encoded=profile.encoded,
+            event_encoded=event_encoded,
         )

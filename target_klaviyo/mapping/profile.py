@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identity
-from target_klaviyo.mapping.values import MAX_SAFE_INTEGER, encoded_size, to_json
+from target_klaviyo.mapping.values import MAX_SAFE_INTEGER, encode_sorted, to_json
 from target_klaviyo.settings import LOCATION_FIELDS, TOP_LEVEL_FIELDS, StreamMapping
 
 __all__ = [
@@ -259,6 +259,8 @@ class MappedProfile:
     resource: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     size: int = 0
+    # The resource as sent (keys sorted): encoded once, for its size, its hash and the body.
+    encoded: bytes = b""
 
 
 def _text(value: Any, column: str, attribute: str, numeric: bool = False) -> Any:
@@ -372,10 +374,11 @@ class ProfileMapper:
         resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
         if to_unset:
             resource["meta"] = {"patch_properties": {"unset": sorted(set(to_unset))}}
-        size = encoded_size(resource)
+        encoded = encode_sorted(resource)
+        size = len(encoded)
         if size > MAX_PROFILE_BYTES:
             raise Rejection(
                 f"profile is {size:,} bytes, over Klaviyo's 100 KB "
                 f"({MAX_PROFILE_BYTES:,} bytes) per-profile limit"
             )
-        return MappedProfile(identity, resource, warnings, size)
+        return MappedProfile(identity, resource, warnings, size, encoded)

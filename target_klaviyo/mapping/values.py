@@ -39,6 +39,7 @@ _MAX_EXACT_DIGITS = 64
 _UTC = timezone.utc
 _encoder = msgspec.json.Encoder()
 _sorted_encoder = msgspec.json.Encoder(order="deterministic")
+_decoder = msgspec.json.Decoder()
 
 
 def format_datetime(value: datetime) -> str:
@@ -146,6 +147,11 @@ def _to_json_slow(value: Any) -> Any:
 def encode(obj: Any) -> bytes:
     """Compact JSON of an already JSON-safe object (keys in insertion order)."""
     return _encoder.encode(obj)
+
+
+def decode(data: bytes) -> Any:
+    """The inverse of `encode`."""
+    return _decoder.decode(data)
 
 
 def encode_sorted(obj: Any) -> bytes:

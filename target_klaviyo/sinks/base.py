@@ -8,6 +8,7 @@ Every record ends in exactly one outcome, reported here to the run's ledger and 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import threading
@@ -48,6 +49,7 @@ class Item:
     size: int
     digest: bytes | None
     held: HeldRecord | None = None
+    encoded: Any = None  # the payload as sent, when the mapping encoded it already
     settled: bool = False  # has its outcome (loaded, unchanged, rejected or on hold)
 
     @property
@@ -85,6 +87,7 @@ class Mapped:
     payload: Any
     size: int
     warnings: Sequence[str] = ()
+    encoded: Any = None  # the payload already encoded (bytes, or a sink's own form)
 
 
 class KlaviyoSink(BatchSink):
@@ -115,6 +118,7 @@ class KlaviyoSink(BatchSink):
         self.mapping: StreamMapping = mapping
         # Computed once: the property serialises the whole mapping on every access.
         self.fingerprint = mapping.fingerprint
+        self._fingerprint_bytes = bytes.fromhex(self.fingerprint)[:16]
         self._lock = threading.Condition()
         self._seq = 0
         self._tokens = itertools.count(1)
@@ -154,6 +158,11 @@ class KlaviyoSink(BatchSink):
 
     def digest(self, mapped: Mapped) -> bytes:
         """What skip_unchanged compares: the outgoing payload and the mapping that made it."""
+        if isinstance(mapped.encoded, bytes):
+            # The mapping's fingerprint personalises the hash of the bytes as sent.
+            return hashlib.blake2b(
+                mapped.encoded, digest_size=16, person=self._fingerprint_bytes
+            ).digest()
         return payload_hash([self.fingerprint, mapped.payload])
 
     def send_rows(
@@ -291,7 +300,15 @@ class KlaviyoSink(BatchSink):
                 self.logger.debug("record %d: %s", seq, warning)
         digest = self.digest(mapped) if self.skip_unchanged else None
         item = Item(
-            seq, record, mapped.key, mapped.identifiers, mapped.payload, mapped.size, digest, held
+            seq,
+            record,
+            mapped.key,
+            mapped.identifiers,
+            mapped.payload,
+            mapped.size,
+            digest,
+            held,
+            mapped.encoded,
         )
         if self._chunk and (
             len(self._chunk) >= self.MAX_ITEMS

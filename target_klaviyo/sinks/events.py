@@ -83,9 +83,10 @@ class EventSink(KlaviyoSink):
                 "metric": event.metric_name,
                 "unique_id": event.unique_id,
             },
-            (event.profile, event.event),
+            None,  # sent as encoded below; the record itself is kept for hold and rejects
             size,
             event.warnings,
+            (event.profile_encoded, event.event_encoded),
         )
 
     def digest(self, mapped: Mapped) -> bytes:
@@ -107,33 +108,32 @@ class EventSink(KlaviyoSink):
         return items
 
     def events_request(self, items: list[Item]) -> Request:
-        """Group events by profile; remember where each item sits for error pointers."""
-        groups: dict[bytes, tuple[int, dict[str, Any], list[dict[str, Any]]]] = {}
+        """Group events by profile; remember where each item sits for error pointers.
+
+        The body is joined from the profiles and events as the mapping encoded them.
+        """
+        groups: dict[bytes, tuple[int, list[bytes]]] = {}
         where: dict[tuple[int, int], int] = {}
         for index, item in enumerate(items):
-            profile, event = item.payload
-            group_key = encode(profile)
-            group = groups.get(group_key)
+            profile, event = item.encoded
+            group = groups.get(profile)
             if group is None:
-                group = groups[group_key] = (len(groups), profile, [])
-            where[(group[0], len(group[2]))] = index
-            group[2].append(event)
-        entries = [
-            {
-                "type": "event-bulk-create",
-                "attributes": {"profile": {"data": profile}, "events": {"data": events}},
-            }
-            for _, profile, events in groups.values()
-        ]
-        body = encode(
-            {
-                "data": {
-                    "type": "event-bulk-create-job",
-                    "attributes": {"events-bulk-create": {"data": entries}},
-                }
-            }
+                group = groups[profile] = (len(groups), [])
+            where[(group[0], len(group[1]))] = index
+            group[1].append(event)
+        body = (
+            b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
+            + b",".join(
+                b'{"type":"event-bulk-create","attributes":{"profile":{"data":'
+                + profile
+                + b'},"events":{"data":['
+                + b",".join(events)
+                + b"]}}}"
+                for profile, (_, events) in groups.items()
+            )
+            + b"]}}}}"
         )
-        group_sizes = {position: len(events) for position, _, events in groups.values()}
+        group_sizes = {position: len(events) for position, events in groups.values()}
 
         def locate(pointer: str) -> list[int]:
             match = EVENT_POINTER.match(pointer)
