@@ -34,7 +34,6 @@ class StateGate:
         self._lock = threading.Lock()
         self._tracked: list[Tracked] = []
         self._pending: list[tuple[list[tuple[Tracked, int]], dict[str, Any]]] = []
-        self.written = 0
         self.last_written: dict[str, Any] | None = None
 
     def track(self, sink: Tracked) -> None:
@@ -60,10 +59,4 @@ class StateGate:
                 self._pending.pop(0)
             if ready is not None and ready != self.last_written:
                 self._write(ready)
-                self.written += 1
                 self.last_written = ready
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)

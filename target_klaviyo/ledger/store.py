@@ -201,17 +201,6 @@ class Ledger:
                 yield HeldRecord(held_id, stream, key, json.loads(record), attempts, reason)
             last_id = rows[-1][0]
 
-    def held_ids_by_key(self, stream: str, keys: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for chunk in _chunks(list(keys)):
-            marks = ",".join("?" * len(chunk))
-            for held_id, key in self._query(
-                f"SELECT id, key FROM held WHERE stream = ? AND key IN ({marks})",
-                (stream, *chunk),
-            ):
-                found[key] = held_id
-        return found
-
     # -- stream schemas (for replay) ------------------------------------------------------
 
     def save_stream(
@@ -271,9 +260,6 @@ class Ledger:
 
     def forget_sent(self, keys: Iterable[bytes]) -> None:
         self._write("DELETE FROM sent WHERE key = ?", ((key,) for key in keys))
-
-    def sent_count(self) -> int:
-        return int(self._query("SELECT count(*) FROM sent")[0][0])
 
     # -- list membership for mirror -------------------------------------------------------
 
