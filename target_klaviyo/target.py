@@ -212,9 +212,12 @@ class TargetKlaviyo(Target):
             schema, key_properties = stored
             sink = self.get_sink(stream, schema=schema, key_properties=key_properties)
             assert isinstance(sink, KlaviyoSink)
-            held = list(ledger.held_records(stream))
-            self.logger.info("replaying %d records of %r held by earlier runs", len(held), stream)
-            for record in held:
+            self.logger.info(
+                "replaying %d records of %r held by earlier runs", ledger.held_count(stream), stream
+            )
+            # Read a page at a time (bounded memory). A record that goes back on hold keeps its
+            # row, so the pages never meet it again in this pass.
+            for record in ledger.held_records(stream):
                 sink.tally_record_read()
                 sink.accept(record.record, held=record)
                 if sink.is_full:
