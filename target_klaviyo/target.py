@@ -255,6 +255,8 @@ class TargetKlaviyo(Target):
         self._finished = True
         self.progress.stop()
         self.run.wait_for_requests()
+        for sink in self.run.sinks:
+            sink.publish_counts()
         summary = self.run.stats.to_dict(self.run.client.calls, self.run.client.rate_limit_wait_s)
         if self.run.ledger is not None and not self.dry_run:
             summary["on_hold_total"] = self.run.ledger.held_count()

@@ -126,6 +126,7 @@ class KlaviyoSink(BatchSink):
         self._inflight_keys: dict[str, int] = {}
         self._futures: dict[Future[None], int] = {}  # request -> records it carries
         self._records_in_flight = 0
+        self._unpublished_read = self._unpublished_replayed = self._unpublished_warnings = 0
         self._chunk: list[Item] = []
         self._chunk_bytes = 0
         self._chunk_token = 0
@@ -273,29 +274,47 @@ class KlaviyoSink(BatchSink):
         if isinstance(validator, RecordValidator):
             failure = validator.take_failure(record)
             if failure is not None:
-                self.run.raise_if_failed()
-                with self._lock:
-                    self._seq += 1
-                self.run.stats.add(self.stream_name, self.OBJECT, read=1)
+                self._count_read(None)
                 reason, received = failure
                 self._reject_unsent(received, reason, None)
                 return
         self.accept(record)
 
-    def accept(self, record: dict[str, Any], held: HeldRecord | None = None) -> None:
-        """Map one record and add it to the current chunk (or account for it at once)."""
+    def _count_read(self, held: HeldRecord | None) -> int:
+        """A record taken in: its sequence number. The counts reach the run's figures per
+        chunk (publish_counts), not per record."""
         self.run.raise_if_failed()
         with self._lock:
             self._seq += 1
             seq = self._seq
-        self.run.stats.add(self.stream_name, self.OBJECT, read=1, replayed=1 if held else 0)
+        self._unpublished_read += 1
+        if held is not None:
+            self._unpublished_replayed += 1
+        return seq
+
+    def publish_counts(self) -> None:
+        """Move the reading thread's counts into the run's figures."""
+        read, replayed, warnings = (
+            self._unpublished_read,
+            self._unpublished_replayed,
+            self._unpublished_warnings,
+        )
+        if read or warnings:
+            self._unpublished_read = self._unpublished_replayed = self._unpublished_warnings = 0
+            self.run.stats.add(
+                self.stream_name, self.OBJECT, read=read, replayed=replayed, warnings=warnings
+            )
+
+    def accept(self, record: dict[str, Any], held: HeldRecord | None = None) -> None:
+        """Map one record and add it to the current chunk (or account for it at once)."""
+        seq = self._count_read(held)
         try:
             mapped = self.map_record(record)
         except Rejection as rejection:
             self._reject_unsent(record, rejection.reason, held)
             return
         if mapped.warnings:
-            self.run.stats.add(self.stream_name, self.OBJECT, warnings=len(mapped.warnings))
+            self._unpublished_warnings += len(mapped.warnings)
             for warning in mapped.warnings:
                 self.logger.debug("record %d: %s", seq, warning)
         digest = self.digest(mapped) if self.skip_unchanged else None
@@ -327,6 +346,7 @@ class KlaviyoSink(BatchSink):
 
     def flush_chunk(self) -> None:
         """Hand the current chunk to a worker (after de-duplication and skip_unchanged)."""
+        self.publish_counts()
         self.run.raise_if_failed()
         items, token = self._chunk, self._chunk_token
         self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
@@ -423,6 +443,7 @@ class KlaviyoSink(BatchSink):
 
     def hold_unsent(self, reason: str) -> None:
         """The run is stopping with an error: records read but not sent wait on hold."""
+        self.publish_counts()
         items, token = self._chunk, self._chunk_token
         self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
         if items:
