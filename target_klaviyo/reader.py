@@ -21,12 +21,17 @@ class ReaderHooks(t.Protocol):
 
     def on_activate_version(self, message: dict) -> None: ...
 
+    def record_callback(
+        self, through_sdk: t.Callable[[dict], None]
+    ) -> t.Callable[[dict], None]: ...
+
 
 class MessageReader(GenericSingerReader[str]):
     """Reads Singer messages line by line, counting lines for clear error messages.
 
-    STATE and ACTIVATE_VERSION go to the target's hooks: STATE is passed on only when the
-    records before it are accounted for, and ACTIVATE_VERSION ends a mirror pass.
+    RECORD, STATE and ACTIVATE_VERSION go to the target's hooks: records of most streams go
+    straight to their sink, STATE is passed on only when the records before it are accounted
+    for, and ACTIVATE_VERSION ends a mirror pass.
     """
 
     def __init__(self, hooks: ReaderHooks | None = None) -> None:
@@ -56,6 +61,9 @@ class MessageReader(GenericSingerReader[str]):
             self.hooks.before_input()
             callbacks = {
                 **callbacks,
+                SingerMessageType.RECORD: self.hooks.record_callback(
+                    callbacks[SingerMessageType.RECORD]
+                ),
                 SingerMessageType.STATE: self.hooks.on_state,
                 SingerMessageType.ACTIVATE_VERSION: self.hooks.on_activate_version,
             }

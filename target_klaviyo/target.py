@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import typing as t
 from pathlib import Path, PurePath
 
@@ -15,6 +16,7 @@ from singer_sdk.exceptions import (
     RecordsWithoutSchemaException,
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_klaviyo.klaviyo.client import ConfigError, KlaviyoAuthError, KlaviyoClient
@@ -38,6 +40,9 @@ from target_klaviyo.sinks.events import EventSink
 from target_klaviyo.sinks.lists import ListSink
 from target_klaviyo.sinks.profiles import ProfileSink
 from target_klaviyo.sinks.subscriptions import SubscriptionSink
+
+# A record waits at most this long in a partly filled request (singer-sdk's max record age).
+MAX_CHUNK_AGE_S = 300.0
 
 SINKS: dict[str, type[KlaviyoSink]] = {
     "profile": ProfileSink,
@@ -132,10 +137,66 @@ class TargetKlaviyo(Target):
             self.logger.info,
             lambda: self.run.client.rate_limit_wait_s,
         )
+        self._direct_sinks: dict[str, KlaviyoSink] = {}
         self._started = False
         self._finished = False
 
     # -- routing --------------------------------------------------------------------------
+
+    def get_sink(
+        self,
+        stream_name: str,
+        *,
+        record: dict | None = None,
+        schema: dict | None = None,
+        key_properties: t.Sequence[str] | None = None,
+    ) -> t.Any:
+        sink = super().get_sink(
+            stream_name, record=record, schema=schema, key_properties=key_properties
+        )
+        if schema is not None:  # a SCHEMA message (or a replay) chose the stream's sink
+            if isinstance(sink, KlaviyoSink) and self._takes_records_directly(stream_name):
+                self._direct_sinks[stream_name] = sink
+            else:
+                self._direct_sinks.pop(stream_name, None)
+        return sink
+
+    def _takes_records_directly(self, stream_name: str) -> bool:
+        """Whether a stream's records can skip singer-sdk's per-record path: no stream map or
+        flattening changes them and no metadata columns are added."""
+        if self.config.get("add_record_metadata"):
+            return False
+        maps = self.mapper.stream_maps.get(stream_name)
+        if not maps or len(maps) != 1:
+            return False
+        (only,) = maps
+        return (
+            type(only) is SameRecordTransform
+            and only.stream_alias == stream_name
+            and not only.flattening_enabled
+        )
+
+    def record_callback(self, through_sdk: t.Callable[[dict], None]) -> t.Callable[[dict], None]:
+        """The reader's RECORD handler: records of streams without stream maps go straight to
+        their sink; the rest (and malformed messages) through singer-sdk's path."""
+        direct = self._direct_sinks
+        flush_at = time.monotonic() + MAX_CHUNK_AGE_S
+
+        def on_record(message: dict) -> None:
+            nonlocal flush_at
+            sink = direct.get(message.get("stream"))  # type: ignore[arg-type]
+            record = message.get("record")
+            if sink is None or type(record) is not dict:
+                through_sdk(message)
+            else:
+                sink.take(record)
+            if time.monotonic() >= flush_at:
+                # A slow tap: send what waits in partly filled requests, so that STATE moves.
+                for each in self.run.sinks:
+                    each.flush_chunk()
+                flush_at = time.monotonic() + MAX_CHUNK_AGE_S
+
+        return on_record
 
     def get_sink_class(self, stream_name: str) -> type[KlaviyoSink]:
         mapping = self.mappings.resolve(stream_name)

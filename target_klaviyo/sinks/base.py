@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from singer_sdk.exceptions import MissingKeyPropertiesError
 from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
 from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
@@ -25,7 +26,7 @@ from target_klaviyo.klaviyo.client import ApiResult, KlaviyoAuthError
 from target_klaviyo.ledger.store import HeldRecord, sent_key
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import payload_hash, to_json
-from target_klaviyo.sinks.validation import RecordValidator
+from target_klaviyo.sinks.validation import RecordValidator, datelike_columns
 
 if TYPE_CHECKING:
     from target_klaviyo.run import Run
@@ -127,6 +128,13 @@ class KlaviyoSink(BatchSink):
         self._futures: dict[Future[None], int] = {}  # request -> records it carries
         self._records_in_flight = 0
         self._unpublished_read = self._unpublished_replayed = self._unpublished_warnings = 0
+        self._direct_read = 0  # records taken straight from the reader, for singer-sdk's metric
+        self._batch_fill = 0
+        self._batch_rows = max(1, self.max_size)
+        self._required_keys = tuple(self.key_properties or ())
+        self._datelike = datelike_columns(self.schema)
+        validator = self._validator
+        self._checker = validator if isinstance(validator, RecordValidator) else None
         self._chunk: list[Item] = []
         self._chunk_bytes = 0
         self._chunk_token = 0
@@ -270,23 +278,59 @@ class KlaviyoSink(BatchSink):
         return RecordValidator(self.schema)
 
     def process_record(self, record: dict, context: dict) -> None:
+        """A record through singer-sdk's per-record path (streams with stream maps)."""
         validator = self._validator
-        if isinstance(validator, RecordValidator):
-            failure = validator.take_failure(record)
-            if failure is not None:
-                self._count_read(None)
-                reason, received = failure
-                self._reject_unsent(received, reason, None)
-                return
+        failure = validator.take_failure(record) if isinstance(validator, RecordValidator) else None
+        self.received(record, failure)
+
+    def take(self, record: dict[str, Any]) -> None:
+        """A record straight from the reader (streams without stream maps).
+
+        Does what singer-sdk's per-record path does that matters here — the key properties
+        check, validation, date and time strings parsed as the schema says — without its
+        per-record cost (schema lookups per field, metadata columns, metrics).
+        """
+        for key in self._required_keys:
+            if key not in record:
+                raise MissingKeyPropertiesError(
+                    f"Record is missing one or more key_properties. Key Properties: "
+                    f"{self._required_keys}, Record Keys: {list(record)}"
+                )
+        failure = None if self._checker is None else self._checker.check(record)
+        if failure is None:
+            for column, kind, parse in self._datelike:
+                value = record.get(column)
+                if value is not None:
+                    try:
+                        record[column] = parse(value)
+                    except (ValueError, TypeError):
+                        self.logger.warning(
+                            "column %r is not a valid %s; taken as null", column, kind
+                        )
+                        record[column] = None
+        self._direct_read += 1
+        self.received(record, failure)
+        # batch_size_rows, as singer-sdk's drain would apply it (requests are cut by
+        # MAX_ITEMS and MAX_BYTES anyway).
+        self._batch_fill += 1
+        if self._batch_fill >= self._batch_rows:
+            self.flush_chunk()
+
+    def received(self, record: dict[str, Any], failure: tuple[str, dict[str, Any]] | None) -> None:
+        """A record of the input: rejected when it failed validation, else accepted."""
+        if failure is not None:
+            self._count_read(None)
+            reason, as_received = failure
+            self._reject_unsent(as_received, reason, None)
+            return
         self.accept(record)
 
     def _count_read(self, held: HeldRecord | None) -> int:
         """A record taken in: its sequence number. The counts reach the run's figures per
         chunk (publish_counts), not per record."""
         self.run.raise_if_failed()
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
+        # Only the reading thread writes _seq; the gate reads it (an int, so no lock needed).
+        self._seq = seq = self._seq + 1
         self._unpublished_read += 1
         if held is not None:
             self._unpublished_replayed += 1
@@ -299,6 +343,9 @@ class KlaviyoSink(BatchSink):
             self._unpublished_replayed,
             self._unpublished_warnings,
         )
+        if self._direct_read:
+            self.record_counter_metric.increment(self._direct_read)
+            self._direct_read = 0
         if read or warnings:
             self._unpublished_read = self._unpublished_replayed = self._unpublished_warnings = 0
             self.run.stats.add(
@@ -346,6 +393,7 @@ class KlaviyoSink(BatchSink):
 
     def flush_chunk(self) -> None:
         """Hand the current chunk to a worker (after de-duplication and skip_unchanged)."""
+        self._batch_fill = 0
         self.publish_counts()
         self.run.raise_if_failed()
         items, token = self._chunk, self._chunk_token

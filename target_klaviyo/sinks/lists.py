@@ -104,9 +104,9 @@ class ListSink(ProfileSink):
                     self._track([(identity.key(), identity.as_attributes())])
             raise
 
-    def process_record(self, record: dict, context: dict) -> None:
+    def received(self, record: dict[str, Any], failure: tuple[str, dict[str, Any]] | None) -> None:
         self._pass_records += 1
-        super().process_record(record, context)
+        super().received(record, failure)
 
     def _sent_key(self, item: Item) -> bytes:
         return self._list_sent_key(item.key)

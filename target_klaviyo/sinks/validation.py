@@ -30,13 +30,41 @@ def _parses(parse: Callable[[str], Any]) -> Callable[[str], bool]:
     return check
 
 
-# The parsers singer-sdk applies to these formats right after validation: a value they cannot
-# parse makes the record invalid here, so it is rejected with the reason.
-DATE_FORMATS = {
-    "date-time": _parses(datetime.datetime.fromisoformat),
-    "date": _parses(datetime.date.fromisoformat),
-    "time": _parses(datetime.time.fromisoformat),
+# The parsers singer-sdk applies to string columns of these formats (after validation).
+DATE_PARSERS: dict[str, Callable[[str], Any]] = {
+    "date-time": datetime.datetime.fromisoformat,
+    "date": datetime.date.fromisoformat,
+    "time": datetime.time.fromisoformat,
 }
+# A value they cannot parse makes the record invalid here, so it is rejected with the reason.
+DATE_FORMATS = {name: _parses(parse) for name, parse in DATE_PARSERS.items()}
+
+
+def _date_format(schema: Any) -> str | None:
+    if not isinstance(schema, dict):
+        return None
+    kinds = schema.get("type", [])
+    if "string" in kinds and schema.get("format") in DATE_PARSERS:
+        return str(schema["format"])
+    for option in schema.get("anyOf", ()):
+        if (
+            isinstance(option, dict)
+            and "string" in option.get("type", [])
+            and option.get("format") in DATE_PARSERS
+        ):
+            return str(option["format"])
+    return None
+
+
+def datelike_columns(schema: dict[str, Any]) -> tuple[tuple[str, str, Callable[[str], Any]], ...]:
+    """(column, format, parser) for the top-level columns singer-sdk parses into date, time
+    or datetime values (the same rule as its per-record path, decided once per schema)."""
+    columns = []
+    for column, property_schema in (schema.get("properties") or {}).items():
+        kind = _date_format(property_schema)
+        if kind is not None:
+            columns.append((column, kind, DATE_PARSERS[kind]))
+    return tuple(columns)
 
 
 def _checked_formats_only(schema: Any) -> Any:
@@ -68,21 +96,27 @@ class RecordValidator(BaseJSONSchemaValidator):
             LOGGER.debug("schema not compilable by fastjsonschema (%s); using jsonschema", exc)
             self._fallback = JSONSchemaValidator(schema)
 
-    def validate(self, record: dict[str, Any]) -> None:
+    def check(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """Why `record` does not match the schema and a copy as received, or None."""
         try:
             if self._fast is not None:
                 self._fast(record)
             elif self._fallback is not None:
                 self._fallback.validate(record)
         except fastjsonschema.JsonSchemaValueException as exc:
-            self._fail(record, exc.message)
+            message = exc.message
         except Exception as exc:  # singer-sdk's InvalidRecord from the fallback validator
-            self._fail(record, str(exc))
+            message = str(exc)
+        else:
+            return None
+        # A copy as received: date and time strings are parsed next and may be nulled.
+        return f"does not match the stream's schema: {message}", dict(record)
 
-    def _fail(self, record: dict[str, Any], message: str) -> None:
-        # A copy as received: singer-sdk's timestamp parsing runs next and may null values.
-        reason = f"does not match the stream's schema: {message}"
-        self.failure = (id(record), reason, dict(record))
+    def validate(self, record: dict[str, Any]) -> None:
+        """singer-sdk's per-record path: the failure is kept for the sink."""
+        failure = self.check(record)
+        if failure is not None:
+            self.failure = (id(record), *failure)
 
     def take_failure(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """Why `record` failed validation and the record as received, if it did."""
