@@ -1,0 +1,127 @@
+"""Records of a stream without stream maps go straight to their sink; with stream maps they take
+singer-sdk's per-record path. Both give Klaviyo the same profiles, and the settings that shape
+batches apply on both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.support import (
+    DATETIME,
+    INTEGER,
+    NUMBER,
+    STRING,
+    base_config,
+    run_checked,
+    stream_messages,
+)
+
+SCHEMA = {
+    "id": INTEGER,
+    "email": STRING,
+    "phone": STRING,
+    "first_name": STRING,
+    "lifetime_value": NUMBER,
+    "signed_up_at": DATETIME,
+}
+MAPPING = {"object": "profile", "fields": {"external_id": "id", "phone_number": "phone"}}
+
+
+def rows(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i,
+            "email": f"Person{i}@Example.com ",
+            "phone": f"(415) 555-{i:04d}",
+            "first_name": f"First{i}",
+            "lifetime_value": i + 0.5,
+            "signed_up_at": "2024-03-01T10:00:00+02:00",
+        }
+        for i in range(count)
+    ]
+
+
+def profiles(emulator: Any) -> dict[str, dict[str, Any]]:
+    return {p["attributes"]["email"]: p for p in emulator.dump()["profiles"]}
+
+
+def comparable(profile: dict[str, Any]) -> tuple[Any, ...]:
+    attributes = profile["attributes"]
+    return (
+        attributes["email"],
+        attributes["phone_number"],
+        attributes["external_id"],
+        attributes["first_name"],
+        profile["properties"],
+    )
+
+
+def test_stream_maps_take_the_sdk_path_with_the_same_result(emulator: Any, tmp_path: Path) -> None:
+    data = rows(20)
+    direct = run_checked(
+        emulator,
+        base_config(emulator, tmp_path / "a", {"customers": MAPPING}, default_phone_region="US"),
+        stream_messages("customers", SCHEMA, data, ["id"]),
+        tmp_path,
+    )
+    assert direct.stream("customers")["loaded"] == 20
+    first = {email: comparable(p) for email, p in profiles(emulator).items()}
+    assert first["person3@example.com"][-1] == {
+        "lifetime_value": 3.5,
+        "signed_up_at": "2024-03-01T08:00:00+00:00",
+    }
+
+    emulator.reset()
+    # A stream map that adds a column: the records must go through singer-sdk's mapper.
+    mapped = run_checked(
+        emulator,
+        base_config(
+            emulator,
+            tmp_path / "b",
+            {"customers": MAPPING},
+            default_phone_region="US",
+            stream_maps={"customers": {"source": "'warehouse'"}},
+        ),
+        stream_messages("customers", SCHEMA, data, ["id"]),
+        tmp_path,
+    )
+    assert mapped.stream("customers")["loaded"] == 20
+    second = {email: comparable(p) for email, p in profiles(emulator).items()}
+    assert set(second) == set(first)
+    for email, (*identity, properties) in second.items():
+        assert properties.pop("source") == "warehouse"
+        assert (*identity, properties) == first[email]
+
+
+def test_batch_size_rows_cuts_requests_on_the_direct_path(emulator: Any, tmp_path: Path) -> None:
+    run = run_checked(
+        emulator,
+        base_config(
+            emulator,
+            tmp_path / "state",
+            {"customers": MAPPING},
+            default_phone_region="US",
+            batch_size_rows=4,
+        ),
+        stream_messages("customers", SCHEMA, rows(12), ["id"]),
+        tmp_path,
+    )
+    assert run.stream("customers")["loaded"] == 12
+    imports = [e for e in emulator.request_log if e.operation == "bulk_import_profiles"]
+    assert [entry.items for entry in imports] == [4, 4, 4]
+
+
+def test_singer_sdk_record_count_metric_counts_direct_records(
+    emulator: Any, tmp_path: Path
+) -> None:
+    run = run_checked(
+        emulator,
+        base_config(
+            emulator, tmp_path / "state", {"customers": MAPPING}, default_phone_region="US"
+        ),
+        stream_messages("customers", SCHEMA, rows(7), ["id"]),
+        tmp_path,
+    )
+    metrics = [line for line in run.stderr.splitlines() if '"metric":"record_count"' in line]
+    assert metrics and '"value":7' in metrics[-1]
