@@ -960,3 +960,54 @@ def test_shortcuts_agree_with_phonenumbers(written: str, region: str | None) -> 
     except Rejection:
         got = None
     assert got == reference()
+
+
+def test_north_american_written_forms_agree_with_phonenumbers() -> None:
+    """Numbers written the ways warehouses hold them, in and out of North America: the cheap
+    path gives what a full parse gives (or leaves the number to it)."""
+    import random
+
+    import phonenumbers
+
+    from target_klaviyo.mapping.identity import normalise_phone
+
+    def reference(written: str, region: str | None) -> str | None:
+        candidates = [written]
+        if written.startswith("00"):
+            candidates.append("+" + written[2:])
+        for text in candidates:
+            try:
+                number = phonenumbers.parse(text, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return None
+
+    forms = (
+        "{a}{e}{l}",
+        "({a}) {e}-{l}",
+        "({a}){e}-{l}",
+        "{a}.{e}.{l}",
+        "{a}-{e}-{l}",
+        "1{a}{e}{l}",
+        "1-{a}-{e}-{l}",
+        "1 ({a}) {e} {l}",
+        "+1{a}{e}{l}",
+        "+1 {a} {e} {l}",
+        "+1 ({a}) {e}-{l}",
+        "+ 1 {a}.{e}.{l}",
+        "001 {a} {e} {l}",
+        "001{a}{e}{l}",
+    )
+    rng = random.Random(11)
+    for _ in range(1500):
+        area = f"{rng.randint(100, 999)}"
+        parts = {"a": area, "e": f"{rng.randint(0, 999):03d}", "l": f"{rng.randint(0, 9999):04d}"}
+        written = rng.choice(forms).format(**parts)
+        region = rng.choice(("US", "CA", "GB", "DE", None))
+        try:
+            got: str | None = normalise_phone(written, region)
+        except Rejection:
+            got = None
+        assert got == reference(written, region), (written, region)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 
@@ -124,11 +123,26 @@ _INTERNATIONAL = re.compile(r"(\+|00)[\d\s.\-()]{7,24}")
 _SEPARATORS = str.maketrans("", "", " .-()\t")
 
 
+# A North American number as warehouses write it: "+1 (415) 555-0123", "415.555.0123",
+# "14155550123", "001 415 555 0123". Groups: the prefix, area code, exchange, line.
+_NANP_WRITTEN = re.compile(
+    r"(\+\s*1|001|1)?[\s.\-]*\(?([2-9]\d\d)\)?[\s.\-]*(\d{3})[\s.\-]*(\d{4})"
+)
+
+
 def _fast_e164(text: str, region: str | None) -> str | None:
     """The cheap cases: E.164 (perhaps with separators), an "00" international number in North
     America (where no national number starts with 0), or a North American number written
     nationally. None means "not decided here": the full parse decides.
     """
+    nanp = _NANP_WRITTEN.fullmatch(text)
+    if nanp is not None:
+        prefix, area, exchange, line = nanp.groups()
+        # "+1" names the country; without it (or with "1" / "001") the region must be NANP.
+        if (prefix is not None and prefix[0] == "+") or region in _NANP_REGIONS:
+            if _nanp_exchange_valid(area + exchange + line[0]):
+                return "+1" + area + exchange + line
+            return None
     if _INTERNATIONAL.fullmatch(text) and (text[0] == "+" or region in _NANP_REGIONS):
         digits = text.translate(_SEPARATORS)
         candidate = "+" + (digits[1:] if digits[0] == "+" else digits[2:])
@@ -165,6 +179,10 @@ def normalise_phone(value: Any, default_region: str | None) -> str:
     Numbers without a ``+country`` prefix need ``default_region`` (ISO 3166-1 alpha-2).
     """
     if type(value) is str:
+        # Most numbers are decided by the cheap cases; the rest by the (cached) full parse.
+        fast = _fast_e164(value.strip(), default_region.upper() if default_region else None)
+        if fast is not None:
+            return fast
         result, reason = _normalise_phone_text(value, default_region)
     else:
         text = _phone_text(value)
@@ -217,9 +235,8 @@ def normalise_external_id(value: Any) -> str | None:
     return str(value).strip() or None
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The normalised identifiers of one profile."""
+class Identity(NamedTuple):
+    """The normalised identifiers of one profile (a tuple: made for every record)."""
 
     email: str | None = None
     phone_number: str | None = None
@@ -261,10 +278,22 @@ def resolve_identity(
     Rejection; an invalid phone is dropped with a warning when an email or external_id remains,
     and is a Rejection when it would be the only identifier.
     """
-    warnings: list[str] = []
-    email_out = None if _blank(email) else normalise_email(email)
-    external_out = normalise_external_id(external_id)
+    # Plain strings (nearly every record) are handled inline; the rest by the helpers.
+    email_out: str | None = None
+    if type(email) is str:
+        text = email.strip().lower()
+        if text:
+            if len(text) > MAX_EMAIL_LENGTH or _EMAIL_RE.fullmatch(text) is None:
+                raise Rejection(f"email {show(email)} is not a valid address")
+            email_out = text
+    elif not _blank(email):
+        email_out = normalise_email(email)
+    if type(external_id) is str:
+        external_out = external_id.strip() or None
+    else:
+        external_out = normalise_external_id(external_id)
     phone_out = None
+    warnings: list[str] = []
     if not _blank(phone):
         try:
             phone_out = normalise_phone(phone, default_region)

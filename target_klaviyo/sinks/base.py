@@ -23,7 +23,7 @@ from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.klaviyo.client import ApiResult, KlaviyoAuthError
-from target_klaviyo.ledger.store import HeldRecord, sent_key
+from target_klaviyo.ledger.store import HeldRecord, int64, sent_keys
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import payload_hash, to_json
 from target_klaviyo.sinks.validation import RecordValidator, datelike_columns
@@ -48,10 +48,11 @@ class Item:
     identifiers: dict[str, Any]
     payload: Any
     size: int
-    digest: bytes | None
+    digest: int | None  # skip_unchanged: the payload's hash
     held: HeldRecord | None = None
     encoded: Any = None  # the payload as sent, when the mapping encoded it already
     settled: bool = False  # has its outcome (loaded, unchanged, rejected or on hold)
+    sent: int | None = None  # skip_unchanged: the ledger key, once computed
 
     @property
     def attempts(self) -> int:
@@ -145,6 +146,7 @@ class KlaviyoSink(BatchSink):
         jobs = max(1, int(self.config.get("max_jobs_in_flight", 4)))
         self.max_records_in_flight = jobs * RECORDS_PER_JOB
         self.prepare()
+        self.sent_key_of = self.sent_keys()
         # Its own workers: a stream waiting for its rate-limit window never holds up another.
         self.executor = ThreadPoolExecutor(
             max_workers=min(MAX_WORKERS, max(1, self.max_records_in_flight // self.MAX_ITEMS)),
@@ -165,14 +167,20 @@ class KlaviyoSink(BatchSink):
         """Send one request-sized chunk and report every item's outcome (worker thread)."""
         raise NotImplementedError
 
-    def digest(self, mapped: Mapped) -> bytes:
+    def digest(self, mapped: Mapped) -> int:
         """What skip_unchanged compares: the outgoing payload and the mapping that made it."""
         if isinstance(mapped.encoded, bytes):
             # The mapping's fingerprint personalises the hash of the bytes as sent.
-            return hashlib.blake2b(
-                mapped.encoded, digest_size=16, person=self._fingerprint_bytes
-            ).digest()
-        return payload_hash([self.fingerprint, mapped.payload])
+            return int64(
+                hashlib.blake2b(
+                    mapped.encoded, digest_size=16, person=self._fingerprint_bytes
+                ).digest()
+            )
+        return int64(payload_hash([self.fingerprint, mapped.payload]))
+
+    def sent_keys(self) -> Callable[[str], int]:
+        """The skip_unchanged key of an item's key (one namespace per stream and object)."""
+        return sent_keys(self.stream_name, self.OBJECT)
 
     def send_rows(
         self,
@@ -447,7 +455,7 @@ class KlaviyoSink(BatchSink):
         ledger = self.run.ledger
         if not self.skip_unchanged or ledger is None:
             return items
-        pairs = [(self._sent_key(item), item.digest or b"") for item in items]
+        pairs = [(self._sent_key(item), item.digest or 0) for item in items]
         same = ledger.unchanged(pairs)
         if not same:
             return items
@@ -458,8 +466,11 @@ class KlaviyoSink(BatchSink):
         self.unchanged(skipped)
         return kept
 
-    def _sent_key(self, item: Item) -> bytes:
-        return sent_key(self.stream_name, self.OBJECT, item.key)
+    def _sent_key(self, item: Item) -> int:
+        key = item.sent
+        if key is None:
+            key = item.sent = self.sent_key_of(item.key)
+        return key
 
     def _send_chunk(self, token: int, items: list[Item], keys: list[str]) -> None:
         try:

@@ -15,6 +15,7 @@ import re
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult
+from target_klaviyo.ledger.store import int64
 from target_klaviyo.mapping.event import EventMapper
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode, payload_hash
@@ -89,9 +90,9 @@ class EventSink(KlaviyoSink):
             (event.profile_encoded, event.event_encoded),
         )
 
-    def digest(self, mapped: Mapped) -> bytes:
+    def digest(self, mapped: Mapped) -> int:
         # Klaviyo never updates an event: once its key was accepted, any later copy is a repeat.
-        return payload_hash(mapped.key)
+        return int64(payload_hash(mapped.key))
 
     def drop_superseded(self, items: list[Item]) -> list[Item]:
         """Repeats of (profile, metric, unique_id) in one request: the first is sent."""

@@ -21,13 +21,13 @@ removed by a delete stream or a mirror pass is added again when it comes back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.klaviyo.filters import any_of
-from target_klaviyo.ledger.store import sent_key
+from target_klaviyo.ledger.store import sent_keys
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode, encoded_size
 from target_klaviyo.sinks.base import Item, Mapped
@@ -108,11 +108,9 @@ class ListSink(ProfileSink):
         self._pass_records += 1
         super().received(record, failure)
 
-    def _sent_key(self, item: Item) -> bytes:
-        return self._list_sent_key(item.key)
-
-    def _list_sent_key(self, key: str) -> bytes:
-        return sent_key("\x00list\x00" + self.list_id, self.OBJECT, key)
+    def sent_keys(self) -> Callable[[str], int]:
+        # Membership of this list, whichever stream adds to it.
+        return sent_keys("\x00list\x00" + self.list_id, self.OBJECT)
 
     # -- insert and mirror: one import job upserts and adds -------------------------------
 
@@ -194,7 +192,7 @@ class ListSink(ProfileSink):
         if ledger is None or not keys:
             return
         ledger.untrack_members(self.list_id, keys)
-        ledger.forget_sent([self._list_sent_key(key) for key in keys])
+        ledger.forget_sent([self.sent_key_of(key) for key in keys])
 
     # -- Klaviyo calls --------------------------------------------------------------------
 

@@ -15,10 +15,11 @@ globally).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult
-from target_klaviyo.ledger.store import sent_key
+from target_klaviyo.ledger.store import sent_keys
 from target_klaviyo.mapping.subscription import SubscriptionMapper
 from target_klaviyo.mapping.values import encode
 from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request, row_locator
@@ -65,8 +66,9 @@ class SubscriptionSink(KlaviyoSink):
             subscription.warnings,
         )
 
-    def _sent_key(self, item: Item) -> bytes:
-        return sent_key(CONSENT_NAMESPACE, self.OBJECT, item.key)
+    def sent_keys(self) -> Callable[[str], int]:
+        # Consent belongs to the profile, whichever stream sets it.
+        return sent_keys(CONSENT_NAMESPACE, self.OBJECT)
 
     # -- sending --------------------------------------------------------------------------
 
