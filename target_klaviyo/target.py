@@ -249,7 +249,7 @@ class TargetKlaviyo(Target):
                 " stopped; %s. Its records are sent again with this run's input.",
                 job.id,
                 job.stream,
-                len(job.keys),
+                job.records,
                 outcome,
             )
             ledger.job_finished(job.id)

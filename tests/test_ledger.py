@@ -491,3 +491,28 @@ def test_skip_unchanged_keys_are_those_of_the_earlier_format() -> None:
 
     earlier = hashlib.blake2b(b"customers\0profile\0email:a@x.com", digest_size=16).digest()
     assert sent_key("customers", "profile", "email:a@x.com") == int64(earlier)
+
+
+def test_a_job_in_flight_of_the_earlier_format_is_still_reported(tmp_path: Path) -> None:
+    """Earlier versions stored each job's keys; the ledger now keeps their count."""
+    from target_klaviyo.ledger.store import Ledger
+
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    with sqlite3.connect(state_dir / "ledger.sqlite3") as db:
+        db.execute(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, operation TEXT NOT NULL,"
+            " stream TEXT NOT NULL, keys TEXT NOT NULL, submitted_at REAL NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)",
+            ("job-1", "bulk_import_profiles", "customers", json.dumps(["email:a", "email:b"]), 1.0),
+        )
+    ledger = Ledger(state_dir)
+    try:
+        (job,) = ledger.jobs_in_flight()
+        assert (job.id, job.stream, job.records) == ("job-1", "customers", 2)
+        ledger.job_finished("job-1")
+        assert ledger.jobs_in_flight() == []
+    finally:
+        ledger.close()

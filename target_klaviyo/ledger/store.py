@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     operation TEXT NOT NULL,
     stream TEXT NOT NULL,
-    keys TEXT NOT NULL,
+    records INTEGER NOT NULL,
     submitted_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sent_hashes (
@@ -85,7 +85,7 @@ class JobInFlight:
     id: str
     operation: str
     stream: str
-    keys: list[str]
+    records: int
     submitted_at: float
 
 
@@ -159,8 +159,23 @@ class Ledger:
         self._sent_pending: dict[int, int] = {}
 
     def _migrate(self) -> None:
-        """Ledgers of earlier versions kept 16-byte hashes in `sent`; the first 8 bytes of
-        each are the key and digest of `sent_hashes`."""
+        """Ledgers of earlier versions kept each job's keys (only their count is needed) and
+        16-byte hashes in `sent` (the first 8 bytes of each are the key and digest of
+        `sent_hashes`)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "keys" in columns:
+            with self._db:
+                jobs = self._db.execute(
+                    "SELECT id, operation, stream, keys, submitted_at FROM jobs"
+                ).fetchall()
+                self._db.execute("DROP TABLE jobs")
+            self._db.executescript(SCHEMA)
+            with self._db:
+                self._db.executemany(
+                    "INSERT INTO jobs (id, operation, stream, records, submitted_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(i, o, st, len(json.loads(k)), at) for i, o, st, k, at in jobs],
+                )
         if not self._db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent'"
         ).fetchall():
@@ -260,11 +275,11 @@ class Ledger:
 
     # -- jobs in flight -------------------------------------------------------------------
 
-    def job_started(self, job_id: str, operation: str, stream: str, keys: Sequence[str]) -> None:
+    def job_started(self, job_id: str, operation: str, stream: str, records: int) -> None:
         self._write(
-            "INSERT OR REPLACE INTO jobs (id, operation, stream, keys, submitted_at)"
+            "INSERT OR REPLACE INTO jobs (id, operation, stream, records, submitted_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            [(job_id, operation, stream, json.dumps(list(keys)), time.time())],
+            [(job_id, operation, stream, records, time.time())],
         )
 
     def job_finished(self, job_id: str) -> None:
@@ -272,9 +287,10 @@ class Ledger:
 
     def jobs_in_flight(self) -> list[JobInFlight]:
         return [
-            JobInFlight(job_id, operation, stream, json.loads(keys), submitted_at)
-            for job_id, operation, stream, keys, submitted_at in self._query(
-                "SELECT id, operation, stream, keys, submitted_at FROM jobs ORDER BY submitted_at"
+            JobInFlight(job_id, operation, stream, records, submitted_at)
+            for job_id, operation, stream, records, submitted_at in self._query(
+                "SELECT id, operation, stream, records, submitted_at FROM jobs"
+                " ORDER BY submitted_at"
             )
         ]
 
@@ -320,8 +336,8 @@ class Ledger:
         with self._lock:
             if not self._sent_pending or self.read_only:
                 return
-            rows = sorted(self._sent_pending.items())
-            self._sent_pending = {}
+            pending, self._sent_pending = self._sent_pending, {}
+            rows = [(key, pending[key]) for key in sorted(pending)]
             with self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO sent_hashes (key, digest) VALUES (?, ?)", rows

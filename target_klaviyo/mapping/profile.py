@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identity
-from target_klaviyo.mapping.values import MAX_SAFE_INTEGER, encode_sorted, to_json
+from target_klaviyo.mapping.values import (
+    MAX_SAFE_INTEGER,
+    decimal_to_json,
+    encode_sorted,
+    format_datetime,
+    to_json,
+)
 from target_klaviyo.settings import LOCATION_FIELDS, TOP_LEVEL_FIELDS, StreamMapping
 
 __all__ = [
@@ -215,6 +223,15 @@ class PropertyPlan:
                 continue
             if kind is bool or (kind is int and -MAX_SAFE_INTEGER <= raw <= MAX_SAFE_INTEGER):
                 properties[name] = raw
+                continue
+            # Numbers and times convert to values that cannot break a limit.
+            if kind is Decimal:
+                value = decimal_to_json(raw)
+                if value is not None:
+                    properties[name] = value
+                    continue
+            elif kind is datetime:
+                properties[name] = format_datetime(raw)
                 continue
             value = None if raw is None else to_json(raw)
             if value is None:

@@ -21,6 +21,7 @@ import msgspec
 
 __all__ = [
     "MAX_SAFE_INTEGER",
+    "decimal_to_json",
     "encode",
     "encode_sorted",
     "encoded_size",
@@ -44,7 +45,10 @@ _decoder = msgspec.json.Decoder()
 
 def format_datetime(value: datetime) -> str:
     """ISO 8601 in UTC with an explicit ``+00:00`` offset; naive values are taken as UTC."""
-    if value.tzinfo is None:
+    zone = value.tzinfo
+    if zone is _UTC:
+        return value.isoformat()
+    if zone is None:
         return value.replace(tzinfo=_UTC).isoformat()
     return value.astimezone(_UTC).isoformat()
 
@@ -55,9 +59,13 @@ def _integer(value: int) -> int | str:
     return str(value)
 
 
-def _decimal(value: Decimal) -> int | float | str | None:
+def decimal_to_json(value: Decimal) -> int | float | str | None:
+    """What `to_json` makes of a Decimal."""
     if not value.is_finite():
         return None
+    number = float(value)
+    if not number.is_integer() and math.isfinite(number):
+        return number  # the common case: a fraction within a double's range
     # Integers of up to 64 digits are kept exact; beyond that (1E+400, say) a double it is.
     if value.adjusted() < _MAX_EXACT_DIGITS and value == value.to_integral_value():
         return _integer(int(value))
@@ -92,7 +100,7 @@ def to_json(value: Any) -> Any:
             return value
         return str(value)
     if kind is Decimal:
-        return _decimal(value)
+        return decimal_to_json(value)
     if kind is float:
         return value if math.isfinite(value) else None
     if kind is dict:
@@ -121,7 +129,7 @@ def _to_json_slow(value: Any) -> Any:
         number = float(value)
         return number if math.isfinite(number) else None
     if isinstance(value, Decimal):
-        return _decimal(value)
+        return decimal_to_json(value)
     if isinstance(value, datetime):
         return format_datetime(value)
     if isinstance(value, date):

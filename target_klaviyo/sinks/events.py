@@ -113,39 +113,37 @@ class EventSink(KlaviyoSink):
 
         The body is joined from the profiles and events as the mapping encoded them.
         """
-        groups: dict[bytes, tuple[int, list[bytes]]] = {}
-        where: dict[tuple[int, int], int] = {}
+        groups: dict[bytes, list[int]] = {}  # profile -> indexes of its events
         for index, item in enumerate(items):
-            profile, event = item.encoded
-            group = groups.get(profile)
-            if group is None:
-                group = groups[profile] = (len(groups), [])
-            where[(group[0], len(group[1]))] = index
-            group[1].append(event)
+            members = groups.get(item.encoded[0])
+            if members is None:
+                groups[item.encoded[0]] = [index]
+            else:
+                members.append(index)
         body = (
             b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
             + b",".join(
                 b'{"type":"event-bulk-create","attributes":{"profile":{"data":'
                 + profile
                 + b'},"events":{"data":['
-                + b",".join(events)
+                + b",".join([items[index].encoded[1] for index in members])
                 + b"]}}}"
-                for profile, (_, events) in groups.items()
+                for profile, members in groups.items()
             )
             + b"]}}}}"
         )
-        group_sizes = {position: len(events) for position, events in groups.values()}
+        entries = list(groups.values())  # entry position -> indexes of its events
 
         def locate(pointer: str) -> list[int]:
             match = EVENT_POINTER.match(pointer)
-            if not match:
+            if not match or int(match.group(1)) >= len(entries):
                 return []
-            group = int(match.group(1))
+            members = entries[int(match.group(1))]
             if match.group(2) is not None:
-                found = where.get((group, int(match.group(2))))
-                return [] if found is None else [found]
-            # A pointer at the group's profile names every event of that profile.
-            return [where[(group, i)] for i in range(group_sizes.get(group, 0))]
+                position = int(match.group(2))
+                return [members[position]] if position < len(members) else []
+            # A pointer at the entry's profile names every event of that profile.
+            return list(members)
 
         return Request(body, locate)
 
@@ -162,6 +160,9 @@ class EventSink(KlaviyoSink):
         first request whose component(s) it touches do not already hold its metric and
         unique_id. Nearly always that is the first: one request, as before.
         """
+        pairs = {(item.identifiers["metric"], item.identifiers["unique_id"]) for item in items}
+        if len(pairs) == len(items):
+            return [items]  # no (metric, unique_id) twice: whatever the profiles, one request
         parts: list[list[Item]] = []
         states: list[tuple[dict[Any, Any], dict[Any, set[tuple[str, str]]]]] = []
         for item in items:

@@ -85,9 +85,7 @@ class ProfileSink(KlaviyoSink):
         """Poll the job to its end, then check its counts and map its import errors."""
         ledger = self.run.ledger
         if ledger is not None:
-            ledger.job_started(
-                job_id, "bulk_import_profiles", self.stream_name, [i.key for i in items]
-            )
+            ledger.job_started(job_id, "bulk_import_profiles", self.stream_name, len(items))
         try:
             job = self.poll_job(job_id)
             if job is None:
