@@ -125,6 +125,7 @@ class EventMapper:
     ) -> None:
         self.mapping = mapping
         self._now = now
+        self._latest: datetime | None = None  # the latest event time Klaviyo accepts
         if mapping.value_currency is not None:
             currency = mapping.value_currency.strip().upper()
             if not _CURRENCY_RE.fullmatch(currency):
@@ -199,7 +200,10 @@ class EventMapper:
                 f"time column {self._time_field!r} value {show(value)} is not a date-time "
                 "(ISO 8601 expected)"
             )
-        latest = self._now() + LATEST_EVENT_OFFSET
+        latest = self._latest
+        if latest is None or moment > latest:
+            # The bound only moves forward: read the clock when a time comes near it.
+            latest = self._latest = self._now() + LATEST_EVENT_OFFSET
         if not EARLIEST_EVENT_TIME < moment <= latest:
             raise Rejection(
                 f"time {format_seconds(moment)} is outside Klaviyo's accepted range "

@@ -199,20 +199,32 @@ class PropertyPlan:
         out.extend((name, column) for name, column in self.renames if column in record)
         return out
 
-    def collect(self, record: Mapping[str, Any], unset: bool) -> tuple[dict[str, Any], list[str]]:
-        """The custom properties of ``record`` (JSON-safe, limits checked), and the names of the
-        null ones when ``unset`` (otherwise nulls are left out). Raises Rejection.
-
-        The hot path of mapping: the common scalar types are handled inline.
-        """
-        properties: dict[str, Any] = {}
-        nulls: list[str] = []
+    def plan(self, record: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """`pairs` of a record, cached by its column tuple."""
         shape = tuple(record)
         plan = self._shapes.get(shape)
         if plan is None:
             plan = tuple(self.pairs(record))
             if len(self._shapes) < self._SHAPE_LIMIT:
                 self._shapes[shape] = plan
+        return plan
+
+    def collect(
+        self,
+        record: Mapping[str, Any],
+        unset: bool,
+        plan: tuple[tuple[str, str], ...] | None = None,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The custom properties of ``record`` (JSON-safe, limits checked), and the names of the
+        null ones when ``unset`` (otherwise nulls are left out). Raises Rejection.
+
+        The hot path of mapping: the common scalar types are handled inline. ``plan`` is
+        `plan(record)`, when the caller has it already.
+        """
+        properties: dict[str, Any] = {}
+        nulls: list[str] = []
+        if plan is None:
+            plan = self.plan(record)
         for name, column in plan:
             raw = record[column]
             kind = type(raw)
@@ -294,6 +306,11 @@ def _text(value: Any, column: str, attribute: str, numeric: bool = False) -> Any
     raise Rejection(f"column {column!r} ({attribute}) must be a single value, not {what}")
 
 
+# (standard fields present, location fields present, property pairs) of one record shape.
+_FieldPlan = tuple[tuple[str, str, str, bool], ...]
+_RecordPlan = tuple[_FieldPlan, _FieldPlan, tuple[tuple[str, str], ...]]
+
+
 class ProfileMapper:
     """Maps records of one stream to Klaviyo profile resources."""
 
@@ -349,6 +366,7 @@ class ProfileMapper:
         self.properties = PropertyPlan(
             mapping.properties, schema_properties, skip, exclude, renames
         )
+        self._plans: dict[tuple[str, ...], _RecordPlan] = {}
         #: Columns this mapper reads for identity, standard fields or properties (other than
         #: "all"-mode properties), plus every standard-named column.
         self.consumed_columns: frozenset[str] = frozenset(
@@ -367,19 +385,35 @@ class ProfileMapper:
             self.default_region,
         )
 
+    def _plan(self, record: Mapping[str, Any]) -> _RecordPlan:
+        """The standard fields and properties a record of this shape has (cached by shape)."""
+        shape = tuple(record)
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = (
+                tuple(entry for entry in self._top if entry[1] in record),
+                tuple(entry for entry in self._location if entry[1] in record),
+                self.properties.plan(record),
+            )
+            if len(self._plans) < PropertyPlan._SHAPE_LIMIT:
+                self._plans[shape] = plan
+        return plan
+
     def attributes(
         self, record: Mapping[str, Any], identity: Identity
     ) -> tuple[dict[str, Any], list[str]]:
         """Profile attributes of a record and the custom properties to unset."""
         unset = self._unset
+        top, location_plan, pairs = self._plan(record)
         attributes: dict[str, Any] = identity.as_attributes()
-        _standard_fields(self._top, record, unset, attributes)
-        if self._location:
+        if top:
+            _standard_fields(top, record, unset, attributes)
+        if location_plan:
             location: dict[str, Any] = {}
-            _standard_fields(self._location, record, unset, location)
+            _standard_fields(location_plan, record, unset, location)
             if location:
                 attributes["location"] = location
-        properties, to_unset = self.properties.collect(record, unset)
+        properties, to_unset = self.properties.collect(record, unset, pairs)
         if properties:
             attributes["properties"] = properties
         return attributes, to_unset

@@ -187,6 +187,8 @@ def parse_instant(value: Any) -> datetime | None:
     Returns an aware UTC datetime, or None when the value is not a recognisable time. Naive
     values are taken as UTC.
     """
+    if type(value) is datetime and value.tzinfo is _UTC:
+        return value
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -208,4 +210,8 @@ def parse_instant(value: Any) -> datetime | None:
 
 def format_seconds(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS+00:00`` of an aware datetime, truncated to the second."""
-    return moment.astimezone(_UTC).replace(microsecond=0).isoformat()
+    if moment.tzinfo is not _UTC:
+        moment = moment.astimezone(_UTC)
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0)
+    return moment.isoformat()
