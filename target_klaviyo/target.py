@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 import typing as t
@@ -360,6 +361,7 @@ class TargetKlaviyo(Target):
         target = cls(config=config_files, validate_config=True, parse_env_config=parse_env)
         if test_connection:
             cls._test_connection(target)
+        _tune_garbage_collector()
         try:
             target.listen(file_input)
         except USER_ERRORS as exc:
@@ -418,6 +420,15 @@ class TargetKlaviyo(Target):
         finally:
             target.run.close()
         sys.exit(0)
+
+
+def _tune_garbage_collector() -> None:
+    """A run keeps tens of thousands of records in flight, none of them in a reference cycle;
+    with the default thresholds the cyclic collector walks them all again and again (about a
+    tenth of the run's CPU). What exists at start-up is frozen out of its sight, and it runs
+    less often; cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _one_line(exc: BaseException) -> str:
