@@ -296,7 +296,7 @@ class Ledger:
 
     # -- skip_unchanged -------------------------------------------------------------------
 
-    SENT_BATCH = 20_000
+    SENT_BATCH = 100_000
 
     def unchanged(self, pairs: Sequence[tuple[int, int]]) -> set[int]:
         """Of (sent key, digest) pairs, the keys whose last accepted payload had this digest."""
