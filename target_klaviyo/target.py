@@ -138,7 +138,8 @@ class TargetKlaviyo(Target):
             self.logger.info,
             lambda: self.run.client.rate_limit_wait_s,
         )
-        self._direct_sinks: dict[str, KlaviyoSink] = {}
+        self._direct_sinks: dict[str, KlaviyoSink] = {}  # streams whose records skip the SDK
+        self._schema_sinks: dict[str, KlaviyoSink] = {}  # the current sink of each stream
         self._started = False
         self._finished = False
 
@@ -156,6 +157,12 @@ class TargetKlaviyo(Target):
             stream_name, record=record, schema=schema, key_properties=key_properties
         )
         if schema is not None:  # a SCHEMA message (or a replay) chose the stream's sink
+            previous = self._schema_sinks.get(stream_name)
+            if previous is not None and previous is not sink:
+                # A new schema replaced the sink: what the old one holds goes out now.
+                previous.flush_chunk()
+            if isinstance(sink, KlaviyoSink):
+                self._schema_sinks[stream_name] = sink
             if isinstance(sink, KlaviyoSink) and self._takes_records_directly(stream_name):
                 self._direct_sinks[stream_name] = sink
             else:

@@ -125,3 +125,30 @@ def test_singer_sdk_record_count_metric_counts_direct_records(
     )
     metrics = [line for line in run.stderr.splitlines() if '"metric":"record_count"' in line]
     assert metrics and '"value":7' in metrics[-1]
+
+
+def test_metadata_columns_are_dropped_before_validation(emulator: Any, tmp_path: Path) -> None:
+    """Singer metadata columns (`_sdc_*`) are not part of the record: a schema without them
+    that forbids other columns still accepts the record, and Klaviyo never sees them."""
+    schema = {
+        "type": "object",
+        "properties": {"id": INTEGER, "email": STRING, "tier": STRING},
+        "additionalProperties": False,
+    }
+    data = [
+        {"id": i, "email": f"p{i}@example.com", "tier": "gold", "_sdc_extracted_at": "2026-01-01"}
+        for i in range(5)
+    ]
+    messages = [
+        {"type": "SCHEMA", "stream": "customers", "schema": schema, "key_properties": ["id"]},
+        *({"type": "RECORD", "stream": "customers", "record": row} for row in data),
+    ]
+    run = run_checked(
+        emulator,
+        base_config(emulator, tmp_path / "state", {"customers": MAPPING}, validate_records=True),
+        messages,
+        tmp_path,
+    )
+    assert run.stream("customers")["loaded"] == 5
+    assert run.rejects() == []
+    assert all(p["properties"] == {"tier": "gold"} for p in profiles(emulator).values())

@@ -32,6 +32,19 @@ if TYPE_CHECKING:
     from target_klaviyo.run import Run
     from target_klaviyo.settings import StreamMapping
 
+# The columns singer-sdk removes from records when add_record_metadata is off.
+_METADATA_COLUMNS = frozenset(
+    {
+        "_sdc_extracted_at",
+        "_sdc_received_at",
+        "_sdc_batched_at",
+        "_sdc_deleted_at",
+        "_sdc_sequence",
+        "_sdc_table_version",
+        "_sdc_sync_started_at",
+    }
+)
+
 # Room left in each request for the JSON:API envelope around the items.
 ENVELOPE_BYTES = 4_096
 RECORDS_PER_JOB = 10_000  # a full profile import job: the unit of max_jobs_in_flight
@@ -294,10 +307,14 @@ class KlaviyoSink(BatchSink):
     def take(self, record: dict[str, Any]) -> None:
         """A record straight from the reader (streams without stream maps).
 
-        Does what singer-sdk's per-record path does that matters here — the key properties
-        check, validation, date and time strings parsed as the schema says — without its
-        per-record cost (schema lookups per field, metadata columns, metrics).
+        Does what singer-sdk's per-record path does that matters here — metadata columns
+        removed, the key properties check, validation, date and time strings parsed as the
+        schema says — without its per-record cost (schema lookups per field, stream maps,
+        metrics per record).
         """
+        if not _METADATA_COLUMNS.isdisjoint(record):
+            for column in _METADATA_COLUMNS:  # as singer-sdk does without add_record_metadata
+                record.pop(column, None)
         for key in self._required_keys:
             if key not in record:
                 raise MissingKeyPropertiesError(
