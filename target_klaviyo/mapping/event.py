@@ -262,7 +262,7 @@ class EventMapper:
 
     def map(self, record: Mapping[str, Any]) -> MappedEvent:
         """Map one record; raises Rejection with a reason the user can act on."""
-        profile = self.profile_mapper.map(record)
+        identity, profile, profile_encoded, warnings = self.profile_mapper.map_parts(record)
         metric_name = self._metric_name(record)
         attributes: dict[str, Any] = {
             "metric": {"data": {"type": "metric", "attributes": {"name": metric_name}}},
@@ -288,21 +288,21 @@ class EventMapper:
             attributes["backfill"] = True
         event = {"type": "event", "attributes": attributes}
         event_encoded = encode_sorted(event)
-        size = len(event_encoded) + profile.size
+        size = len(event_encoded) + len(profile_encoded)
         if size > MAX_EVENT_BYTES:
             raise Rejection(
                 f"event is {size:,} bytes, over Klaviyo's 5 MB ({MAX_EVENT_BYTES:,} bytes) "
                 "request limit"
             )
         return MappedEvent(
-            identity=profile.identity,
-            profile=profile.resource,
+            identity=identity,
+            profile=profile,
             metric_name=metric_name,
             event=event,
             unique_id=unique_id,
-            dedupe_key=(profile.identity.key(), metric_name, unique_id),
+            dedupe_key=(identity.key(), metric_name, unique_id),
             size=size,
-            warnings=profile.warnings,
-            profile_encoded=profile.encoded,
+            warnings=warnings,
+            profile_encoded=profile_encoded,
             event_encoded=event_encoded,
         )

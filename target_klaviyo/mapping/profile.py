@@ -420,6 +420,13 @@ class ProfileMapper:
 
     def map(self, record: Mapping[str, Any]) -> MappedProfile:
         """Map one record; raises Rejection with a reason the user can act on."""
+        identity, resource, encoded, warnings = self.map_parts(record)
+        return MappedProfile(identity, resource, warnings, len(encoded), encoded)
+
+    def map_parts(
+        self, record: Mapping[str, Any]
+    ) -> tuple[Identity, dict[str, Any], bytes, list[str]]:
+        """`map` as a tuple (identity, resource, encoded, warnings): the sinks' hot path."""
         identity, warnings = self.identity(record)
         attributes, to_unset = self.attributes(record, identity)
         resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
@@ -432,4 +439,4 @@ class ProfileMapper:
                 f"profile is {size:,} bytes, over Klaviyo's 100 KB "
                 f"({MAX_PROFILE_BYTES:,} bytes) per-profile limit"
             )
-        return MappedProfile(identity, resource, warnings, size, encoded)
+        return identity, resource, encoded, warnings

@@ -43,14 +43,14 @@ class ProfileSink(KlaviyoSink):
         )
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
-        profile = self.mapper.map(record)
+        identity, _, encoded, warnings = self.mapper.map_parts(record)
         return Mapped(
-            profile.identity.key(),
-            profile.identity.as_attributes(),
+            identity.key(),
+            identity.as_attributes(),
             None,  # sent as encoded: the dict is not kept while the record waits in a job
-            profile.size,
-            profile.warnings,
-            profile.encoded,
+            len(encoded),
+            warnings,
+            encoded,
         )
 
     # -- sending --------------------------------------------------------------------------
