@@ -73,7 +73,8 @@ class MessageReader(GenericSingerReader[str]):
             if not line.strip():
                 continue  # a blank line carries no message
             message = self.deserialize_json(line)
-            self.assert_line_requires(message, requires={"type"})
+            if "type" not in message:
+                self.assert_line_requires(message, requires={"type"})  # raises, with the reason
             message_type = message["type"]
             callback = callbacks.get(message_type)
             if callback is None:

@@ -138,7 +138,7 @@ class KlaviyoSink(BatchSink):
         self._seq = 0
         self._tokens = itertools.count(1)
         self._outstanding: dict[int, int] = {}  # token -> lowest record seq it holds
-        self._inflight_keys: dict[str, int] = {}
+        self._inflight_keys: set[str] = set()  # keys of the chunks on their way
         self._futures: dict[Future[None], int] = {}  # request -> records it carries
         self._records_in_flight = 0
         self._unpublished_read = self._unpublished_replayed = self._unpublished_warnings = 0
@@ -379,7 +379,13 @@ class KlaviyoSink(BatchSink):
 
     def accept(self, record: dict[str, Any], held: HeldRecord | None = None) -> None:
         """Map one record and add it to the current chunk (or account for it at once)."""
-        seq = self._count_read(held)
+        if self.run.failure is not None:
+            raise self.run.failure
+        # _count_read, inline: the hottest path of a run.
+        self._seq = seq = self._seq + 1
+        self._unpublished_read += 1
+        if held is not None:
+            self._unpublished_replayed += 1
         try:
             mapped = self.map_record(record)
         except Rejection as rejection:
@@ -436,11 +442,12 @@ class KlaviyoSink(BatchSink):
             # order.
             while (
                 self._futures and self._records_in_flight + len(items) > self.max_records_in_flight
-            ) or any(key in self._inflight_keys for key in keys):
+            ) or not self._inflight_keys.isdisjoint(keys):
                 self._lock.wait(timeout=1.0)
                 self.run.raise_if_failed()
-            for key in keys:
-                self._inflight_keys[key] = self._inflight_keys.get(key, 0) + 1
+            # One chunk's keys are distinct (drop_superseded), and a chunk waits above while
+            # any of its keys is on its way: a key is in at most one chunk in flight.
+            self._inflight_keys.update(keys)
             self._records_in_flight += len(items)
         self.run.stats.add(self.stream_name, self.OBJECT, in_jobs=len(items))
         future = self.executor.submit(self._send_chunk, token, items, keys)
@@ -502,10 +509,7 @@ class KlaviyoSink(BatchSink):
             self.run.fail(exc)
         finally:
             with self._lock:
-                for key in keys:
-                    count = self._inflight_keys.pop(key, 1) - 1
-                    if count > 0:
-                        self._inflight_keys[key] = count
+                self._inflight_keys.difference_update(keys)
             self._finish(token, items)
 
     def _finish(self, token: int, items: Iterable[Item]) -> None:
