@@ -290,6 +290,8 @@ def resolve_identity(
         email_out = normalise_email(email)
     if type(external_id) is str:
         external_out = external_id.strip() or None
+    elif type(external_id) is int:
+        external_out = str(external_id)
     else:
         external_out = normalise_external_id(external_id)
     phone_out = None
