@@ -58,7 +58,7 @@ class Run:
         self.gate = StateGate()
         self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
         self.sinks: list[Any] = []  # every sink of the run, in creation order
-        self.failure: BaseException | None = None  # a worker's error that stops the run
+        self._failure: BaseException | None = None
         self._failure_lock = threading.Lock()
 
     def register(self, sink: Any) -> None:
@@ -69,16 +69,16 @@ class Run:
     def fail(self, exc: BaseException) -> None:
         """A worker hit an error that must stop the run; the reading thread raises it."""
         with self._failure_lock:
-            if self.failure is None:
-                self.failure = exc
+            if self._failure is None:
+                self._failure = exc
 
     def raise_if_failed(self) -> None:
-        if self.failure is not None:
-            raise self.failure
+        if self._failure is not None:
+            raise self._failure
 
     @property
     def failed(self) -> bool:
-        return self.failure is not None
+        return self._failure is not None
 
     def reject(
         self,

@@ -56,6 +56,15 @@ SUBSCRIPTION_BEHAVIORS = ("subscribe", "unsubscribe")
 CHANNELS = ("email", "sms")
 
 _COMMON_KEYS = {"object", "fields", "properties", "exclude"}
+# Event settings that each name one column or value (text).
+_EVENT_TEXT_KEYS = (
+    "event_name",
+    "event_name_field",
+    "time_field",
+    "value_field",
+    "value_currency",
+    "value_currency_field",
+)
 ALLOWED_KEYS: dict[str, set[str]] = {
     "profile": _COMMON_KEYS | {"nulls"},
     "list": _COMMON_KEYS
@@ -69,13 +78,8 @@ ALLOWED_KEYS: dict[str, set[str]] = {
         "mirror_max_removal_ratio",
     },
     "event": _COMMON_KEYS
+    | set(_EVENT_TEXT_KEYS)
     | {
-        "event_name",
-        "event_name_field",
-        "time_field",
-        "value_field",
-        "value_currency",
-        "value_currency_field",
         "unique_id_fields",
         "profile_properties",
         "backfill",
@@ -300,14 +304,7 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
             )
     elif obj == "event":
         kwargs["behavior"] = "insert"
-        for key in (
-            "event_name",
-            "event_name_field",
-            "time_field",
-            "value_field",
-            "value_currency",
-            "value_currency_field",
-        ):
+        for key in _EVENT_TEXT_KEYS:
             kwargs[key] = _optional_str(raw, key, where, errors)
         if bool(kwargs["event_name"]) == bool(kwargs["event_name_field"]):
             errors.append(f"{where}: give exactly one of event_name or event_name_field")

@@ -487,10 +487,10 @@ def test_skip_unchanged_keys_are_those_of_the_earlier_format() -> None:
     """The key of an identity is the first 8 bytes of the hash earlier versions stored."""
     import hashlib
 
-    from target_klaviyo.ledger.store import int64, sent_key
+    from target_klaviyo.ledger.store import int64, sent_keys
 
     earlier = hashlib.blake2b(b"customers\0profile\0email:a@x.com", digest_size=16).digest()
-    assert sent_key("customers", "profile", "email:a@x.com") == int64(earlier)
+    assert sent_keys("customers", "profile")("email:a@x.com") == int64(earlier)
 
 
 def test_a_job_in_flight_of_the_earlier_format_is_still_reported(tmp_path: Path) -> None:

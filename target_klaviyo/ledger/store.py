@@ -107,10 +107,6 @@ def sent_keys(stream: str, obj: str) -> Callable[[str], int]:
     return key_of
 
 
-def sent_key(stream: str, obj: str, key: str) -> int:
-    return sent_keys(stream, obj)(key)
-
-
 def _private_file(path: Path) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)

@@ -117,7 +117,6 @@ def _valid_e164(text: str) -> bool:
 
 
 _NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
-_NANP_FORMATTED = re.compile(r"\+?1?[\s.\-]*\(?\d{3}\)?[\s.\-]*\d{3}[\s.\-]*\d{4}")
 # "+" or "00", then digits with the usual separators: an international number.
 _INTERNATIONAL = re.compile(r"(\+|00)[\d\s.\-()]{7,24}")
 _SEPARATORS = str.maketrans("", "", " .-()\t")
@@ -149,19 +148,11 @@ def _fast_e164(text: str, region: str | None) -> str | None:
         if _E164_RE.fullmatch(candidate) and _valid_e164(candidate):
             return candidate
         return None
-    if region in _NANP_REGIONS and _NANP_FORMATTED.fullmatch(text):
-        digits = "".join(ch for ch in text if ch.isdigit())
-        candidate = "+" + digits if len(digits) == 11 else "+1" + digits
-        if len(candidate) == 12 and _valid_e164(candidate):
-            return candidate
     return None
 
 
 def _parse_phone(text: str, region: str | None) -> str | None:
-    """E.164 form of ``text`` or None."""
-    fast = _fast_e164(text, region)
-    if fast is not None:
-        return fast
+    """E.164 form of ``text`` or None, by the full parse (the cheap cases were tried)."""
     result = _try_parse(text, region)
     if result is not None:
         return result
@@ -178,17 +169,14 @@ def normalise_phone(value: Any, default_region: str | None) -> str:
 
     Numbers without a ``+country`` prefix need ``default_region`` (ISO 3166-1 alpha-2).
     """
-    if type(value) is str:
-        # Most numbers are decided by the cheap cases; the rest by the (cached) full parse.
-        fast = _fast_e164(value.strip(), default_region.upper() if default_region else None)
-        if fast is not None:
-            return fast
-        result, reason = _normalise_phone_text(value, default_region)
-    else:
-        text = _phone_text(value)
-        result, reason = _normalise_phone_text(text or "", default_region)
-        if reason is not None:
-            reason = reason.replace(repr(text or ""), show(value), 1)
+    text = value if type(value) is str else _phone_text(value) or ""
+    # Most numbers are decided by the cheap cases; the rest by the (cached) full parse.
+    fast = _fast_e164(text.strip(), default_region.upper() if default_region else None)
+    if fast is not None:
+        return fast
+    result, reason = _normalise_phone_text(text, default_region)
+    if reason is not None and type(value) is not str:
+        reason = reason.replace(repr(text), show(value), 1)
     if result is None:
         raise Rejection(str(reason))
     return result

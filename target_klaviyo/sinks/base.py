@@ -379,13 +379,7 @@ class KlaviyoSink(BatchSink):
 
     def accept(self, record: dict[str, Any], held: HeldRecord | None = None) -> None:
         """Map one record and add it to the current chunk (or account for it at once)."""
-        if self.run.failure is not None:
-            raise self.run.failure
-        # _count_read, inline: the hottest path of a run.
-        self._seq = seq = self._seq + 1
-        self._unpublished_read += 1
-        if held is not None:
-            self._unpublished_replayed += 1
+        seq = self._count_read(held)
         try:
             mapped = self.map_record(record)
         except Rejection as rejection:
