@@ -88,7 +88,9 @@ class Bench:
         print(f"  => {name}: {ratio:,.2f} (goal {goal}) {fig.verdict}")
 
     def input_file(self, name: str, workload: Workload, variant: int = 0) -> Path:
-        path = self.workdir / f"{name}.singer"
+        # Named by its sizes, so that a kept --workdir reuses an input only for the same workload.
+        sizes = f"{workload.profiles}-{workload.events}-{workload.members}-v{variant}"
+        path = self.workdir / f"{name}-{sizes}.singer"
         if not path.exists():
             started = time.perf_counter()
             write_input(path, workload, variant=variant)
@@ -97,6 +99,14 @@ class Bench:
                 f"{path.stat().st_size / 1e6:,.1f} MB (written in "
                 f"{time.perf_counter() - started:.1f} s)"
             )
+        return path
+
+    def run_dir(self, label: str) -> Path:
+        """A new, empty directory for one run (a kept --workdir may hold an earlier one)."""
+        self._runs += 1
+        path = self.workdir / f"run-{self._runs}-{label}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
         return path
 
     def emulator(self, *flags: str) -> Emulator:
@@ -113,9 +123,7 @@ class Bench:
         label: str,
     ) -> tuple[Measured, dict[str, Any]]:
         """One target-klaviyo run; its measurement and last_run.json (checked)."""
-        self._runs += 1
-        run_dir = self.workdir / f"run-{self._runs}-{label}"
-        run_dir.mkdir()
+        run_dir = self.run_dir(label)
         state_dir = state_dir or run_dir / "state"
         config: dict[str, Any] = {
             "private_api_key": emulator.private_key,
@@ -145,9 +153,7 @@ class Bench:
         return measured, summary
 
     def run_noop(self, input_path: Path, *, validate: bool | None, label: str) -> Measured:
-        self._runs += 1
-        run_dir = self.workdir / f"run-{self._runs}-{label}"
-        run_dir.mkdir()
+        run_dir = self.run_dir(label)
         config = {} if validate is None else {"validate_records": validate}
         config_path = run_dir / "config.json"
         config_path.write_text(json.dumps(config))
@@ -343,6 +349,7 @@ class Bench:
                 emulator.reset()
                 input_path = self.input_file(f"memory-{size}", Workload(size, 0, 0))
                 state_dir = self.workdir / f"memory-state-{size}"
+                shutil.rmtree(state_dir, ignore_errors=True)  # the first run starts with no ledger
                 m, _ = self.run_target(
                     emulator, input_path, validate=False, state_dir=state_dir, label="memory"
                 )

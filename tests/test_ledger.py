@@ -447,50 +447,49 @@ def test_an_error_after_some_outcomes_holds_only_the_rest(emulator: Any, tmp_pat
     assert held_rows(tmp_path / "state") == 11
 
 
-def test_a_ledger_of_the_earlier_format_keeps_skip_unchanged_working(
-    emulator: Any, tmp_path: Path
+@pytest.mark.parametrize("earlier_table", ["sent", "sent_hashes"])
+def test_hashes_of_an_earlier_version_are_discarded_once(
+    emulator: Any, tmp_path: Path, earlier_table: str
 ) -> None:
-    """Earlier versions kept 16-byte hashes in a `sent` table; their first 8 bytes are what
-    the ledger keeps now. After the upgrade, unchanged records are still skipped."""
+    """Earlier versions hashed payloads with BLAKE2b (16-byte blobs in `sent`, later 8-byte
+    integers in `sent_hashes`). Their hashes can never match: after the upgrade every record is
+    sent once more, with one warning, and skipped again from the run after."""
     state_dir = tmp_path / "state"
     config = base_config(emulator, state_dir, STREAMS)
     messages = stream_messages("customers", CUSTOMER_SCHEMA, customers(30), ["id"])
     first = run_target(config, singer_lines(messages), tmp_path)
     assert first.exit_code == 0, first.stderr
 
-    # Rewrite the hashes as the earlier format held them (the extra bytes play no part).
+    # Rewrite the ledger as the earlier version left it.
     with sqlite3.connect(state_dir / "ledger.sqlite3") as db:
         rows = db.execute("SELECT key, digest FROM sent_hashes").fetchall()
         assert len(rows) == 30
-        db.execute("CREATE TABLE sent (key BLOB PRIMARY KEY, digest BLOB NOT NULL) WITHOUT ROWID")
-        db.executemany(
-            "INSERT INTO sent VALUES (?, ?)",
-            [
-                (
-                    key.to_bytes(8, "big", signed=True) + os.urandom(8),
-                    digest.to_bytes(8, "big", signed=True) + os.urandom(8),
-                )
-                for key, digest in rows
-            ],
-        )
-        db.execute("DROP TABLE sent_hashes")
+        if earlier_table == "sent":
+            db.execute(
+                "CREATE TABLE sent (key BLOB PRIMARY KEY, digest BLOB NOT NULL) WITHOUT ROWID"
+            )
+            db.executemany(
+                "INSERT INTO sent VALUES (?, ?)",
+                [(os.urandom(16), os.urandom(16)) for _ in rows],
+            )
+            db.execute("DROP TABLE sent_hashes")
+        db.execute("PRAGMA user_version = 0")
 
     second = run_target(config, singer_lines(messages), tmp_path)
     assert second.exit_code == 0, second.stderr
-    assert second.stream("customers")["unchanged"] == 30
+    assert (second.stream("customers")["loaded"], second.stream("customers")["unchanged"]) == (
+        30,
+        0,
+    )
+    assert second.stderr.count("hashes were made by an earlier version") == 1
     with sqlite3.connect(state_dir / "ledger.sqlite3") as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "sent" not in tables and "sent_hashes" in tables
 
-
-def test_skip_unchanged_keys_are_those_of_the_earlier_format() -> None:
-    """The key of an identity is the first 8 bytes of the hash earlier versions stored."""
-    import hashlib
-
-    from target_klaviyo.ledger.store import int64, sent_keys
-
-    earlier = hashlib.blake2b(b"customers\0profile\0email:a@x.com", digest_size=16).digest()
-    assert sent_keys("customers", "profile")("email:a@x.com") == int64(earlier)
+    third = run_target(config, singer_lines(messages), tmp_path)
+    assert third.exit_code == 0, third.stderr
+    assert third.stream("customers")["unchanged"] == 30
+    assert "earlier version" not in third.stderr
 
 
 def test_a_job_in_flight_of_the_earlier_format_is_still_reported(tmp_path: Path) -> None:

@@ -20,11 +20,11 @@ from target_klaviyo.mapping import (
     Rejection,
     SubscriptionMapper,
     encode,
+    encode_sorted,
     encoded_size,
     normalise_email,
     normalise_external_id,
     normalise_phone,
-    payload_hash,
     record_hash,
     resolve_identity,
     to_json,
@@ -137,13 +137,12 @@ def test_to_json_nested_record_is_encodable() -> None:
     }
 
 
-def test_encode_is_compact_and_hash_ignores_key_order() -> None:
+def test_encode_is_compact_and_the_sorted_form_ignores_key_order() -> None:
     assert encode({"a": 1, "b": [1, "é"]}) == '{"a":1,"b":[1,"é"]}'.encode()
     assert encoded_size({"a": "é"}) == len('{"a":"é"}'.encode())
-    first = payload_hash({"a": 1, "b": {"c": 2, "d": 3}})
-    assert len(first) == 16
-    assert first == payload_hash({"b": {"d": 3, "c": 2}, "a": 1})
-    assert first != payload_hash({"a": 1, "b": {"c": 2, "d": 4}})
+    first = encode_sorted({"a": 1, "b": {"c": 2, "d": 3}})
+    assert first == b'{"a":1,"b":{"c":2,"d":3}}'
+    assert first == encode_sorted({"b": {"d": 3, "c": 2}, "a": 1})
 
 
 # -- identity --------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +59,86 @@ def test_invalid_records_are_rejected_not_fatal(
     else:
         # Without validation the rows go out; an unparsable timestamp becomes null.
         assert loaded == {"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
+
+
+# -- the per-shape shortcut agrees with the full validator --------------------------------------
+
+_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    7,
+    -(2**70),
+    1.5,
+    Decimal("2.25"),
+    Decimal("3"),
+    "",
+    "text",
+    "2026-01-01T00:00:00Z",
+    "2026-13-01T00:00:00Z",
+    "2026-01-01",
+    "12:30:00",
+    {"a": 1},
+    [1, "x"],
+]
+_TYPES = ["string", "integer", "number", "boolean", "null", "object", "array"]
+
+
+def _random_column(rng: random.Random) -> dict[str, Any]:
+    roll = rng.random()
+    if roll < 0.1:
+        return {}  # any value
+    if roll < 0.2:
+        return {"type": rng.choice(_TYPES), "minimum": 1}  # more than types: the full check
+    kinds = rng.sample(_TYPES, rng.randint(1, 3))
+    column: dict[str, Any] = {"type": kinds[0] if len(kinds) == 1 and rng.random() < 0.5 else kinds}
+    if rng.random() < 0.4:
+        column["format"] = rng.choice(["date-time", "date", "time", "email"])
+    if rng.random() < 0.2:
+        column["description"] = "a column"
+    return column
+
+
+def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
+    """Records of schemas that only constrain types are judged per shape; the verdict must be
+    fastjsonschema's on every record, and a failure must carry fastjsonschema's reason."""
+    import fastjsonschema
+
+    from target_klaviyo.sinks.validation import DATE_FORMATS, RecordValidator, TypeShapes
+
+    rng = random.Random(20261129)
+    shortcuts = 0
+    for _ in range(300):
+        names = [f"c{i}" for i in range(rng.randint(1, 6))]
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {name: _random_column(rng) for name in names},
+        }
+        if rng.random() < 0.3:
+            schema["required"] = rng.sample(names, rng.randint(1, len(names)))
+        if rng.random() < 0.3:
+            schema["additionalProperties"] = False
+        validator = RecordValidator(schema)
+        shortcuts += TypeShapes.of(schema) is not None
+        reference = fastjsonschema.compile(
+            {
+                **schema,
+                "properties": {
+                    name: {k: v for k, v in column.items() if k != "format" or v != "email"}
+                    for name, column in schema["properties"].items()
+                },
+            },
+            formats=DATE_FORMATS,
+        )
+        for _ in range(40):
+            record = {name: rng.choice(_VALUES) for name in [*names, "extra"] if rng.random() < 0.8}
+            for _ in range(2):  # the second time, the shape's verdict is a lookup
+                try:
+                    reference(record)
+                    expected = None
+                except fastjsonschema.JsonSchemaValueException as exc:
+                    expected = f"does not match the stream's schema: {exc.message}"
+                failure = validator.check(record)
+                assert (failure[0] if failure else None) == expected, (schema, record)
+    assert shortcuts > 150  # most of these schemas take the shortcut

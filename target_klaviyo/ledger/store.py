@@ -7,14 +7,14 @@ so a crash at any instant leaves it consistent. It keeps:
 - the schema of each stream that has records on hold, so they can be replayed before input;
 - bulk jobs in flight, so a job interrupted by a crash is looked at on the next run;
 - a hash of the last payload Klaviyo accepted per (stream, object, identity) for skip_unchanged
-  (64-bit integers: SQLite's fastest table, written in sorted batches);
+  (64-bit XXH3 hashes as integers: SQLite's fastest table, written in sorted batches);
 - list members this target added, for mirror passes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -23,6 +23,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import xxhash
+
+LOGGER = logging.getLogger("target-klaviyo")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS held (
@@ -68,6 +72,8 @@ CREATE TABLE IF NOT EXISTS passes (
 """
 
 _SQLITE_VARS = 500  # stay well under SQLite's bound-parameter limit
+# PRAGMA user_version of a ledger whose skip_unchanged hashes are XXH3-64 (earlier: BLAKE2b).
+HASHES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -89,20 +95,34 @@ class JobInFlight:
     submitted_at: float
 
 
-def int64(digest: bytes) -> int:
-    """The first 8 bytes of a hash as the signed 64-bit integer SQLite stores natively."""
-    return int.from_bytes(digest[:8], "big", signed=True)
+_xxh3 = xxhash.xxh3_64_intdigest
+_SIGN_BIT = 1 << 63
+_WRAP = 1 << 64
+
+
+def hash64(data: bytes, seed: int = 0) -> int:
+    """XXH3-64 of `data` as the signed 64-bit integer SQLite stores natively.
+
+    skip_unchanged needs a stable hash, not a secret one: a collision makes at most one
+    changed record look unchanged, and needs about 2**32 payloads of one key to become likely.
+    """
+    value = _xxh3(data, seed)
+    return value - _WRAP if value >= _SIGN_BIT else value
+
+
+def hash_seed(text: str) -> int:
+    """A seed for `hash64` that gives `text` its own family of hashes."""
+    return _xxh3(text.encode())
 
 
 def sent_keys(stream: str, obj: str) -> Callable[[str], int]:
     """The skip_unchanged key of each identity of (stream, object): a 64-bit hash, so one row
-    per key keeps the table small (a collision needs 2**32 keys to become likely)."""
-    prefix = hashlib.blake2b(f"{stream}\0{obj}\0".encode(), digest_size=16)
+    per key keeps the table small."""
+    seed = hash_seed(f"{stream}\0{obj}\0")
 
     def key_of(key: str) -> int:
-        hasher = prefix.copy()
-        hasher.update(key.encode())
-        return int64(hasher.digest())
+        value = _xxh3(key.encode(), seed)
+        return value - _WRAP if value >= _SIGN_BIT else value
 
     return key_of
 
@@ -155,9 +175,9 @@ class Ledger:
         self._sent_pending: dict[int, int] = {}
 
     def _migrate(self) -> None:
-        """Ledgers of earlier versions kept each job's keys (only their count is needed) and
-        16-byte hashes in `sent` (the first 8 bytes of each are the key and digest of
-        `sent_hashes`)."""
+        """Ledgers of earlier versions kept each job's keys (only their count is needed), and
+        skip_unchanged hashes of another kind, which are discarded: every record is sent once
+        more (upserts make that safe) and skipped again from the next run on."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "keys" in columns:
             with self._db:
@@ -172,18 +192,21 @@ class Ledger:
                     " VALUES (?, ?, ?, ?, ?)",
                     [(i, o, st, len(json.loads(k)), at) for i, o, st, k, at in jobs],
                 )
-        if not self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent'"
-        ).fetchall():
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= HASHES_VERSION:
             return
+        earlier = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent')"
+            " OR EXISTS (SELECT 1 FROM sent_hashes)"
+        ).fetchone()[0]
         with self._db:
-            cursor = self._db.execute("SELECT key, digest FROM sent")
-            while rows := cursor.fetchmany(10_000):
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO sent_hashes (key, digest) VALUES (?, ?)",
-                    sorted((int64(key), int64(digest)) for key, digest in rows),
-                )
-            self._db.execute("DROP TABLE sent")
+            self._db.execute("DROP TABLE IF EXISTS sent")
+            self._db.execute("DELETE FROM sent_hashes")
+            self._db.execute(f"PRAGMA user_version = {HASHES_VERSION}")
+        if earlier:
+            LOGGER.warning(
+                "skip_unchanged: the ledger's hashes were made by an earlier version of "
+                "target-klaviyo; this run sends every record once more"
+            )
 
     def close(self) -> None:
         self.flush_sent()

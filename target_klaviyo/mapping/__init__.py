@@ -13,7 +13,7 @@ from target_klaviyo.mapping.identity import (
 )
 from target_klaviyo.mapping.profile import MappedProfile, ProfileMapper
 from target_klaviyo.mapping.subscription import MappedSubscription, SubscriptionMapper
-from target_klaviyo.mapping.values import encode, encoded_size, payload_hash, to_json
+from target_klaviyo.mapping.values import encode, encode_sorted, encoded_size, to_json
 
 __all__ = [
     "EventMapper",
@@ -25,11 +25,11 @@ __all__ = [
     "Rejection",
     "SubscriptionMapper",
     "encode",
+    "encode_sorted",
     "encoded_size",
     "normalise_email",
     "normalise_external_id",
     "normalise_phone",
-    "payload_hash",
     "record_hash",
     "resolve_identity",
     "to_json",

@@ -1,4 +1,4 @@
-"""JSON-safe value conversion, compact encoding, payload sizes and hashes.
+"""JSON-safe value conversion, compact encoding and payload sizes.
 
 Records arrive from singer-sdk with floats as ``Decimal``, ``date-time`` strings parsed to
 ``datetime`` and ``date`` strings to ``date``; they may also hold bytes, NaN / Infinity and nested
@@ -9,7 +9,6 @@ always gives the same output, so payload hashes are stable from run to run.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 from collections.abc import Mapping
 from datetime import date, datetime, time, timezone
@@ -28,7 +27,6 @@ __all__ = [
     "format_datetime",
     "format_seconds",
     "parse_instant",
-    "payload_hash",
     "to_json",
 ]
 
@@ -163,22 +161,14 @@ def decode(data: bytes) -> Any:
 
 
 def encode_sorted(obj: Any) -> bytes:
-    """Compact JSON with object keys sorted: independent of dict insertion order."""
+    """Compact JSON with object keys sorted: independent of dict insertion order, so that a
+    tap reordering its columns does not make an unchanged record look changed."""
     return _sorted_encoder.encode(obj)
 
 
 def encoded_size(obj: Any) -> int:
     """Bytes of ``encode(obj)``: what the object adds to a request body."""
     return len(_encoder.encode(obj))
-
-
-def payload_hash(obj: Any) -> bytes:
-    """16-byte BLAKE2b of the payload's JSON with sorted keys.
-
-    Key order is normalised so that a tap reordering its columns does not make an unchanged
-    record look changed.
-    """
-    return hashlib.blake2b(_sorted_encoder.encode(obj), digest_size=16).digest()
 
 
 def parse_instant(value: Any) -> datetime | None:

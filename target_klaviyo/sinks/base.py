@@ -8,7 +8,6 @@ Every record ends in exactly one outcome, reported here to the run's ledger and 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 import threading
@@ -23,9 +22,9 @@ from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.klaviyo.client import ApiResult, KlaviyoAuthError
-from target_klaviyo.ledger.store import HeldRecord, int64, sent_keys
+from target_klaviyo.ledger.store import HeldRecord, hash64, sent_keys
 from target_klaviyo.mapping.identity import Rejection
-from target_klaviyo.mapping.values import payload_hash, to_json
+from target_klaviyo.mapping.values import encode_sorted, to_json
 from target_klaviyo.sinks.validation import RecordValidator, datelike_columns
 
 if TYPE_CHECKING:
@@ -133,7 +132,8 @@ class KlaviyoSink(BatchSink):
         self.mapping: StreamMapping = mapping
         # Computed once: the property serialises the whole mapping on every access.
         self.fingerprint = mapping.fingerprint
-        self._fingerprint_bytes = bytes.fromhex(self.fingerprint)[:16]
+        # The mapping's fingerprint seeds the payload hashes: a new mapping sends everything.
+        self._digest_seed = int(self.fingerprint[:16], 16)
         self._lock = threading.Condition()
         self._seq = 0
         self._tokens = itertools.count(1)
@@ -182,14 +182,10 @@ class KlaviyoSink(BatchSink):
 
     def digest(self, mapped: Mapped) -> int:
         """What skip_unchanged compares: the outgoing payload and the mapping that made it."""
-        if isinstance(mapped.encoded, bytes):
-            # The mapping's fingerprint personalises the hash of the bytes as sent.
-            return int64(
-                hashlib.blake2b(
-                    mapped.encoded, digest_size=16, person=self._fingerprint_bytes
-                ).digest()
-            )
-        return int64(payload_hash([self.fingerprint, mapped.payload]))
+        encoded = mapped.encoded
+        if type(encoded) is not bytes:
+            encoded = encode_sorted(mapped.payload)
+        return hash64(encoded, self._digest_seed)
 
     def sent_keys(self) -> Callable[[str], int]:
         """The skip_unchanged key of an item's key (one namespace per stream and object)."""

@@ -15,10 +15,10 @@ import re
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult
-from target_klaviyo.ledger.store import int64
+from target_klaviyo.ledger.store import hash64
 from target_klaviyo.mapping.event import EventMapper
 from target_klaviyo.mapping.identity import Rejection
-from target_klaviyo.mapping.values import encode, payload_hash
+from target_klaviyo.mapping.values import encode
 from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request
 
 # What wrapping one event in its own profile entry adds to a request body. Counted in each
@@ -92,7 +92,7 @@ class EventSink(KlaviyoSink):
 
     def digest(self, mapped: Mapped) -> int:
         # Klaviyo never updates an event: once its key was accepted, any later copy is a repeat.
-        return int64(payload_hash(mapped.key))
+        return hash64(mapped.key.encode())
 
     def drop_superseded(self, items: list[Item]) -> list[Item]:
         """Repeats of (profile, metric, unique_id) in one request: the first is sent."""

@@ -4,13 +4,19 @@ singer-sdk's default validator (jsonschema) is slow, and an invalid record eithe
 run or is logged with its contents and loaded anyway. Here the stream's schema is compiled
 with fastjsonschema (several times faster), and a record that does not match is remembered
 so that its sink rejects it, with the reason, like any other record Klaviyo could not take.
+
+Most schemas only say which JSON types each column may hold. For those, whether a record
+matches depends only on its columns and the Python type of each value (plus date and time
+strings that must parse): that verdict is worked out once per record shape and then looked
+up. Whatever the shortcut cannot vouch for goes to fastjsonschema, which also gives the reason.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from decimal import Decimal
 from typing import Any
 
 import fastjsonschema
@@ -80,6 +86,134 @@ def _checked_formats_only(schema: Any) -> Any:
     return schema
 
 
+# Python types of decoded JSON (numbers with a fraction arrive as Decimal) per JSON type.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),  # type(True) is bool, never int: booleans are not integers
+    "number": (int, float, Decimal),
+    "boolean": (bool,),
+    "null": (type(None),),
+    "object": (dict,),
+    "array": (list,),
+}
+# Keywords that say nothing about validity here (formats other than date and time are not
+# checked, as in singer-sdk).
+_ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$comment",
+        "format",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+    }
+)
+_TOP_LEVEL = _ANNOTATIONS | {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "$schema",
+    "$id",
+    "definitions",
+    "$defs",
+}
+_ANY_TYPE = object  # a column whose schema allows every value
+_FormatChecks = tuple[tuple[str, Callable[[str], bool]], ...]
+_SHAPE_LIMIT = 512
+
+
+class _Column:
+    """What a column's schema allows, when it constrains only the type (and a date format)."""
+
+    __slots__ = ("check_format", "types")
+
+    def __init__(self, types: Collection[type], check_format: Callable[[str], bool] | None):
+        self.types = frozenset(types)
+        self.check_format = check_format
+
+
+def _simple_column(schema: Any) -> _Column | None:
+    """The column's allowed types, or None if its schema says more than types."""
+    if not isinstance(schema, dict) or not set(schema) <= _ANNOTATIONS | {"type"}:
+        return None
+    kinds = schema.get("type")
+    if kinds is None:
+        return _Column((_ANY_TYPE,), None)
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if not isinstance(kinds, list) or not all(kind in _JSON_TYPES for kind in kinds):
+        return None
+    types = [t for kind in kinds for t in _JSON_TYPES[kind]]
+    fmt = schema.get("format")
+    return _Column(types, DATE_FORMATS.get(fmt) if "string" in kinds and fmt else None)
+
+
+class TypeShapes:
+    """Decides, per record shape (its columns and the type of each value), whether records of
+    that shape match a schema that constrains only types. Built only for such schemas."""
+
+    def __init__(self, columns: dict[str, _Column], required: frozenset[str], closed: bool):
+        self._columns = columns
+        self._required = required
+        self._closed = closed  # additionalProperties: false
+        self._verdicts: dict[tuple[tuple[str, ...], tuple[type, ...]], _FormatChecks | None] = {}
+
+    @classmethod
+    def of(cls, schema: Any) -> TypeShapes | None:
+        if not isinstance(schema, dict) or not set(schema) <= _TOP_LEVEL:
+            return None
+        kinds = schema.get("type", "object")
+        if kinds not in ("object", ["object"]):
+            return None
+        extra = schema.get("additionalProperties", True)
+        properties = schema.get("properties", {})
+        required = schema.get("required", [])
+        if not isinstance(extra, bool) or not isinstance(properties, dict):
+            return None
+        if not isinstance(required, list):
+            return None
+        columns = {}
+        for name, column_schema in properties.items():
+            column = _simple_column(column_schema)
+            if column is None:
+                return None
+            columns[name] = column
+        return cls(columns, frozenset(required), not extra)
+
+    def verdict(self, record: dict[str, Any]) -> _FormatChecks | None:
+        """None: records of this shape may not match (ask the full validator). Otherwise they
+        match if the strings of these columns pass their date or time format's check."""
+        shape = (tuple(record), tuple(map(type, record.values())))
+        try:
+            return self._verdicts[shape]
+        except KeyError:
+            pass
+        result = self._decide(record)
+        if len(self._verdicts) < _SHAPE_LIMIT:
+            self._verdicts[shape] = result
+        return result
+
+    def _decide(self, record: dict[str, Any]) -> _FormatChecks | None:
+        if not self._required <= record.keys():
+            return None
+        formatted = []
+        for name, value in record.items():
+            column = self._columns.get(name)
+            if column is None:
+                if self._closed:
+                    return None
+                continue
+            kind = type(value)
+            if kind not in column.types and _ANY_TYPE not in column.types:
+                return None
+            if kind is str and column.check_format is not None:
+                formatted.append((name, column.check_format))
+        return tuple(formatted)
+
+
 class RecordValidator(BaseJSONSchemaValidator):
     """Validates each record; a failure is kept for the sink instead of raised."""
 
@@ -88,6 +222,7 @@ class RecordValidator(BaseJSONSchemaValidator):
         self.failure: tuple[int, str, dict[str, Any]] | None = None
         self._fast: Any = None
         self._fallback: JSONSchemaValidator | None = None
+        self._shapes = TypeShapes.of(schema)
         try:
             self._fast = fastjsonschema.compile(
                 _checked_formats_only(schema), formats=DATE_FORMATS, use_default=False
@@ -98,6 +233,14 @@ class RecordValidator(BaseJSONSchemaValidator):
 
     def check(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """Why `record` does not match the schema and a copy as received, or None."""
+        if self._shapes is not None:
+            checks = self._shapes.verdict(record)
+            if checks is not None:
+                for name, check in checks:
+                    if not check(record[name]):
+                        break
+                else:
+                    return None
         try:
             if self._fast is not None:
                 self._fast(record)
