@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import random
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -534,6 +535,86 @@ def test_profile_resources_match_the_bulk_import_schema() -> None:
         }
     }
     assert body_errors("bulk_import_profiles", body) == []
+
+
+def _random_value(rng: random.Random) -> Any:
+    return rng.choice(
+        [
+            None,
+            "",
+            "   ",
+            "text",
+            "x" * 100_001,  # over Klaviyo's string limit
+            True,
+            0,
+            42,
+            2**60,  # beyond a double's exact integers: sent as a string
+            Decimal("1.25"),
+            Decimal("7"),
+            Decimal("1E+400"),
+            Decimal("Infinity"),
+            1.5,
+            float("nan"),
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            datetime(2026, 1, 2, 3, 4, 5),
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+            date(2026, 1, 2),
+            {"nested": [1, {"deeper": "x"}]},
+            [1, 2, 3],
+            b"bytes",
+        ]
+    )
+
+
+def _random_identifier(rng: random.Random, kind: str) -> Any:
+    choices: dict[str, list[Any]] = {
+        "email": ["A@Example.com", " b@example.com ", "not an email", None, "", 5],
+        "phone": ["+14155550123", "(415) 555-0123", "12", None, 4155550123, "+442079460958"],
+        "id": ["c-1", 17, None, " ", Decimal("3"), True],
+    }
+    return rng.choice(choices[kind])
+
+
+def _outcome(map_parts: Any, record: dict[str, Any]) -> Any:
+    try:
+        return map_parts(record)
+    except Rejection as rejection:
+        return ("rejected", rejection.reason)
+
+
+def test_compiled_profile_mapping_gives_what_the_plan_gives() -> None:
+    """The function compiled per record shape returns exactly what the generic mapping does,
+    for random records, mappings and values (rejections included)."""
+    rng = random.Random(20261129)
+    columns = ["email", "phone", "id", "first_name", "city", "latitude", "tier", "score", "seen"]
+    configs: list[dict[str, Any]] = [
+        {"fields": {"phone_number": "phone", "external_id": "id"}},
+        {"fields": {"phone_number": "phone", "properties.level": "tier"}, "nulls": "unset"},
+        {"properties": ["tier", "score", "missing"], "fields": {"external_id": "id"}},
+        {"fields": {"email": "tier", "location.zip": "score"}, "exclude": ["seen"]},
+        {"properties": [], "fields": {"phone_number": "phone", "organization": "tier"}},
+        {"fields": {"properties.tier": "score", "external_id": "id"}, "nulls": "unset"},
+    ]
+    compared = 0
+    for config in configs:
+        for region in ("US", None):
+            mapper = profile_mapper(columns, region, **config)
+            for _ in range(300):
+                record = {
+                    column: (
+                        _random_identifier(rng, column)
+                        if column in ("email", "phone", "id")
+                        else _random_value(rng)
+                    )
+                    for column in rng.sample(columns, rng.randint(1, len(columns)))
+                }
+                if rng.random() < 0.3:
+                    record["extra"] = _random_value(rng)
+                expected = _outcome(mapper.map_generic, record)
+                assert _outcome(mapper.map_parts, record) == expected, (config, record)
+                assert _outcome(mapper.map_parts, record) == expected  # compiled, cached
+                compared += expected[0] != "rejected"
+    assert compared > 500  # many records map; the rest are rejected the same way
 
 
 # -- events ----------------------------------------------------------------------------------

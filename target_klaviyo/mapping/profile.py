@@ -1,7 +1,8 @@
 """Map a record to a Klaviyo profile resource (profile and list streams, and event profiles).
 
 The column plan (which source column goes to which Klaviyo attribute, and which columns are
-custom properties) is computed once per stream; :meth:`ProfileMapper.map` then only reads values.
+custom properties) is computed once per stream and record shape, and compiled to one function
+per shape (`compiled.py`); :meth:`ProfileMapper.map` then only reads values.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from target_klaviyo.mapping.compiled import MapParts, compile_shape
 from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identity
 from target_klaviyo.mapping.values import (
     MAX_SAFE_INTEGER,
@@ -228,34 +230,64 @@ class PropertyPlan:
         for name, column in plan:
             raw = record[column]
             kind = type(raw)
-            if kind is str:
-                if len(raw) > _SHORT and _too_long(raw):
-                    check_value(raw, column)
+            if (
+                (kind is str and len(raw) <= _SHORT)
+                or kind is bool
+                or (kind is int and -MAX_SAFE_INTEGER <= raw <= MAX_SAFE_INTEGER)
+            ):
                 properties[name] = raw
-                continue
-            if kind is bool or (kind is int and -MAX_SAFE_INTEGER <= raw <= MAX_SAFE_INTEGER):
-                properties[name] = raw
-                continue
-            # Numbers and times convert to values that cannot break a limit.
-            if kind is Decimal:
-                value = decimal_to_json(raw)
-                if value is not None:
-                    properties[name] = value
-                    continue
-            elif kind is datetime:
-                properties[name] = format_datetime(raw)
-                continue
-            value = None if raw is None else to_json(raw)
-            if value is None:
-                if unset:
-                    nulls.append(name)
-                properties.pop(name, None)
-                continue
-            check_value(value, column)
-            properties[name] = value
+            else:
+                property_value(properties, nulls, name, column, raw, unset)
         if nulls and properties:
             nulls = [name for name in nulls if name not in properties]
         return properties, nulls
+
+
+def property_value(
+    properties: dict[str, Any],
+    nulls: list[str],
+    name: str,
+    column: str,
+    raw: Any,
+    unset: bool,
+) -> None:
+    """A custom property's value other than a short string, a bool or a safe int (JSON-safe,
+    limits checked; a null is left out, and listed in `nulls` when `unset`). Raises Rejection."""
+    kind = type(raw)
+    if kind is str:
+        check_value(raw, column)
+        properties[name] = raw
+        return
+    # Numbers and times convert to values that cannot break a limit.
+    if kind is Decimal:
+        number = decimal_to_json(raw)
+        if number is not None:
+            properties[name] = number
+            return
+    elif kind is datetime:
+        properties[name] = format_datetime(raw)
+        return
+    value = None if raw is None else to_json(raw)
+    if value is None:
+        if unset:
+            nulls.append(name)
+        properties.pop(name, None)
+        return
+    check_value(value, column)
+    properties[name] = value
+
+
+def standard_value(
+    out: dict[str, Any], key: str, raw: Any, column: str, path: str, numeric: bool, unset: bool
+) -> None:
+    """A standard field's value other than a short string; a null clears the field only when
+    `unset`. Raises Rejection."""
+    value = None if raw is None else to_json(raw)
+    if value is None:
+        if unset:
+            out[key] = None
+    else:
+        out[key] = _text(value, column, path, numeric)
 
 
 def _standard_fields(
@@ -264,20 +296,13 @@ def _standard_fields(
     unset: bool,
     out: dict[str, Any],
 ) -> None:
-    """Standard fields of `record` into `out`; a null clears the field only when `unset`."""
+    """Standard fields of `record` (all present in it) into `out`."""
     for key, column, path, numeric in plan:
-        if column not in record:
-            continue
         raw = record[column]
         if type(raw) is str and len(raw) <= _SHORT:
             out[key] = raw
-            continue
-        value = None if raw is None else to_json(raw)
-        if value is None:
-            if unset:
-                out[key] = None
         else:
-            out[key] = _text(value, column, path, numeric)
+            standard_value(out, key, raw, column, path, numeric, unset)
 
 
 @dataclass(slots=True)
@@ -367,6 +392,8 @@ class ProfileMapper:
             mapping.properties, schema_properties, skip, exclude, renames
         )
         self._plans: dict[tuple[str, ...], _RecordPlan] = {}
+        self._compiled: dict[tuple[str, ...], MapParts] = {}
+        self._label = mapping.pattern
         #: Columns this mapper reads for identity, standard fields or properties (other than
         #: "all"-mode properties), plus every standard-named column.
         self.consumed_columns: frozenset[str] = frozenset(
@@ -426,7 +453,40 @@ class ProfileMapper:
     def map_parts(
         self, record: Mapping[str, Any]
     ) -> tuple[Identity, dict[str, Any], bytes, list[str]]:
-        """`map` as a tuple (identity, resource, encoded, warnings): the sinks' hot path."""
+        """`map` as a tuple (identity, resource, encoded, warnings): the sinks' hot path, by
+        the function compiled for the record's shape."""
+        shape = tuple(record)
+        compiled = self._compiled.get(shape)
+        if compiled is None:
+            if len(self._compiled) >= PropertyPlan._SHAPE_LIMIT:
+                return self.map_generic(record)
+            compiled = self._compiled[shape] = self._compile(record)
+        return compiled(record)
+
+    def _compile(self, record: Mapping[str, Any]) -> MapParts:
+        top, location, pairs = self._plan(record)
+        return compile_shape(
+            identity_columns=(
+                self.email_column if self.email_column in record else None,
+                self.phone_column if self.phone_column in record else None,
+                self.external_id_column if self.external_id_column in record else None,
+            ),
+            top=top,
+            location=location,
+            properties=pairs,
+            unset=self._unset,
+            default_region=self.default_region,
+            short=_SHORT,
+            max_profile_bytes=MAX_PROFILE_BYTES,
+            standard_value=standard_value,
+            property_value=property_value,
+            label=self._label,
+        )
+
+    def map_generic(
+        self, record: Mapping[str, Any]
+    ) -> tuple[Identity, dict[str, Any], bytes, list[str]]:
+        """`map_parts` by the plan, for any shape (and the reference the compiled one meets)."""
         identity, warnings = self.identity(record)
         attributes, to_unset = self.attributes(record, identity)
         resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
