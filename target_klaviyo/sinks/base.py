@@ -142,6 +142,7 @@ class KlaviyoSink(BatchSink):
         self._futures: dict[Future[None], int] = {}  # request -> records it carries
         self._records_in_flight = 0
         self._unpublished_read = self._unpublished_replayed = self._unpublished_warnings = 0
+        self._replayed = 0  # records replayed from hold (they are read before any input)
         self._direct_read = 0  # records taken straight from the reader, for singer-sdk's metric
         self._batch_fill = 0
         self._batch_rows = max(1, self.max_size)
@@ -151,6 +152,7 @@ class KlaviyoSink(BatchSink):
         self._checker = validator if isinstance(validator, RecordValidator) else None
         self._chunk: list[Item] = []
         self._chunk_bytes = 0
+        self._chunk_byte_limit = self.MAX_BYTES - ENVELOPE_BYTES
         self._chunk_token = 0
         self.skip_unchanged = bool(self.config.get("skip_unchanged", True))
         # Memory is bounded by records, not requests: a stream may have the records of
@@ -330,7 +332,10 @@ class KlaviyoSink(BatchSink):
                         )
                         record[column] = None
         self._direct_read += 1
-        self.received(record, failure)
+        if failure is None:
+            self.accept(record)
+        else:
+            self.received(record, failure)
         # batch_size_rows, as singer-sdk's drain would apply it (requests are cut by
         # MAX_ITEMS and MAX_BYTES anyway).
         self._batch_fill += 1
@@ -355,6 +360,7 @@ class KlaviyoSink(BatchSink):
         self._unpublished_read += 1
         if held is not None:
             self._unpublished_replayed += 1
+            self._replayed += 1
         return seq
 
     def publish_counts(self) -> None:
@@ -381,33 +387,35 @@ class KlaviyoSink(BatchSink):
         except Rejection as rejection:
             self._reject_unsent(record, rejection.reason, held)
             return
-        if mapped.warnings:
-            self._unpublished_warnings += len(mapped.warnings)
-            for warning in mapped.warnings:
+        size = mapped.size
+        warnings = mapped.warnings
+        if warnings:
+            self._unpublished_warnings += len(warnings)
+            for warning in warnings:
                 self.logger.debug("record %d: %s", seq, warning)
-        digest = self.digest(mapped) if self.skip_unchanged else None
         item = Item(
             seq,
             record,
             mapped.key,
             mapped.identifiers,
             mapped.payload,
-            mapped.size,
-            digest,
+            size,
+            self.digest(mapped) if self.skip_unchanged else None,
             held,
             mapped.encoded,
         )
-        if self._chunk and (
-            len(self._chunk) >= self.MAX_ITEMS
-            or self._chunk_bytes + item.size + 1 > self.MAX_BYTES - ENVELOPE_BYTES
+        chunk = self._chunk
+        if chunk and (
+            len(chunk) >= self.MAX_ITEMS or self._chunk_bytes + size + 1 > self._chunk_byte_limit
         ):
             self.flush_chunk()
-        if not self._chunk:
+            chunk = self._chunk
+        if not chunk:
             with self._lock:
                 self._chunk_token = next(self._tokens)
                 self._outstanding[self._chunk_token] = seq
-        self._chunk.append(item)
-        self._chunk_bytes += item.size + 1
+        chunk.append(item)
+        self._chunk_bytes += size + 1
 
     def process_batch(self, context: dict) -> None:
         self.flush_chunk()

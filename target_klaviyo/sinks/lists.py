@@ -68,7 +68,7 @@ class ListSink(ProfileSink):
             self.skip_unchanged = False
         ledger = self.run.ledger
         self._pass = ledger.current_pass(self.list_id) if ledger is not None else 1
-        self._pass_records = 0  # input records since the last completed pass
+        self._pass_start = 0  # input records read before this pass began
         # A dry run's ledger is read-only: the members seen in its pass are kept here.
         self._dry_seen: set[str] = set()
         self._dry_lock = threading.Lock()
@@ -104,9 +104,11 @@ class ListSink(ProfileSink):
                     self._track([(identity.key(), identity.as_attributes())])
             raise
 
-    def received(self, record: dict[str, Any], failure: tuple[str, dict[str, Any]] | None) -> None:
-        self._pass_records += 1
-        super().received(record, failure)
+    @property
+    def _pass_records(self) -> int:
+        """Input records since the last completed pass (records replayed from hold are not
+        input: they are read before it)."""
+        return self._seq - self._replayed - self._pass_start
 
     def sent_keys(self) -> Callable[[str], int]:
         # Membership of this list, whichever stream adds to it.
@@ -297,7 +299,7 @@ class ListSink(ProfileSink):
     def complete_pass(self, why: str) -> None:
         """Remove tracked members this pass did not see (within the guard), then start the
         next pass."""
-        self._pass_records = 0
+        self._pass_start = self._seq - self._replayed
         ledger = self.run.ledger
         if ledger is None:
             return
