@@ -19,6 +19,7 @@ from target_klaviyo.mapping.profile import (
     is_metadata_column,
 )
 from target_klaviyo.mapping.values import (
+    decode,
     encode,
     encode_sorted,
     format_seconds,
@@ -43,7 +44,8 @@ MAX_METRIC_NAME = 128  # metric names must be *under* 128 characters
 MAX_EVENT_PROPERTIES = 400
 MAX_EVENT_BYTES = 5_000_000  # the whole bulk request limit: one event can never exceed it
 MAX_READABLE_UNIQUE_ID = 200  # longer composite unique_ids are replaced by their SHA-256
-EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=timezone.utc)
+UTC = timezone.utc
+EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC)
 LATEST_EVENT_OFFSET = timedelta(days=365)
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _PROPERTIES_PREFIX = "properties."
@@ -194,7 +196,7 @@ class EventMapper:
         return name
 
     def _time(self, value: Any) -> str:
-        moment = parse_instant(value)
+        moment = value if type(value) is datetime and value.tzinfo is UTC else parse_instant(value)
         if moment is None:
             raise Rejection(
                 f"time column {self._time_field!r} value {show(value)} is not a date-time "
@@ -234,6 +236,11 @@ class EventMapper:
         fields = self.unique_id_fields
         if fields is None:
             return record_hash(record)
+        if len(fields) == 1:
+            # One column holding text or an integer (nearly every stream): its text as is.
+            value = record.get(fields[0])
+            if type(value) is int or (isinstance(value, str) and value.strip()):
+                return _readable(str(value))
         parts = []
         for column in fields:
             value = record.get(column)
@@ -262,7 +269,28 @@ class EventMapper:
 
     def map(self, record: Mapping[str, Any]) -> MappedEvent:
         """Map one record; raises Rejection with a reason the user can act on."""
-        identity, profile, profile_encoded, warnings = self.profile_mapper.map_parts(record)
+        identity, metric_name, unique_id, size, warnings, profile_encoded, event_encoded = (
+            self.map_parts(record)
+        )
+        return MappedEvent(
+            identity=identity,
+            profile=decode(profile_encoded),
+            metric_name=metric_name,
+            event=decode(event_encoded),
+            unique_id=unique_id,
+            dedupe_key=(identity.key(), metric_name, unique_id),
+            size=size,
+            warnings=warnings,
+            profile_encoded=profile_encoded,
+            event_encoded=event_encoded,
+        )
+
+    def map_parts(
+        self, record: Mapping[str, Any]
+    ) -> tuple[Identity, str, str, int, list[str], bytes, bytes]:
+        """`map` as a tuple (identity, metric name, unique_id, size, warnings, profile and
+        event as encoded): the sink's hot path."""
+        identity, _, profile_encoded, warnings = self.profile_mapper.map_parts(record)
         metric_name = self._metric_name(record)
         attributes: dict[str, Any] = {
             "metric": {"data": {"type": "metric", "attributes": {"name": metric_name}}},
@@ -286,23 +314,11 @@ class EventMapper:
         attributes["unique_id"] = unique_id
         if self.mapping.backfill:
             attributes["backfill"] = True
-        event = {"type": "event", "attributes": attributes}
-        event_encoded = encode_sorted(event)
+        event_encoded = encode_sorted({"type": "event", "attributes": attributes})
         size = len(event_encoded) + len(profile_encoded)
         if size > MAX_EVENT_BYTES:
             raise Rejection(
                 f"event is {size:,} bytes, over Klaviyo's 5 MB ({MAX_EVENT_BYTES:,} bytes) "
                 "request limit"
             )
-        return MappedEvent(
-            identity=identity,
-            profile=profile,
-            metric_name=metric_name,
-            event=event,
-            unique_id=unique_id,
-            dedupe_key=(identity.key(), metric_name, unique_id),
-            size=size,
-            warnings=warnings,
-            profile_encoded=profile_encoded,
-            event_encoded=event_encoded,
-        )
+        return identity, metric_name, unique_id, size, warnings, profile_encoded, event_encoded

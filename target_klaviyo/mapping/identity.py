@@ -44,7 +44,9 @@ def show(value: Any, limit: int = 60) -> str:
 # A plausible address: one @, a non-empty local part, a dotted domain without empty labels, no
 # whitespace, control characters or the delimiters that show several addresses glued together.
 _BAD = r"\s\x00-\x1f\x7f@,;:<>()\[\]\\\""
-_EMAIL_RE = re.compile(rf"[^{_BAD}]{{1,64}}@(?:[^{_BAD}.]+\.)+[^{_BAD}.]+")
+# Written label-first ("example" then ".com"), which matches the same addresses as
+# "(label.)+label" without backtracking over the last label.
+_EMAIL_RE = re.compile(rf"[^{_BAD}]{{1,64}}@[^{_BAD}.]+(?:\.[^{_BAD}.]+)+")
 MAX_EMAIL_LENGTH = 254
 
 

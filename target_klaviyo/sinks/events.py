@@ -70,24 +70,25 @@ class EventSink(KlaviyoSink):
         )
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
-        event = self.mapper.map(record)
-        size = event.size + ENTRY_OVERHEAD
+        identity, metric_name, unique_id, size, warnings, profile_encoded, event_encoded = (
+            self.mapper.map_parts(record)
+        )
+        size += ENTRY_OVERHEAD
         if size + REQUEST_ENVELOPE > self.MAX_BYTES:
             raise Rejection(
                 f"event is {size:,} bytes with its profile: a request holding it would be over "
                 f"Klaviyo's 5 MB ({self.MAX_BYTES:,} bytes) limit"
             )
+        identifiers = identity.as_attributes()
+        identifiers["metric"] = metric_name
+        identifiers["unique_id"] = unique_id
         return Mapped(
-            "\x1f".join(event.dedupe_key),
-            {
-                **event.identity.as_attributes(),
-                "metric": event.metric_name,
-                "unique_id": event.unique_id,
-            },
+            f"{identity.key()}\x1f{metric_name}\x1f{unique_id}",
+            identifiers,
             None,  # sent as encoded below; the record itself is kept for hold and rejects
             size,
-            event.warnings,
-            (event.profile_encoded, event.event_encoded),
+            warnings,
+            (profile_encoded, event_encoded),
         )
 
     def digest(self, mapped: Mapped) -> int:
