@@ -356,10 +356,11 @@ class Ledger:
             if not self._sent_pending or self.read_only:
                 return
             pending, self._sent_pending = self._sent_pending, {}
-            rows = [(key, pending[key]) for key in sorted(pending)]
+            keys = sorted(pending)
             with self._db:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO sent_hashes (key, digest) VALUES (?, ?)", rows
+                    "INSERT OR REPLACE INTO sent_hashes (key, digest) VALUES (?, ?)",
+                    zip(keys, map(pending.__getitem__, keys), strict=True),
                 )
 
     def forget_sent(self, keys: Iterable[int]) -> None:

@@ -510,8 +510,8 @@ class KlaviyoSink(BatchSink):
                 self._inflight_keys.difference_update(keys)
             self._finish(token, items)
 
-    def _finish(self, token: int, items: Iterable[Item]) -> None:
-        count = sum(1 for _ in items)
+    def _finish(self, token: int, items: Sequence[Item]) -> None:
+        count = len(items)
         if count:
             self.run.stats.add(self.stream_name, self.OBJECT, in_jobs=-count)
         with self._lock:
@@ -563,8 +563,13 @@ class KlaviyoSink(BatchSink):
             return
         ledger = self.run.ledger
         if ledger is not None and self.skip_unchanged:
+            # Every item passed drop_unchanged, which computed its key.
             ledger.remember_sent(
-                (self._sent_key(item), item.digest) for item in items if item.digest
+                [
+                    (item.sent if item.sent is not None else self._sent_key(item), item.digest)
+                    for item in items
+                    if item.digest is not None
+                ]
             )
         self._release(items)
         self.run.stats.add(self.stream_name, self.OBJECT, loaded=len(items))

@@ -62,8 +62,10 @@ class ProfileSink(KlaviyoSink):
     def job_request(self, items: list[Item]) -> Request:
         """The import job's body, joined from the profiles as the mapping encoded them."""
         profiles = b",".join(
-            item.encoded if isinstance(item.encoded, bytes) else encode(item.payload)
-            for item in items
+            [
+                item.encoded if type(item.encoded) is bytes else encode(item.payload)
+                for item in items
+            ]
         )
         body = JOB_HEAD + profiles + b"]}}"
         lists = self.list_relationships()
