@@ -68,11 +68,17 @@ class MessageReader(GenericSingerReader[str]):
                 SingerMessageType.ACTIVATE_VERSION: self.hooks.on_activate_version,
             }
         stats: dict[str, int] = defaultdict(int)
+        decode = _decoder.decode
         for line in file_input or self.default_input:
             self.line_number += 1
-            if not line.strip():
-                continue  # a blank line carries no message
-            message = self.deserialize_json(line)
+            try:
+                message = decode(line)
+            except msgspec.DecodeError:
+                if not line.strip():
+                    continue  # a blank line carries no message
+                message = self.deserialize_json(line)  # raises, with the reason
+            if type(message) is not dict:
+                message = self.deserialize_json(line)  # raises, with the reason
             if "type" not in message:
                 self.assert_line_requires(message, requires={"type"})  # raises, with the reason
             message_type = message["type"]

@@ -385,6 +385,23 @@ def test_a_malformed_line_stops_the_run_after_loading_what_came_before(
     assert run.stream("customers")["loaded"] == 5
 
 
+def test_blank_lines_are_skipped_and_a_line_that_is_not_an_object_is_named(
+    emulator: Any, tmp_path: Path
+) -> None:
+    lines = singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, customers(3), ["id"]))
+    text = "\n".join(f"{line}\n  \t" for line in lines.splitlines()) + "\n\n"
+    run = run_target(base_config(emulator, tmp_path / "state", STREAMS), text, tmp_path)
+    assert run.exit_code == 0, run.stderr
+    assert run.stream("customers")["loaded"] == 3
+
+    run = run_target(
+        base_config(emulator, tmp_path / "state-2", STREAMS), lines + "[1, 2]\n", tmp_path
+    )
+    assert run.exit_code == 1
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "input line 5: not a JSON object" in errors[0], run.stderr
+
+
 def test_a_key_without_write_scope_stops_the_run_and_keeps_the_records(
     emulator: Any, tmp_path: Path
 ) -> None:
