@@ -347,7 +347,7 @@ class Bench:
         with self.emulator(*EMULATOR_FAST) as emulator:
             for size in (small, large):
                 emulator.reset()
-                input_path = self.input_file(f"memory-{size}", Workload(size, 0, 0))
+                input_path = self.input_file("memory", Workload(size, 0, 0))
                 state_dir = self.workdir / f"memory-state-{size}"
                 shutil.rmtree(state_dir, ignore_errors=True)  # the first run starts with no ledger
                 m, _ = self.run_target(

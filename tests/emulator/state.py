@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from .rules import (
     UNSUPPORTED_REGION,
@@ -24,6 +24,8 @@ from .rules import (
     iso,
     parse_datetime,
 )
+
+_T = TypeVar("_T")
 
 # Identifiers Klaviyo keeps unique per account (SPEC.md §4: "unique email / phone /
 # external_id"), in the order they are matched.
@@ -729,6 +731,7 @@ class Worker(threading.Thread):
     """
 
     CHUNK = 500
+    EVENT_CHUNK = 20  # profile entries (each with its events) per hold of the store lock
 
     def __init__(self, store: Store, job_delay_s: float) -> None:
         super().__init__(name="klaviyo-emulator-worker", daemon=True)
@@ -796,10 +799,16 @@ class Worker(threading.Thread):
         if work.kind == "import" and work.job is not None:
             self._process_import(work.job)
             return
+        if work.kind == "events":
+            # A few entries per hold of the lock, yielding in between: like Klaviyo, whose event
+            # processing runs apart from its API, requests are answered while events are applied.
+            for entries in _chunks(work.payload, self.EVENT_CHUNK):
+                with store.lock:
+                    store.apply_events(entries, work.received)
+                time.sleep(0)
+            return
         with store.lock:
-            if work.kind == "events":
-                store.apply_events(work.payload, work.received)
-            elif work.kind == "subscribe":
+            if work.kind == "subscribe":
                 store.apply_subscribe(work.payload, work.received)
             elif work.kind == "unsubscribe":
                 store.apply_unsubscribe(work.payload, work.received)
@@ -829,8 +838,8 @@ class Worker(threading.Thread):
             job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
 
 
-def _chunks(items: Iterable[int], size: int) -> Iterator[list[int]]:
-    batch: list[int] = []
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    batch: list[_T] = []
     for item in items:
         batch.append(item)
         if len(batch) == size:
