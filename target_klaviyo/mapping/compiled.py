@@ -26,8 +26,10 @@ from target_klaviyo.mapping.values import (
     format_datetime,
 )
 
-# (identity, resource, encoded, warnings), as ProfileMapper.map_parts returns them.
-MapParts = Callable[[Mapping[str, Any]], tuple[Identity, dict[str, Any], bytes, list[str]]]
+# (identity, identifiers, resource, encoded, warnings), as ProfileMapper.map_parts returns them.
+MapParts = Callable[
+    [Mapping[str, Any]], tuple[Identity, dict[str, str], dict[str, Any], bytes, list[str]]
+]
 # (attribute key, source column, Klaviyo path, numeric allowed) of a standard field.
 FieldPlan = tuple[tuple[str, str, str, bool], ...]
 
@@ -57,10 +59,11 @@ def compile_shape(
     identifiers = ", ".join("None" if c is None else f"record[{c!r}]" for c in identity_columns)
     add(f"    identity, warnings = resolve_identity({identifiers}, region)")
     add("    email, phone_number, external_id = identity")
-    add("    attributes = {}")
+    add("    identifiers = {}")
     for name in ("email", "phone_number", "external_id"):
         add(f"    if {name} is not None:")
-        add(f"        attributes[{name!r}] = {name}")
+        add(f"        identifiers[{name!r}] = {name}")
+    add("    attributes = identifiers.copy()")
     _fields(add, "attributes", top, short, unset)
     if location:
         add("    location = {}")
@@ -94,7 +97,7 @@ def compile_shape(
     add("    encoded = encode_sorted(resource)")
     add(f"    if len(encoded) > {max_profile_bytes}:")
     add("        too_large(len(encoded))")
-    add("    return identity, resource, encoded, warnings")
+    add("    return identity, identifiers, resource, encoded, warnings")
 
     def too_large(size: int) -> None:
         raise Rejection(

@@ -269,7 +269,7 @@ class EventMapper:
 
     def map(self, record: Mapping[str, Any]) -> MappedEvent:
         """Map one record; raises Rejection with a reason the user can act on."""
-        identity, metric_name, unique_id, size, warnings, profile_encoded, event_encoded = (
+        identity, _, metric_name, unique_id, size, warnings, profile_encoded, event_encoded = (
             self.map_parts(record)
         )
         return MappedEvent(
@@ -287,10 +287,10 @@ class EventMapper:
 
     def map_parts(
         self, record: Mapping[str, Any]
-    ) -> tuple[Identity, str, str, int, list[str], bytes, bytes]:
-        """`map` as a tuple (identity, metric name, unique_id, size, warnings, profile and
-        event as encoded): the sink's hot path."""
-        identity, _, profile_encoded, warnings = self.profile_mapper.map_parts(record)
+    ) -> tuple[Identity, dict[str, str], str, str, int, list[str], bytes, bytes]:
+        """`map` as a tuple (identity, its identifiers, metric name, unique_id, size, warnings,
+        profile and event as encoded): the sink's hot path."""
+        identity, identifiers, _, profile_encoded, warnings = self.profile_mapper.map_parts(record)
         metric_name = self._metric_name(record)
         attributes: dict[str, Any] = {
             "metric": {"data": {"type": "metric", "attributes": {"name": metric_name}}},
@@ -321,4 +321,13 @@ class EventMapper:
                 f"event is {size:,} bytes, over Klaviyo's 5 MB ({MAX_EVENT_BYTES:,} bytes) "
                 "request limit"
             )
-        return identity, metric_name, unique_id, size, warnings, profile_encoded, event_encoded
+        return (
+            identity,
+            identifiers,
+            metric_name,
+            unique_id,
+            size,
+            warnings,
+            profile_encoded,
+            event_encoded,
+        )

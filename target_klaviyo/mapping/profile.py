@@ -447,14 +447,14 @@ class ProfileMapper:
 
     def map(self, record: Mapping[str, Any]) -> MappedProfile:
         """Map one record; raises Rejection with a reason the user can act on."""
-        identity, resource, encoded, warnings = self.map_parts(record)
+        identity, _, resource, encoded, warnings = self.map_parts(record)
         return MappedProfile(identity, resource, warnings, len(encoded), encoded)
 
     def map_parts(
         self, record: Mapping[str, Any]
-    ) -> tuple[Identity, dict[str, Any], bytes, list[str]]:
-        """`map` as a tuple (identity, resource, encoded, warnings): the sinks' hot path, by
-        the function compiled for the record's shape."""
+    ) -> tuple[Identity, dict[str, str], dict[str, Any], bytes, list[str]]:
+        """`map` as a tuple (identity, its identifiers as attributes, resource, encoded,
+        warnings): the sinks' hot path, by the function compiled for the record's shape."""
         shape = tuple(record)
         compiled = self._compiled.get(shape)
         if compiled is None:
@@ -485,7 +485,7 @@ class ProfileMapper:
 
     def map_generic(
         self, record: Mapping[str, Any]
-    ) -> tuple[Identity, dict[str, Any], bytes, list[str]]:
+    ) -> tuple[Identity, dict[str, str], dict[str, Any], bytes, list[str]]:
         """`map_parts` by the plan, for any shape (and the reference the compiled one meets)."""
         identity, warnings = self.identity(record)
         attributes, to_unset = self.attributes(record, identity)
@@ -499,4 +499,4 @@ class ProfileMapper:
                 f"profile is {size:,} bytes, over Klaviyo's 100 KB "
                 f"({MAX_PROFILE_BYTES:,} bytes) per-profile limit"
             )
-        return identity, resource, encoded, warnings
+        return identity, identity.as_attributes(), resource, encoded, warnings

@@ -92,16 +92,10 @@ def row_locator(prefix: str, count: int) -> Callable[[str], list[int]]:
     return locate
 
 
-@dataclass(slots=True)
-class Mapped:
-    """What a sink's `map_record` returns."""
-
-    key: str
-    identifiers: dict[str, Any]
-    payload: Any
-    size: int
-    warnings: Sequence[str] = ()
-    encoded: Any = None  # the payload already encoded (bytes, or a sink's own form)
+# What a sink's `map_record` returns, a plain tuple (one is made per record): the key, the
+# identifiers, the payload, its size, warnings, and the payload already encoded (bytes, or a
+# sink's own form; None when it is not).
+Mapped = tuple[str, dict[str, Any], Any, int, Sequence[str], Any]
 
 
 class KlaviyoSink(BatchSink):
@@ -182,11 +176,10 @@ class KlaviyoSink(BatchSink):
         """Send one request-sized chunk and report every item's outcome (worker thread)."""
         raise NotImplementedError
 
-    def digest(self, mapped: Mapped) -> int:
+    def digest(self, key: str, payload: Any, encoded: Any) -> int:
         """What skip_unchanged compares: the outgoing payload and the mapping that made it."""
-        encoded = mapped.encoded
         if type(encoded) is not bytes:
-            encoded = encode_sorted(mapped.payload)
+            encoded = encode_sorted(payload)
         return hash64(encoded, self._digest_seed)
 
     def sent_keys(self) -> Callable[[str], int]:
@@ -383,12 +376,10 @@ class KlaviyoSink(BatchSink):
         """Map one record and add it to the current chunk (or account for it at once)."""
         seq = self._count_read(held)
         try:
-            mapped = self.map_record(record)
+            key, identifiers, payload, size, warnings, encoded = self.map_record(record)
         except Rejection as rejection:
             self._reject_unsent(record, rejection.reason, held)
             return
-        size = mapped.size
-        warnings = mapped.warnings
         if warnings:
             self._unpublished_warnings += len(warnings)
             for warning in warnings:
@@ -396,13 +387,13 @@ class KlaviyoSink(BatchSink):
         item = Item(
             seq,
             record,
-            mapped.key,
-            mapped.identifiers,
-            mapped.payload,
+            key,
+            identifiers,
+            payload,
             size,
-            self.digest(mapped) if self.skip_unchanged else None,
+            self.digest(key, payload, encoded) if self.skip_unchanged else None,
             held,
-            mapped.encoded,
+            encoded,
         )
         chunk = self._chunk
         if chunk and (

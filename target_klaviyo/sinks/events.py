@@ -70,19 +70,24 @@ class EventSink(KlaviyoSink):
         )
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
-        identity, metric_name, unique_id, size, warnings, profile_encoded, event_encoded = (
-            self.mapper.map_parts(record)
-        )
+        (
+            identity,
+            profile_identifiers,
+            metric_name,
+            unique_id,
+            size,
+            warnings,
+            profile_encoded,
+            event_encoded,
+        ) = self.mapper.map_parts(record)
         size += ENTRY_OVERHEAD
         if size + REQUEST_ENVELOPE > self.MAX_BYTES:
             raise Rejection(
                 f"event is {size:,} bytes with its profile: a request holding it would be over "
                 f"Klaviyo's 5 MB ({self.MAX_BYTES:,} bytes) limit"
             )
-        identifiers = identity.as_attributes()
-        identifiers["metric"] = metric_name
-        identifiers["unique_id"] = unique_id
-        return Mapped(
+        identifiers = {**profile_identifiers, "metric": metric_name, "unique_id": unique_id}
+        return (
             f"{identity.key()}\x1f{metric_name}\x1f{unique_id}",
             identifiers,
             None,  # sent as encoded below; the record itself is kept for hold and rejects
@@ -91,9 +96,9 @@ class EventSink(KlaviyoSink):
             (profile_encoded, event_encoded),
         )
 
-    def digest(self, mapped: Mapped) -> int:
+    def digest(self, key: str, payload: Any, encoded: Any) -> int:
         # Klaviyo never updates an event: once its key was accepted, any later copy is a repeat.
-        return hash64(mapped.key.encode())
+        return hash64(key.encode())
 
     def drop_superseded(self, items: list[Item]) -> list[Item]:
         """Repeats of (profile, metric, unique_id) in one request: the first is sent."""

@@ -87,8 +87,13 @@ class ListSink(ProfileSink):
         if self.behavior == "delete":
             identity, warnings = self.mapper.identity(record)
             identifiers = identity.as_attributes()
-            return Mapped(
-                identity.key(), identifiers, identifiers, encoded_size(identifiers), warnings
+            return (
+                identity.key(),
+                identifiers,
+                identifiers,
+                encoded_size(identifiers),
+                warnings,
+                None,
             )
         try:
             return super().map_record(record)

@@ -43,10 +43,10 @@ class ProfileSink(KlaviyoSink):
         )
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
-        identity, _, encoded, warnings = self.mapper.map_parts(record)
-        return Mapped(
+        identity, identifiers, _, encoded, warnings = self.mapper.map_parts(record)
+        return (
             identity.key(),
-            identity.as_attributes(),
+            identifiers,
             None,  # sent as encoded: the dict is not kept while the record waits in a job
             len(encoded),
             warnings,

@@ -58,12 +58,13 @@ class SubscriptionSink(KlaviyoSink):
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
         subscription = self.mapper.map(record)
-        return Mapped(
+        return (
             subscription.identity.key(),
             subscription.identity.as_attributes(),
             subscription.resource,
             subscription.size,
             subscription.warnings,
+            None,
         )
 
     def sent_keys(self) -> Callable[[str], int]:
