@@ -252,6 +252,9 @@ class Identity(NamedTuple):
         return attributes
 
 
+_new_tuple = tuple.__new__
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -295,4 +298,5 @@ def resolve_identity(
             warnings.append(f"phone_number dropped: {rejection.reason}")
     if email_out is None and phone_out is None and external_out is None:
         raise Rejection(NO_IDENTIFIER)
-    return Identity(email_out, phone_out, external_out), warnings
+    # tuple.__new__ directly: a NamedTuple's own constructor is a Python-level function.
+    return _new_tuple(Identity, (email_out, phone_out, external_out)), warnings
