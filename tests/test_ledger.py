@@ -532,3 +532,23 @@ def test_a_job_in_flight_of_the_earlier_format_is_still_reported(tmp_path: Path)
         assert ledger.jobs_in_flight() == []
     finally:
         ledger.close()
+
+
+def test_skip_unchanged_hashes_survive_a_reopen(tmp_path: Path) -> None:
+    """Hashes are written many to a statement: every one of them, the last partial statement
+    included, is found again after the ledger is closed and opened."""
+    import random
+
+    from target_klaviyo.ledger.store import Ledger
+
+    rng = random.Random(3)
+    pairs = {rng.getrandbits(63) - 2**62: rng.getrandbits(63) for _ in range(1_003)}
+    ledger = Ledger(tmp_path / "state")
+    ledger.remember_sent(pairs.items())
+    ledger.close()
+
+    ledger = Ledger(tmp_path / "state")
+    assert ledger.unchanged(list(pairs.items())) == set(pairs)
+    changed = [(key, digest + 1) for key, digest in pairs.items()]
+    assert ledger.unchanged(changed) == set()
+    ledger.close()

@@ -13,6 +13,8 @@ so a crash at any instant leaves it consistent. It keeps:
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import os
@@ -72,6 +74,7 @@ CREATE TABLE IF NOT EXISTS passes (
 """
 
 _SQLITE_VARS = 500  # stay well under SQLite's bound-parameter limit
+_SENT_ROWS_PER_INSERT = _SQLITE_VARS // 2
 # PRAGMA user_version of a ledger whose skip_unchanged hashes are XXH3-64 (earlier: BLAKE2b).
 HASHES_VERSION = 2
 
@@ -137,6 +140,12 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+@functools.lru_cache(maxsize=8)
+def _sent_insert(rows: int) -> str:
+    """One statement writing `rows` skip_unchanged hashes."""
+    return "INSERT OR REPLACE INTO sent_hashes (key, digest) VALUES " + ",".join(["(?, ?)"] * rows)
 
 
 def _chunks(values: Sequence[Any], size: int = _SQLITE_VARS) -> Iterator[Sequence[Any]]:
@@ -357,11 +366,19 @@ class Ledger:
                 return
             pending, self._sent_pending = self._sent_pending, {}
             keys = sorted(pending)
+            pairs = zip(keys, map(pending.__getitem__, keys), strict=True)
+            values = list(itertools.chain.from_iterable(pairs))
+            # Many rows per statement: binding and stepping one statement per row is most of
+            # the cost of writing them.
+            step = _SENT_ROWS_PER_INSERT * 2
+            full = len(values) - len(values) % step
             with self._db:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO sent_hashes (key, digest) VALUES (?, ?)",
-                    zip(keys, map(pending.__getitem__, keys), strict=True),
+                    _sent_insert(_SENT_ROWS_PER_INSERT),
+                    (values[start : start + step] for start in range(0, full, step)),
                 )
+                if full < len(values):
+                    self._db.execute(_sent_insert((len(values) - full) // 2), values[full:])
 
     def forget_sent(self, keys: Iterable[int]) -> None:
         keys = list(keys)
