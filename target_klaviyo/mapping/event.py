@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -70,6 +71,12 @@ class MappedEvent:
     # Both encoded once (keys sorted), for the size, the request body and grouping by profile.
     profile_encoded: bytes = b""
     event_encoded: bytes = b""
+
+
+@functools.lru_cache(maxsize=1024)
+def _currency_code(value: str) -> str:
+    """A currency column holds a handful of distinct values: each is checked once."""
+    return _currency(value)
 
 
 def _currency(value: Any) -> str:
@@ -141,6 +148,10 @@ class EventMapper:
         else:
             self._currency = None
         self._name_field = mapping.event_name_field
+        # A fixed event name: its metric object is the same for every event (encoding only reads
+        # it).
+        self._fixed_name = str(mapping.event_name)
+        self._fixed_metric = {"data": {"type": "metric", "attributes": {"name": self._fixed_name}}}
         self._time_field = mapping.time_field
         self._value_field = mapping.value_field
         self._currency_field = mapping.value_currency_field
@@ -291,11 +302,13 @@ class EventMapper:
         """`map` as a tuple (identity, its identifiers, metric name, unique_id, size, warnings,
         profile and event as encoded): the sink's hot path."""
         identity, identifiers, _, profile_encoded, warnings = self.profile_mapper.map_parts(record)
-        metric_name = self._metric_name(record)
-        attributes: dict[str, Any] = {
-            "metric": {"data": {"type": "metric", "attributes": {"name": metric_name}}},
-            "properties": self._properties(record),
-        }
+        if self._name_field is None:
+            metric_name = self._fixed_name
+            metric = self._fixed_metric
+        else:
+            metric_name = self._metric_name(record)
+            metric = {"data": {"type": "metric", "attributes": {"name": metric_name}}}
+        attributes: dict[str, Any] = {"metric": metric, "properties": self._properties(record)}
         if self._time_field is not None:
             moment = record.get(self._time_field)
             if moment is not None:
@@ -309,7 +322,9 @@ class EventMapper:
         elif self._currency_field is not None:
             currency = record.get(self._currency_field)
             if currency is not None:
-                attributes["value_currency"] = _currency(currency)
+                attributes["value_currency"] = (
+                    _currency_code(currency) if type(currency) is str else _currency(currency)
+                )
         unique_id = self._unique_id(record)
         attributes["unique_id"] = unique_id
         if self.mapping.backfill:
