@@ -122,18 +122,19 @@ _TOP_LEVEL = _ANNOTATIONS | {
     "$defs",
 }
 _ANY_TYPE = object  # a column whose schema allows every value
-_FormatChecks = tuple[tuple[str, Callable[[str], bool]], ...]
+# (column, parser) of the date and time strings a record of a shape holds: valid if they parse.
+_FormatChecks = tuple[tuple[str, Callable[[str], Any]], ...]
 _SHAPE_LIMIT = 512
 
 
 class _Column:
     """What a column's schema allows, when it constrains only the type (and a date format)."""
 
-    __slots__ = ("check_format", "types")
+    __slots__ = ("parse_format", "types")
 
-    def __init__(self, types: Collection[type], check_format: Callable[[str], bool] | None):
+    def __init__(self, types: Collection[type], parse_format: Callable[[str], Any] | None):
         self.types = frozenset(types)
-        self.check_format = check_format
+        self.parse_format = parse_format  # raises ValueError when a string is not of the format
 
 
 def _simple_column(schema: Any) -> _Column | None:
@@ -148,7 +149,7 @@ def _simple_column(schema: Any) -> _Column | None:
         return None
     types = [t for kind in kinds for t in _JSON_TYPES[kind]]
     fmt = schema.get("format")
-    return _Column(types, DATE_FORMATS.get(fmt) if "string" in kinds and fmt else None)
+    return _Column(types, DATE_PARSERS.get(fmt) if "string" in kinds and fmt else None)
 
 
 class TypeShapes:
@@ -209,8 +210,8 @@ class TypeShapes:
             kind = type(value)
             if kind not in column.types and _ANY_TYPE not in column.types:
                 return None
-            if kind is str and column.check_format is not None:
-                formatted.append((name, column.check_format))
+            if kind is str and column.parse_format is not None:
+                formatted.append((name, column.parse_format))
         return tuple(formatted)
 
 
@@ -236,9 +237,11 @@ class RecordValidator(BaseJSONSchemaValidator):
         if self._shapes is not None:
             checks = self._shapes.verdict(record)
             if checks is not None:
-                for name, check in checks:
-                    if not check(record[name]):
-                        break
+                try:
+                    for name, parse in checks:
+                        parse(record[name])
+                except ValueError:
+                    pass  # the full validator gives the reason
                 else:
                     return None
         try:
