@@ -14,6 +14,11 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 _decoder = msgspec.json.Decoder(float_hook=__import__("decimal").Decimal)
 
 
+def decode_message(line: str | bytes) -> t.Any:
+    """A line of input as the reader decodes it (numbers with a fraction as Decimal)."""
+    return _decoder.decode(line)
+
+
 class ReaderHooks(t.Protocol):
     def before_input(self) -> None: ...
 
@@ -23,15 +28,15 @@ class ReaderHooks(t.Protocol):
 
     def record_callback(
         self, through_sdk: t.Callable[[dict], None]
-    ) -> t.Callable[[dict], None]: ...
+    ) -> t.Callable[[dict, str], None]: ...
 
 
 class MessageReader(GenericSingerReader[str]):
     """Reads Singer messages line by line, counting lines for clear error messages.
 
     RECORD, STATE and ACTIVATE_VERSION go to the target's hooks: records of most streams go
-    straight to their sink, STATE is passed on only when the records before it are accounted
-    for, and ACTIVATE_VERSION ends a mirror pass.
+    straight to their sink (with the line they were read from), STATE is passed on only when
+    the records before it are accounted for, and ACTIVATE_VERSION ends a mirror pass.
     """
 
     def __init__(self, hooks: ReaderHooks | None = None) -> None:
@@ -57,13 +62,12 @@ class MessageReader(GenericSingerReader[str]):
         file_input: t.IO[str] | None,
         callbacks: dict[str, t.Callable[[dict], None]],
     ) -> t.Counter[str]:
+        on_record: t.Callable[[dict, str], None] | None = None
         if self.hooks is not None:
             self.hooks.before_input()
+            on_record = self.hooks.record_callback(callbacks[SingerMessageType.RECORD])
             callbacks = {
                 **callbacks,
-                SingerMessageType.RECORD: self.hooks.record_callback(
-                    callbacks[SingerMessageType.RECORD]
-                ),
                 SingerMessageType.STATE: self.hooks.on_state,
                 SingerMessageType.ACTIVATE_VERSION: self.hooks.on_activate_version,
             }
@@ -82,10 +86,13 @@ class MessageReader(GenericSingerReader[str]):
             if "type" not in message:
                 self.assert_line_requires(message, requires={"type"})  # raises, with the reason
             message_type = message["type"]
-            callback = callbacks.get(message_type)
-            if callback is None:
-                self._process_unknown_message(message)
+            if message_type == "RECORD" and on_record is not None:
+                on_record(message, line)
             else:
-                callback(message)
+                callback = callbacks.get(message_type)
+                if callback is None:
+                    self._process_unknown_message(message)
+                else:
+                    callback(message)
             stats[message_type] += 1
         return Counter(**stats)

@@ -184,20 +184,23 @@ class TargetKlaviyo(Target):
             and not only.flattening_enabled
         )
 
-    def record_callback(self, through_sdk: t.Callable[[dict], None]) -> t.Callable[[dict], None]:
+    def record_callback(
+        self, through_sdk: t.Callable[[dict], None]
+    ) -> t.Callable[[dict, str], None]:
         """The reader's RECORD handler: records of streams without stream maps go straight to
-        their sink; the rest (and malformed messages) through singer-sdk's path."""
+        their sink, with the line they came from; the rest (and malformed messages) through
+        singer-sdk's path."""
         direct = self._direct_sinks
         flush_at = time.monotonic() + MAX_CHUNK_AGE_S
 
-        def on_record(message: dict) -> None:
+        def on_record(message: dict, line: str) -> None:
             nonlocal flush_at
             sink = direct.get(message.get("stream"))  # type: ignore[arg-type]
             record = message.get("record")
             if sink is None or type(record) is not dict:
                 through_sdk(message)
             else:
-                sink.take(record)
+                sink.take(record, line)
             if time.monotonic() >= flush_at:
                 # A slow tap: send what waits in partly filled requests, so that STATE moves.
                 for each in self.run.sinks:

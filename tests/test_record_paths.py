@@ -152,3 +152,49 @@ def test_metadata_columns_are_dropped_before_validation(emulator: Any, tmp_path:
     assert run.stream("customers")["loaded"] == 5
     assert run.rejects() == []
     assert all(p["properties"] == {"tier": "gold"} for p in profiles(emulator).values())
+
+
+def test_records_rejected_or_held_after_the_direct_path_are_the_records_as_taken(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """On the direct path a record waiting for Klaviyo is kept as its line of input and rebuilt
+    when it is rejected or put on hold: metadata columns dropped, date-times parsed, numbers
+    exact — the same record the other outcomes see."""
+    data = rows(4)
+    for row in data:
+        row["_sdc_extracted_at"] = "2026-01-01T00:00:00Z"
+    data[2]["phone"] = "+55 11 98765-4321"  # valid, but Klaviyo refuses the region
+    data[2]["lifetime_value"] = 2.25
+    expected = {k: v for k, v in data[2].items() if not k.startswith("_sdc_")}
+    expected["signed_up_at"] = "2024-03-01T08:00:00+00:00"
+    config = base_config(
+        emulator, tmp_path / "a", {"customers": MAPPING}, default_phone_region="US"
+    )
+    run = run_checked(
+        emulator, config, stream_messages("customers", SCHEMA, data, ["id"]), tmp_path
+    )
+    assert (run.stream("customers")["loaded"], run.stream("customers")["rejected"]) == (3, 1)
+    [reject] = run.rejects()
+    assert reject["record"] == expected
+    assert reject["reason"].startswith("Klaviyo: Phone number is valid but is not in a supported")
+
+    emulator.reset()
+    held = base_config(
+        emulator, tmp_path / "b", {"customers": MAPPING}, default_phone_region="US", max_retries=0
+    )
+    emulator.add_fault("503", operation="bulk_import_profiles", count=None)
+    first = run_checked(
+        emulator, held, stream_messages("customers", SCHEMA, rows(4), ["id"]), tmp_path
+    )
+    assert first.stream("customers")["on_hold"] == 4
+    emulator.clear_faults()
+    second = run_checked(emulator, held, [], tmp_path)
+    assert (second.stream("customers")["replayed"], second.stream("customers")["loaded"]) == (4, 4)
+    replayed = {email: comparable(p) for email, p in profiles(emulator).items()}
+    assert replayed["person3@example.com"] == (
+        "person3@example.com",
+        "+14155550003",
+        "3",
+        "First3",
+        {"lifetime_value": 3.5, "signed_up_at": "2024-03-01T08:00:00+00:00"},
+    )

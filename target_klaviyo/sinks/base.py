@@ -25,6 +25,7 @@ from target_klaviyo.klaviyo.client import ApiResult, KlaviyoAuthError
 from target_klaviyo.ledger.store import HeldRecord, hash64, sent_keys
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode_sorted, to_json
+from target_klaviyo.reader import decode_message
 from target_klaviyo.sinks.validation import RecordValidator, datelike_columns
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class Item:
     """One mapped record on its way to Klaviyo."""
 
     seq: int
-    record: dict[str, Any]
+    # The record, or the line of input it was read from: a line takes a fraction of the
+    # memory of its decoded record, and the record is needed again only to reject or hold it.
+    source: dict[str, Any] | str
     key: str
     identifiers: dict[str, Any]
     payload: Any
@@ -295,8 +298,9 @@ class KlaviyoSink(BatchSink):
         failure = validator.take_failure(record) if isinstance(validator, RecordValidator) else None
         self.received(record, failure)
 
-    def take(self, record: dict[str, Any]) -> None:
-        """A record straight from the reader (streams without stream maps).
+    def take(self, record: dict[str, Any], line: str | None = None) -> None:
+        """A record straight from the reader (streams without stream maps), and the line of
+        input it was decoded from.
 
         Does what singer-sdk's per-record path does that matters here — metadata columns
         removed, the key properties check, validation, date and time strings parsed as the
@@ -304,8 +308,7 @@ class KlaviyoSink(BatchSink):
         metrics per record).
         """
         if not _METADATA_COLUMNS.isdisjoint(record):
-            for column in _METADATA_COLUMNS:  # as singer-sdk does without add_record_metadata
-                record.pop(column, None)
+            self._drop_metadata(record)
         for key in self._required_keys:
             if key not in record:
                 raise MissingKeyPropertiesError(
@@ -326,7 +329,7 @@ class KlaviyoSink(BatchSink):
                         record[column] = None
         self._direct_read += 1
         if failure is None:
-            self.accept(record)
+            self.accept(record, None, line)
         else:
             self.received(record, failure)
         # batch_size_rows, as singer-sdk's drain would apply it (requests are cut by
@@ -334,6 +337,27 @@ class KlaviyoSink(BatchSink):
         self._batch_fill += 1
         if self._batch_fill >= self._batch_rows:
             self.flush_chunk()
+
+    @staticmethod
+    def _drop_metadata(record: dict[str, Any]) -> None:
+        for column in _METADATA_COLUMNS:  # as singer-sdk does without add_record_metadata
+            record.pop(column, None)
+
+    def record_of(self, item: Item) -> dict[str, Any]:
+        """The record of an item, as `take` passed it on (rebuilt from its line if need be)."""
+        source = item.source
+        if isinstance(source, dict):
+            return source
+        record: dict[str, Any] = decode_message(source)["record"]
+        self._drop_metadata(record)
+        for column, _, parse in self._datelike:
+            value = record.get(column)
+            if value is not None:
+                try:
+                    record[column] = parse(value)
+                except (ValueError, TypeError):
+                    record[column] = None  # as `take` did (and warned about)
+        return record
 
     def received(self, record: dict[str, Any], failure: tuple[str, dict[str, Any]] | None) -> None:
         """A record of the input: rejected when it failed validation, else accepted."""
@@ -372,8 +396,13 @@ class KlaviyoSink(BatchSink):
                 self.stream_name, self.OBJECT, read=read, replayed=replayed, warnings=warnings
             )
 
-    def accept(self, record: dict[str, Any], held: HeldRecord | None = None) -> None:
-        """Map one record and add it to the current chunk (or account for it at once)."""
+    def accept(
+        self, record: dict[str, Any], held: HeldRecord | None = None, line: str | None = None
+    ) -> None:
+        """Map one record and add it to the current chunk (or account for it at once).
+
+        `line`: the line of input the record was decoded from (kept instead of the record).
+        """
         seq = self._count_read(held)
         try:
             key, identifiers, payload, size, warnings, encoded = self.map_record(record)
@@ -386,7 +415,7 @@ class KlaviyoSink(BatchSink):
                 self.logger.debug("record %d: %s", seq, warning)
         item = Item(
             seq,
-            record,
+            record if line is None else line,
             key,
             identifiers,
             payload,
@@ -572,7 +601,9 @@ class KlaviyoSink(BatchSink):
         self.run.stats.add(self.stream_name, self.OBJECT, unchanged=len(items))
 
     def rejected(self, item: Item, reason: str) -> None:
-        self.run.reject(self.stream_name, self.OBJECT, item.identifiers, reason, item.record)
+        self.run.reject(
+            self.stream_name, self.OBJECT, item.identifiers, reason, self.record_of(item)
+        )
         self._release([item])
         if self.run.ledger is not None and item.digest is not None and self.skip_unchanged:
             # A rejected payload must be sent again next time, not skipped as unchanged.
@@ -597,7 +628,10 @@ class KlaviyoSink(BatchSink):
                 self.stream_name,
                 self.OBJECT,
                 self.fingerprint,
-                ((item.key, to_json(item.record), reason, item.attempts) for item in items),
+                (
+                    (item.key, to_json(self.record_of(item)), reason, item.attempts)
+                    for item in items
+                ),
             )
         self.run.stats.add(self.stream_name, self.OBJECT, on_hold=len(items))
         self.logger.warning("%d records on hold: %s", len(items), reason)

@@ -46,6 +46,10 @@ REQUEST_ENVELOPE = len(
     )
 )
 
+EVENTS_HEAD = (
+    b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
+)
+
 PROFILE_IDENTIFIERS = ("email", "phone_number", "external_id")
 
 # Pointer of one event inside the grouped body (klaviyo-api.md §5.2 shape).
@@ -126,18 +130,19 @@ class EventSink(KlaviyoSink):
                 groups[item.encoded[0]] = [index]
             else:
                 members.append(index)
-        body = (
-            b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
-            + b",".join(
-                b'{"type":"event-bulk-create","attributes":{"profile":{"data":'
-                + profile
-                + b'},"events":{"data":['
-                + b",".join([items[index].encoded[1] for index in members])
-                + b"]}}}"
-                for profile, members in groups.items()
-            )
-            + b"]}}}}"
-        )
+        entry_bodies = [
+            b'{"type":"event-bulk-create","attributes":{"profile":{"data":'
+            + profile
+            + b'},"events":{"data":['
+            + b",".join([items[index].encoded[1] for index in members])
+            + b"]}}}"
+            for profile, members in groups.items()
+        ]
+        # One join makes the body (each concatenation of the whole would copy it).
+        entry_bodies = entry_bodies or [b""]
+        entry_bodies[0] = EVENTS_HEAD + entry_bodies[0]
+        entry_bodies[-1] += b"]}}}}"
+        body = b",".join(entry_bodies)
         entries = list(groups.values())  # entry position -> indexes of its events
 
         def locate(pointer: str) -> list[int]:
