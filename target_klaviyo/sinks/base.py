@@ -316,19 +316,9 @@ class KlaviyoSink(BatchSink):
                     f"{self._required_keys}, Record Keys: {list(record)}"
                 )
         failure = None if self._checker is None else self._checker.check(record)
-        if failure is None:
-            for column, kind, parse in self._datelike:
-                value = record.get(column)
-                if value is not None:
-                    try:
-                        record[column] = parse(value)
-                    except (ValueError, TypeError):
-                        self.logger.warning(
-                            "column %r is not a valid %s; taken as null", column, kind
-                        )
-                        record[column] = None
         self._direct_read += 1
         if failure is None:
+            self._parse_dates(record, warn=True)
             self.accept(record, None, line)
         else:
             self.received(record, failure)
@@ -343,6 +333,20 @@ class KlaviyoSink(BatchSink):
         for column in _METADATA_COLUMNS:  # as singer-sdk does without add_record_metadata
             record.pop(column, None)
 
+    def _parse_dates(self, record: dict[str, Any], *, warn: bool) -> None:
+        """Date and time strings parsed as the schema says; what does not parse is null."""
+        for column, kind, parse in self._datelike:
+            value = record.get(column)
+            if value is not None:
+                try:
+                    record[column] = parse(value)
+                except (ValueError, TypeError):
+                    if warn:
+                        self.logger.warning(
+                            "column %r is not a valid %s; taken as null", column, kind
+                        )
+                    record[column] = None
+
     def record_of(self, item: Item) -> dict[str, Any]:
         """The record of an item, as `take` passed it on (rebuilt from its line if need be)."""
         source = item.source
@@ -350,13 +354,7 @@ class KlaviyoSink(BatchSink):
             return source
         record: dict[str, Any] = decode_message(source)["record"]
         self._drop_metadata(record)
-        for column, _, parse in self._datelike:
-            value = record.get(column)
-            if value is not None:
-                try:
-                    record[column] = parse(value)
-                except (ValueError, TypeError):
-                    record[column] = None  # as `take` did (and warned about)
+        self._parse_dates(record, warn=False)  # `take` warned about it already
         return record
 
     def received(self, record: dict[str, Any], failure: tuple[str, dict[str, Any]] | None) -> None:
