@@ -121,6 +121,16 @@ def test_body_must_be_json_with_a_json_content_type(emulator: Emulator, api: Cli
     assert ok.status_code == 201
 
 
+def test_bodies_python_json_reads_are_read_alike(emulator: Emulator, api: Client) -> None:
+    # A byte-order mark and an integer beyond 64 bits: both read, as Python's json reads them.
+    body = b"\xef\xbb\xbf" + b'{"data":{"type":"list","attributes":{"name":"BOM"}}}'
+    assert api.post("/api/lists", raw=body).status_code == 201
+    big = kl.profile_import({"email": "big@example.com", "properties": {"n": 2**70}})
+    assert api.post("/api/profile-import", big).status_code == 201
+    (profile,) = emulator.dump()["profiles"]
+    assert profile["properties"]["n"] == 2**70
+
+
 @pytest.mark.emulator(validate=False)
 def test_validation_can_be_switched_off(api: Client) -> None:
     response = api.post("/api/profile-import", kl.profile_import({"email": "a@x.com", "x": 1}))
@@ -701,6 +711,47 @@ def test_event_time_bounds(emulator: Emulator, api: Client, event_time: str, ok:
     body = kl.bulk_events([({"email": "a@example.com"}, [kl.event(time=event_time)])])
     response = api.post("/api/event-bulk-create-jobs", body)
     assert response.status_code == (202 if ok else 400)
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("2024-05-01T12:00:00+00:00", "2024-05-01T12:00:00+00:00"),
+        ("2024-05-01T12:00:00+02:00", "2024-05-01T10:00:00+00:00"),
+        ("2024-05-01 12:00:00-08:00", "2024-05-01T20:00:00+00:00"),
+        ("2024-05-01T12:00:00.75+00:00", "2024-05-01T12:00:00+00:00"),
+        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00+00:00"),
+        ("2024-05-01T12:00+0530", "2024-05-01T06:30:00+00:00"),
+    ],
+)
+def test_event_times_are_stored_in_utc_to_the_second(
+    emulator: Emulator, api: Client, sent: str, stored: str
+) -> None:
+    body = kl.bulk_events([({"email": "a@example.com"}, [kl.event(time=sent)])])
+    assert api.post("/api/event-bulk-create-jobs", body).status_code == 202
+    assert emulator.wait_idle(5)
+    assert [event["time"] for event in emulator.dump()["events"]] == [stored]
+
+
+@pytest.mark.parametrize("event_time", ["2024-02-30T12:00:00+00:00", "2024-05-01T12:00:00+24:00"])
+def test_impossible_event_times_are_refused(
+    emulator: Emulator, api: Client, event_time: str
+) -> None:
+    emulator.expect_violations(1)
+    body = kl.bulk_events([({"email": "a@example.com"}, [kl.event(time=event_time)])])
+    assert api.post("/api/event-bulk-create-jobs", body).status_code == 400
+
+
+def test_queued_events_are_applied_while_requests_keep_coming(
+    emulator: Emulator, api: Client
+) -> None:
+    # Background work gives way to requests being answered, but only for a moment at a time:
+    # a request that never ends (held open here) does not stop events from being applied.
+    with emulator.in_flight:
+        body = kl.bulk_events([({"email": f"p{i}@example.com"}, [kl.event()]) for i in range(200)])
+        assert api.post("/api/event-bulk-create-jobs", body).status_code == 202
+        assert emulator.wait_idle(10)
+        assert len(emulator.dump()["events"]) == 200
 
 
 def test_event_time_at_most_a_year_ahead(emulator: Emulator, api: Client) -> None:

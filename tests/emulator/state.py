@@ -8,6 +8,7 @@ import base64
 import collections
 import itertools
 import random
+import re
 import string
 import threading
 import time
@@ -64,6 +65,10 @@ _TO_CROCKFORD = str.maketrans(
 )
 _id_lock = threading.Lock()
 _id_counter = itertools.count()
+
+
+# A UTC time to the second as iso() renders it (``2024-05-01T12:00:00+00:00``).
+_IN_KLAVIYO_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00\Z")
 
 
 def new_ulid() -> str:
@@ -557,9 +562,12 @@ class Store:
     ) -> None:
         metric = event["metric"]["data"]["attributes"]["name"]
         raw_time = event.get("time")
-        moment = parse_datetime(raw_time) if isinstance(raw_time, str) else None
         # klaviyo-api.md §5.1: time is truncated to the second and defaults to the receive time.
-        stamp = iso(moment.replace(microsecond=0)) if moment else received
+        if isinstance(raw_time, str) and _IN_KLAVIYO_FORM.match(raw_time):
+            stamp = raw_time  # already what iso() would render
+        else:
+            moment = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+            stamp = iso(moment.replace(microsecond=0)) if moment else received
         unique_id = event.get("unique_id")
         # klaviyo-api.md §5.3: dedupe on (profile, metric, unique_id), or the time to the second
         # without a unique_id; first write wins, later duplicates are dropped silently.
@@ -723,6 +731,31 @@ class Store:
             }
 
 
+class InFlight:
+    """Requests being answered. Background work waits for a gap between them, as Klaviyo's
+    event and job processing runs apart from the servers that answer its API."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> InFlight:
+        with self._cond:
+            self._count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            if not self._count:
+                self._cond.notify_all()
+
+    def wait_for_gap(self, timeout: float) -> None:
+        """Return when no request is being answered, or after ``timeout`` seconds at most."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._count, timeout)
+
+
 class Worker(threading.Thread):
     """Applies queued work in submission order after ``job_delay_s``.
 
@@ -732,11 +765,15 @@ class Worker(threading.Thread):
 
     CHUNK = 500
     EVENT_CHUNK = 20  # profile entries (each with its events) per hold of the store lock
+    # Longest wait for a gap between requests before each chunk: work keeps moving under a
+    # steady stream of requests.
+    GAP_WAIT_S = 0.02
 
-    def __init__(self, store: Store, job_delay_s: float) -> None:
+    def __init__(self, store: Store, job_delay_s: float, in_flight: InFlight | None = None) -> None:
         super().__init__(name="klaviyo-emulator-worker", daemon=True)
         self.store = store
         self.job_delay_s = job_delay_s
+        self.in_flight = in_flight
         self._queue: collections.deque[Work] = collections.deque()
         self._cond = threading.Condition()
         self._stop_event = threading.Event()
@@ -790,6 +827,13 @@ class Worker(threading.Thread):
                         self._queue.popleft()
                     self._cond.notify_all()
 
+    def _give_way(self) -> None:
+        """Let requests being answered have the interpreter first (the GIL is shared)."""
+        if self.in_flight is not None:
+            self.in_flight.wait_for_gap(self.GAP_WAIT_S)
+        else:
+            time.sleep(0)
+
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             self._stop_event.wait(seconds)
@@ -803,9 +847,9 @@ class Worker(threading.Thread):
             # A few entries per hold of the lock, yielding in between: like Klaviyo, whose event
             # processing runs apart from its API, requests are answered while events are applied.
             for entries in _chunks(work.payload, self.EVENT_CHUNK):
+                self._give_way()
                 with store.lock:
                     store.apply_events(entries, work.received)
-                time.sleep(0)
             return
         with store.lock:
             if work.kind == "subscribe":
@@ -825,6 +869,7 @@ class Worker(threading.Thread):
         for rows in chunks:
             if self._stop_event.is_set():
                 return
+            self._give_way()
             with store.lock:
                 stamp = iso(now_utc())
                 for index in rows:
