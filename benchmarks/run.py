@@ -305,9 +305,10 @@ class Bench:
                     wall, cpu = statistics.median(walls), statistics.median(cpus)
                     results[(who, validate)] = (n / cpu, n / wall, max(rss))
                     name = "no-op target  " if who == "noop" else "target-klaviyo"
+                    each = ", ".join(f"{c:.1f}" for c in cpus)
                     print(
-                        f"  {name} {mode:<24} CPU {cpu:7.1f} s = {n / cpu:9,.0f} rec/s;"
-                        f" wall {wall:7.1f} s = {n / wall:9,.0f} rec/s; "
+                        f"  {name} {mode:<24} CPU {cpu:7.1f} s = {n / cpu:9,.0f} rec/s"
+                        f" (runs: {each} s); wall {wall:7.1f} s = {n / wall:9,.0f} rec/s; "
                         f"peak RSS {max(rss):,.0f} MB"
                     )
         print(

@@ -315,6 +315,10 @@ class TargetKlaviyo(Target):
 
     def process_endofpipe(self) -> None:
         self.before_input()  # an empty input still replays what is on hold
+        # Every stream's last request goes out before any stream waits for room: a stream
+        # whose jobs are still running must not hold back another stream's last request.
+        for sink in sorted(self.run.sinks, key=lambda sink: sink.must_wait_for_room()):
+            sink.flush_chunk()
         super().process_endofpipe()
         self.run.raise_if_failed()
         self.run.gate.check()

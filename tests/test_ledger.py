@@ -25,6 +25,7 @@ from tests.support import (
     TargetRun,
     base_config,
     record_message,
+    run_checked,
     run_target,
     schema_message,
     singer_lines,
@@ -552,3 +553,26 @@ def test_skip_unchanged_hashes_survive_a_reopen(tmp_path: Path) -> None:
     changed = [(key, digest + 1) for key, digest in pairs.items()]
     assert ledger.unchanged(changed) == set()
     ledger.close()
+
+
+@pytest.mark.emulator(job_delay_s=1)
+def test_a_stream_waiting_for_its_jobs_does_not_hold_back_another_streams_last_request(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # customers 1-5 make an import job that takes a while; customers 1-4 again must wait for it
+    # (one key's writes are applied in order). The orders at the end need not wait for it.
+    messages = [
+        schema_message("customers", CUSTOMER_SCHEMA, ["id"]),
+        schema_message("orders", ORDER_SCHEMA, ["order_id"]),
+        *(record_message("customers", record) for record in customers(5)),
+        *(record_message("customers", record) for record in customers(4, tier="silver")),
+        *(record_message("orders", record) for record in orders(2)),
+    ]
+    config = base_config(emulator, tmp_path / "state", STREAMS, batch_size_rows=5)
+    run = run_checked(emulator, config, messages, tmp_path)
+    assert run.stream("customers")["loaded"] == 9
+    log = emulator.request_log
+    imports = [r for r in log if r.operation == "bulk_import_profiles"]
+    (events,) = [r for r in log if r.operation == "bulk_create_events"]
+    assert len(imports) == 2, [r.operation for r in log]
+    assert events.started < imports[1].started

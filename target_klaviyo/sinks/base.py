@@ -471,6 +471,18 @@ class KlaviyoSink(BatchSink):
             self._futures[future] = len(items)
         future.add_done_callback(self._forget_future)
 
+    def must_wait_for_room(self) -> bool:
+        """Whether handing over the current chunk would first wait for requests in flight
+        (the wait in `flush_chunk`, before de-duplication)."""
+        with self._lock:
+            if not self._futures:
+                return False
+            if self._records_in_flight + len(self._chunk) > self.max_records_in_flight:
+                return True
+            return self.ORDERED and not self._inflight_keys.isdisjoint(
+                item.key for item in self._chunk
+            )
+
     def _forget_future(self, future: Future[None]) -> None:
         with self._lock:
             self._records_in_flight -= self._futures.pop(future, 0)
