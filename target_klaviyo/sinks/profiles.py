@@ -125,6 +125,7 @@ class ProfileSink(KlaviyoSink):
         """The job's final attributes; an ApiResult if polling failed; None past the deadline."""
         deadline = time.monotonic() + float(self.config.get("job_timeout_s", 3600))
         delay = POLL_FIRST_S
+        progress: tuple[float, int] | None = None  # (when, rows done) at the previous poll
         while True:
             result = self.run.client.request(
                 "get_bulk_import_profiles_job", path_params={"id": job_id}
@@ -134,7 +135,15 @@ class ProfileSink(KlaviyoSink):
             attributes = result.body["data"]["attributes"]
             if attributes.get("status") in ("complete", "cancelled"):
                 return dict(attributes)
-            if time.monotonic() + delay > deadline:
+            now = time.monotonic()
+            done, total = attributes.get("completed_count"), attributes.get("total_count")
+            if isinstance(done, int) and isinstance(total, int) and done > 0:
+                if progress is not None and done > progress[1]:
+                    # Rows are being applied: poll when, at this pace, the job will be done.
+                    pace = (done - progress[1]) / (now - progress[0])
+                    delay = min(max((total - done) / pace, POLL_FIRST_S), POLL_MAX_S)
+                progress = (now, done)
+            if now + delay > deadline:
                 return None
             time.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX_S)

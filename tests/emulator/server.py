@@ -55,6 +55,8 @@ from .state import (
 )
 
 PRIVATE_KEY = "pk_emulator_0123456789abcdef"
+# Queues of background work, each with its own worker thread.
+WORK_LANES = ("jobs", "writes")
 PUBLIC_KEY = "EmU123"
 # Bodies above this are refused without being read (far above every Klaviyo limit).
 HARD_BODY_CAP = 64_000_000
@@ -211,7 +213,7 @@ class Emulator:
         self._not_before: dict[tuple[str, str], float] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._worker: Worker | None = None
+        self._workers: dict[str, Worker] = {}  # lane -> its worker, while running
         self.in_flight = InFlight()
         self._stopping = threading.Event()
 
@@ -223,8 +225,9 @@ class Emulator:
         self._stopping.clear()
         self._server = _Server((self.host, self.port), self)
         self.port = self._server.server_address[1]
-        self._worker = Worker(self.store, self.job_delay_s, self.in_flight)
-        self._worker.start()
+        self._workers = self._new_workers()
+        for worker in self._workers.values():
+            worker.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.02},
@@ -244,10 +247,8 @@ class Emulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker.join(timeout=5)
-            self._worker = None
+        self._stop_workers()
+        self._workers = {}
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -261,10 +262,9 @@ class Emulator:
 
     def reset(self) -> None:
         """Forget everything: state, keys added, faults, rate windows, logs and violations."""
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker.join(timeout=5)
-            self._worker = Worker(self.store, self.job_delay_s, self.in_flight)
+        running = bool(self._workers)
+        self._stop_workers()
+        self._workers = self._new_workers() if running else {}
         self.store.clear()
         self.faults.clear()
         self.limiter.reset()
@@ -274,8 +274,22 @@ class Emulator:
             self._violations.clear()
             self._expected_violations = 0
             self._not_before.clear()
-        if self._worker is not None:
-            self._worker.start()
+        for worker in self._workers.values():
+            worker.start()
+
+    def _new_workers(self) -> dict[str, Worker]:
+        # Import jobs run apart from event and subscription writes, as Klaviyo's do: a job does
+        # not wait behind the events queued before it.
+        return {
+            lane: Worker(self.store, self.job_delay_s, self.in_flight, name=lane)
+            for lane in WORK_LANES
+        }
+
+    def _stop_workers(self) -> None:
+        for worker in self._workers.values():
+            worker.stop()
+        for worker in self._workers.values():
+            worker.join(timeout=5)
 
     # -- test-facing API ----------------------------------------------------------------------
 
@@ -340,7 +354,12 @@ class Emulator:
 
     def wait_idle(self, timeout: float | None = 10.0) -> bool:
         """Wait until every queued bulk job, event batch and subscription is applied."""
-        return self._worker.wait_idle(timeout) if self._worker is not None else True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in list(self._workers.values()):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not worker.wait_idle(left):
+                return False
+        return True
 
     # -- request handling ---------------------------------------------------------------------
 
@@ -825,8 +844,9 @@ class Emulator:
             )
 
     def _submit(self, work: Work) -> None:
-        if self._worker is not None:
-            self._worker.submit(work)
+        worker = self._workers.get("jobs" if work.kind == "import" else "writes")
+        if worker is not None:
+            worker.submit(work)
 
     def _job(self, call: Call, name: str) -> ImportJob:
         job = self.store.jobs.get(call.params[name])

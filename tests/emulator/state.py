@@ -4,7 +4,6 @@ that applies asynchronous work (bulk imports, bulk events, subscriptions) in sub
 
 from __future__ import annotations
 
-import base64
 import collections
 import itertools
 import random
@@ -59,10 +58,11 @@ LOCATION_FIELDS = (
 # Fields rendered in profile responses (the spec's profile response attributes).
 RESPONSE_FIELDS = tuple(f for f in STANDARD_FIELDS if f not in ("_kx", "anonymous_id"))
 
-# Standard base32 digits -> Crockford's (both in value order, so ids still sort by creation).
-_TO_CROCKFORD = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Every 10-bit value as two Crockford digits: an id is made by table lookups, not arithmetic
+# per digit (one is made per profile and per event).
+_DIGIT_PAIRS = tuple(high + low for high in _CROCKFORD for low in _CROCKFORD)
+_COUNTER_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)
 _id_lock = threading.Lock()
 _id_counter = itertools.count()
 
@@ -77,10 +77,14 @@ def new_ulid() -> str:
     Klaviyo profile and job ids look like ``01GDDKASAP8TKDDA2GRZDSVP4H``.
     """
     with _id_lock:
-        value = (time.time_ns() // 1_000_000) << 80 | (next(_id_counter) & ((1 << 80) - 1))
-    # 26 base32 digits are 130 bits: the top 130 of 160 bits hold the 128-bit value.
-    digits = base64.b32encode((value << 30).to_bytes(20, "big")).decode("ascii")
-    return digits[:26].translate(_TO_CROCKFORD)
+        millis = time.time_ns() // 1_000_000
+        counter = next(_id_counter) & ((1 << 80) - 1)
+    # 26 Crockford base32 digits: 10 for the milliseconds (48 bits), 16 for the counter (80).
+    pairs = _DIGIT_PAIRS
+    return "".join(
+        [pairs[(millis >> shift) & 1023] for shift in (40, 30, 20, 10, 0)]
+        + [pairs[(counter >> shift) & 1023] for shift in _COUNTER_SHIFTS]
+    )
 
 
 def now_utc() -> datetime:
@@ -524,13 +528,14 @@ class Store:
 
     def apply_events(self, entries: list[dict[str, Any]], received: str) -> None:
         """Entries: ``{"profile": resource, "events": [event attributes], "backfill": bool}``."""
+        stamp = iso(now_utc())  # timestamps are to the second: one for the whole batch
         for entry in entries:
             resource = entry["profile"]
             attributes = dict(resource.get("attributes") or {})
             meta = resource.get("meta") or attributes.pop("meta", None)
             try:
                 profile, _, dropped = self.upsert(
-                    attributes, meta, resource.get("id"), keep_on_conflict=True
+                    attributes, meta, resource.get("id"), keep_on_conflict=True, stamp=stamp
                 )
             except UnknownProfileError as unknown:
                 self.silent_drops.append(
@@ -767,10 +772,17 @@ class Worker(threading.Thread):
     EVENT_CHUNK = 20  # profile entries (each with its events) per hold of the store lock
     # Longest wait for a gap between requests before each chunk: work keeps moving under a
     # steady stream of requests.
-    GAP_WAIT_S = 0.02
+    GAP_WAIT_S = 0.002
 
-    def __init__(self, store: Store, job_delay_s: float, in_flight: InFlight | None = None) -> None:
-        super().__init__(name="klaviyo-emulator-worker", daemon=True)
+    def __init__(
+        self,
+        store: Store,
+        job_delay_s: float,
+        in_flight: InFlight | None = None,
+        *,
+        name: str = "work",
+    ) -> None:
+        super().__init__(name=f"klaviyo-emulator-{name}", daemon=True)
         self.store = store
         self.job_delay_s = job_delay_s
         self.in_flight = in_flight
