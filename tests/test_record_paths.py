@@ -14,6 +14,8 @@ from tests.support import (
     STRING,
     base_config,
     run_checked,
+    run_target,
+    singer_lines,
     stream_messages,
 )
 
@@ -152,6 +154,37 @@ def test_metadata_columns_are_dropped_before_validation(emulator: Any, tmp_path:
     assert run.stream("customers")["loaded"] == 5
     assert run.rejects() == []
     assert all(p["properties"] == {"tier": "gold"} for p in profiles(emulator).values())
+
+
+def test_records_of_one_stream_with_and_without_metadata_columns(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """What depends on a record's columns is worked out per set of columns: records with and
+    without `_sdc_*` columns interleave, and a record without its key property still fails."""
+    schema = {
+        "type": "object",
+        "properties": {"id": INTEGER, "email": STRING, "tier": STRING},
+        "additionalProperties": False,
+    }
+    data: list[dict[str, Any]] = [
+        {"id": i, "email": f"p{i}@example.com", "tier": "gold"} for i in range(6)
+    ]
+    for row in data[1::2]:
+        row["_sdc_sequence"] = 1
+    messages = [
+        {"type": "SCHEMA", "stream": "customers", "schema": schema, "key_properties": ["id"]},
+        *({"type": "RECORD", "stream": "customers", "record": row} for row in data),
+    ]
+    config = base_config(emulator, tmp_path / "a", {"customers": MAPPING}, validate_records=True)
+    run = run_checked(emulator, config, messages, tmp_path)
+    assert run.stream("customers")["loaded"] == 6
+    assert all(p["properties"] == {"tier": "gold"} for p in profiles(emulator).values())
+
+    keyless = {"type": "RECORD", "stream": "customers", "record": {"email": "x@example.com"}}
+    config = base_config(emulator, tmp_path / "b", {"customers": MAPPING})
+    failed = run_target(config, singer_lines([*messages, keyless]), tmp_path)
+    assert failed.exit_code != 0
+    assert "key_properties" in failed.stderr
 
 
 def test_records_rejected_or_held_after_the_direct_path_are_the_records_as_taken(

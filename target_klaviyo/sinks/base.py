@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from target_klaviyo.run import Run
     from target_klaviyo.settings import StreamMapping
 
+# Sets of columns whose checks are remembered (a stream's records nearly all share one).
+COLUMN_SETS_KEPT = 256
 # The columns singer-sdk removes from records when add_record_metadata is off.
 _METADATA_COLUMNS = frozenset(
     {
@@ -144,6 +146,7 @@ class KlaviyoSink(BatchSink):
         self._batch_fill = 0
         self._batch_rows = max(1, self.max_size)
         self._required_keys = tuple(self.key_properties or ())
+        self._columns_checked: dict[tuple[str, ...], bool] = {}
         self._datelike = datelike_columns(self.schema)
         validator = self._validator
         self._checker = validator if isinstance(validator, RecordValidator) else None
@@ -246,6 +249,11 @@ class KlaviyoSink(BatchSink):
         if not result.ok:
             self.reject_all(items, result)
             return
+        # Klaviyo has the payloads: they are not needed again (rejects and holds take the
+        # records), and a job may run for minutes with its records waiting.
+        del request
+        for item in items:
+            item.encoded = None
         accepted(items, result)
 
     def _split(
@@ -307,15 +315,14 @@ class KlaviyoSink(BatchSink):
         schema says — without its per-record cost (schema lookups per field, stream maps,
         metrics per record).
         """
-        if not _METADATA_COLUMNS.isdisjoint(record):
+        columns = tuple(record)
+        drops_metadata = self._columns_checked.get(columns)
+        if drops_metadata is None:
+            drops_metadata = self._check_columns(columns)
+        if drops_metadata:
             self._drop_metadata(record)
-        for key in self._required_keys:
-            if key not in record:
-                raise MissingKeyPropertiesError(
-                    f"Record is missing one or more key_properties. Key Properties: "
-                    f"{self._required_keys}, Record Keys: {list(record)}"
-                )
-        failure = None if self._checker is None else self._checker.check(record)
+            columns = tuple(record)
+        failure = None if self._checker is None else self._checker.check(record, columns)
         self._direct_read += 1
         if failure is None:
             self._parse_dates(record, warn=True)
@@ -327,6 +334,20 @@ class KlaviyoSink(BatchSink):
         self._batch_fill += 1
         if self._batch_fill >= self._batch_rows:
             self.flush_chunk()
+
+    def _check_columns(self, columns: tuple[str, ...]) -> bool:
+        """What depends only on which columns a record has, worked out once per set of columns:
+        the key properties must be there; whether singer-sdk's metadata columns are to go."""
+        for key in self._required_keys:
+            if key not in columns:
+                raise MissingKeyPropertiesError(
+                    f"Record is missing one or more key_properties. Key Properties: "
+                    f"{self._required_keys}, Record Keys: {list(columns)}"
+                )
+        drops_metadata = not _METADATA_COLUMNS.isdisjoint(columns)
+        if len(self._columns_checked) < COLUMN_SETS_KEPT:
+            self._columns_checked[columns] = drops_metadata
+        return drops_metadata
 
     @staticmethod
     def _drop_metadata(record: dict[str, Any]) -> None:

@@ -184,10 +184,14 @@ class TypeShapes:
             columns[name] = column
         return cls(columns, frozenset(required), not extra)
 
-    def verdict(self, record: dict[str, Any]) -> _FormatChecks | None:
+    def verdict(
+        self, record: dict[str, Any], columns: tuple[str, ...] | None = None
+    ) -> _FormatChecks | None:
         """None: records of this shape may not match (ask the full validator). Otherwise they
-        match if the strings of these columns pass their date or time format's check."""
-        shape = (tuple(record), tuple(map(type, record.values())))
+        match if the strings of these columns pass their date or time format's check.
+
+        `columns`: ``tuple(record)`` when the caller has it already."""
+        shape = (tuple(record) if columns is None else columns, tuple(map(type, record.values())))
         try:
             return self._verdicts[shape]
         except KeyError:
@@ -232,10 +236,14 @@ class RecordValidator(BaseJSONSchemaValidator):
             LOGGER.debug("schema not compilable by fastjsonschema (%s); using jsonschema", exc)
             self._fallback = JSONSchemaValidator(schema)
 
-    def check(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        """Why `record` does not match the schema and a copy as received, or None."""
+    def check(
+        self, record: dict[str, Any], columns: tuple[str, ...] | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Why `record` does not match the schema and a copy as received, or None.
+
+        `columns`: ``tuple(record)`` when the caller has it already."""
         if self._shapes is not None:
-            checks = self._shapes.verdict(record)
+            checks = self._shapes.verdict(record, columns)
             if checks is not None:
                 try:
                     for name, parse in checks:
