@@ -337,14 +337,16 @@ class KlaviyoSink(BatchSink):
 
     def _check_columns(self, columns: tuple[str, ...]) -> bool:
         """What depends only on which columns a record has, worked out once per set of columns:
-        the key properties must be there; whether singer-sdk's metadata columns are to go."""
+        whether singer-sdk's metadata columns are to go; the key properties must be there
+        once they are gone."""
+        drops_metadata = not _METADATA_COLUMNS.isdisjoint(columns)
+        kept = [c for c in columns if c not in _METADATA_COLUMNS] if drops_metadata else columns
         for key in self._required_keys:
-            if key not in columns:
+            if key not in kept:
                 raise MissingKeyPropertiesError(
                     f"Record is missing one or more key_properties. Key Properties: "
-                    f"{self._required_keys}, Record Keys: {list(columns)}"
+                    f"{self._required_keys}, Record Keys: {list(kept)}"
                 )
-        drops_metadata = not _METADATA_COLUMNS.isdisjoint(columns)
         if len(self._columns_checked) < COLUMN_SETS_KEPT:
             self._columns_checked[columns] = drops_metadata
         return drops_metadata
