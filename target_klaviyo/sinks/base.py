@@ -479,9 +479,7 @@ class KlaviyoSink(BatchSink):
             # Bounded memory: at most max_records_in_flight records outstanding per stream;
             # and a key already on its way waits, so that Klaviyo applies one key's writes in
             # order.
-            while (
-                self._futures and self._records_in_flight + len(items) > self.max_records_in_flight
-            ) or not self._inflight_keys.isdisjoint(keys):
+            while self._no_room_for(len(items), keys):
                 self._lock.wait(timeout=1.0)
                 self.run.raise_if_failed()
             # One chunk's keys are distinct (drop_superseded), and a chunk waits above while
@@ -494,17 +492,18 @@ class KlaviyoSink(BatchSink):
             self._futures[future] = len(items)
         future.add_done_callback(self._forget_future)
 
+    def _no_room_for(self, records: int, keys: Iterable[str]) -> bool:
+        """Whether a chunk must wait for requests in flight (called holding the lock)."""
+        return bool(
+            self._futures and self._records_in_flight + records > self.max_records_in_flight
+        ) or not self._inflight_keys.isdisjoint(keys)
+
     def must_wait_for_room(self) -> bool:
         """Whether handing over the current chunk would first wait for requests in flight
         (the wait in `flush_chunk`, before de-duplication)."""
         with self._lock:
-            if not self._futures:
-                return False
-            if self._records_in_flight + len(self._chunk) > self.max_records_in_flight:
-                return True
-            return self.ORDERED and not self._inflight_keys.isdisjoint(
-                item.key for item in self._chunk
-            )
+            keys = [item.key for item in self._chunk] if self.ORDERED else []
+            return self._no_room_for(len(self._chunk), keys)
 
     def _forget_future(self, future: Future[None]) -> None:
         with self._lock:

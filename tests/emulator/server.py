@@ -55,9 +55,9 @@ from .state import (
 )
 
 PRIVATE_KEY = "pk_emulator_0123456789abcdef"
+PUBLIC_KEY = "EmU123"
 # Queues of background work, each with its own worker thread.
 WORK_LANES = ("jobs", "writes")
-PUBLIC_KEY = "EmU123"
 # Bodies above this are refused without being read (far above every Klaviyo limit).
 HARD_BODY_CAP = 64_000_000
 # klaviyo-api.md §0: revision header format YYYY-MM-DD[.suffix].
