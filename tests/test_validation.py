@@ -142,3 +142,34 @@ def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
                 failure = validator.check(record)
                 assert (failure[0] if failure else None) == expected, (schema, record)
     assert shortcuts > 150  # most of these schemas take the shortcut
+
+
+def test_verdicts_are_kept_per_column_set_beyond_what_is_cached() -> None:
+    """Records with many different sets of columns (sparse rows), more than are cached, with
+    values of the same types: each is judged on its own columns, whichever set was seen first."""
+    from target_klaviyo.sinks.validation import RecordValidator
+
+    names = [f"c{i}" for i in range(10)]
+    # Even columns hold integers, odd ones strings; nothing else is allowed.
+    schema = {
+        "type": "object",
+        "properties": {
+            n: {"type": "integer" if i % 2 == 0 else "string"} for i, n in enumerate(names)
+        },
+        "additionalProperties": False,
+    }
+    validator = RecordValidator(schema)
+    rng = random.Random(7)
+    judged = 0
+    for _ in range(3):
+        for mask in range(1, 1 << len(names)):  # 1,023 column sets
+            columns = [n for i, n in enumerate(names) if mask >> i & 1]
+            record = {n: 1 for n in columns}  # every value an integer
+            given = validator.verdicts_of(tuple(record)) if rng.random() < 0.5 else None
+            failure = validator.check(record, given)
+            wrong = [n for n in columns if int(n[1:]) % 2 == 1]
+            assert (failure is None) == (not wrong), (columns, failure)
+            if failure is not None:
+                assert wrong[0] in failure[0]
+            judged += 1
+    assert judged == 3 * 1023

@@ -26,7 +26,7 @@ from target_klaviyo.ledger.store import HeldRecord, hash64, sent_keys
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode_sorted, to_json
 from target_klaviyo.reader import decode_message
-from target_klaviyo.sinks.validation import RecordValidator, datelike_columns
+from target_klaviyo.sinks.validation import RecordValidator, Verdicts, datelike_columns
 
 if TYPE_CHECKING:
     from target_klaviyo.run import Run
@@ -146,10 +146,12 @@ class KlaviyoSink(BatchSink):
         self._batch_fill = 0
         self._batch_rows = max(1, self.max_size)
         self._required_keys = tuple(self.key_properties or ())
-        self._columns_checked: dict[tuple[str, ...], bool] = {}
         self._datelike = datelike_columns(self.schema)
         validator = self._validator
         self._checker = validator if isinstance(validator, RecordValidator) else None
+        # Per set of columns a record arrives with: whether metadata columns are to go, and
+        # the validator's verdicts for records with those columns.
+        self._columns_checked: dict[tuple[str, ...], tuple[bool, Verdicts | None]] = {}
         self._chunk: list[Item] = []
         self._chunk_bytes = 0
         self._chunk_byte_limit = self.MAX_BYTES - ENVELOPE_BYTES
@@ -316,13 +318,13 @@ class KlaviyoSink(BatchSink):
         metrics per record).
         """
         columns = tuple(record)
-        drops_metadata = self._columns_checked.get(columns)
-        if drops_metadata is None:
-            drops_metadata = self._check_columns(columns)
+        known = self._columns_checked.get(columns)
+        if known is None:
+            known = self._check_columns(columns)
+        drops_metadata, verdicts = known
         if drops_metadata:
             self._drop_metadata(record)
-            columns = tuple(record)
-        failure = None if self._checker is None else self._checker.check(record, columns)
+        failure = None if self._checker is None else self._checker.check(record, verdicts)
         self._direct_read += 1
         if failure is None:
             self._parse_dates(record, warn=True)
@@ -335,21 +337,24 @@ class KlaviyoSink(BatchSink):
         if self._batch_fill >= self._batch_rows:
             self.flush_chunk()
 
-    def _check_columns(self, columns: tuple[str, ...]) -> bool:
+    def _check_columns(self, columns: tuple[str, ...]) -> tuple[bool, Verdicts | None]:
         """What depends only on which columns a record has, worked out once per set of columns:
         whether singer-sdk's metadata columns are to go; the key properties must be there
-        once they are gone."""
+        once they are gone; where validation keeps its verdicts for records with them."""
         drops_metadata = not _METADATA_COLUMNS.isdisjoint(columns)
-        kept = [c for c in columns if c not in _METADATA_COLUMNS] if drops_metadata else columns
+        kept = (
+            tuple(c for c in columns if c not in _METADATA_COLUMNS) if drops_metadata else columns
+        )
         for key in self._required_keys:
             if key not in kept:
                 raise MissingKeyPropertiesError(
                     f"Record is missing one or more key_properties. Key Properties: "
                     f"{self._required_keys}, Record Keys: {list(kept)}"
                 )
+        known = (drops_metadata, None if self._checker is None else self._checker.verdicts_of(kept))
         if len(self._columns_checked) < COLUMN_SETS_KEPT:
-            self._columns_checked[columns] = drops_metadata
-        return drops_metadata
+            self._columns_checked[columns] = known
+        return known
 
     @staticmethod
     def _drop_metadata(record: dict[str, Any]) -> None:

@@ -124,7 +124,10 @@ _TOP_LEVEL = _ANNOTATIONS | {
 _ANY_TYPE = object  # a column whose schema allows every value
 # (column, parser) of the date and time strings a record of a shape holds: valid if they parse.
 _FormatChecks = tuple[tuple[str, Callable[[str], Any]], ...]
-_SHAPE_LIMIT = 512
+# Verdicts of the records with one set of columns, by the types of their values.
+Verdicts = dict[tuple[type, ...], "_FormatChecks | None"]
+_COLUMN_SETS_KEPT = 256
+_SHAPES_PER_COLUMN_SET = 256
 
 
 class _Column:
@@ -160,7 +163,7 @@ class TypeShapes:
         self._columns = columns
         self._required = required
         self._closed = closed  # additionalProperties: false
-        self._verdicts: dict[tuple[tuple[str, ...], tuple[type, ...]], _FormatChecks | None] = {}
+        self._by_columns: dict[tuple[str, ...], Verdicts] = {}
 
     @classmethod
     def of(cls, schema: Any) -> TypeShapes | None:
@@ -184,21 +187,33 @@ class TypeShapes:
             columns[name] = column
         return cls(columns, frozenset(required), not extra)
 
+    def verdicts_of(self, columns: tuple[str, ...]) -> Verdicts:
+        """Where verdicts for records with these columns are kept. A caller that already
+        tracks column sets keeps it, and a lookup then costs only the value types' hash."""
+        verdicts = self._by_columns.get(columns)
+        if verdicts is None:
+            verdicts = {}
+            if len(self._by_columns) < _COLUMN_SETS_KEPT:
+                self._by_columns[columns] = verdicts
+        return verdicts
+
     def verdict(
-        self, record: dict[str, Any], columns: tuple[str, ...] | None = None
+        self, record: dict[str, Any], verdicts: Verdicts | None = None
     ) -> _FormatChecks | None:
         """None: records of this shape may not match (ask the full validator). Otherwise they
         match if the strings of these columns pass their date or time format's check.
 
-        `columns`: ``tuple(record)`` when the caller has it already."""
-        shape = (tuple(record) if columns is None else columns, tuple(map(type, record.values())))
+        `verdicts`: ``verdicts_of(tuple(record))``, when the caller has it already."""
+        if verdicts is None:
+            verdicts = self.verdicts_of(tuple(record))
+        types = tuple(map(type, record.values()))
         try:
-            return self._verdicts[shape]
+            return verdicts[types]
         except KeyError:
             pass
         result = self._decide(record)
-        if len(self._verdicts) < _SHAPE_LIMIT:
-            self._verdicts[shape] = result
+        if len(verdicts) < _SHAPES_PER_COLUMN_SET:
+            verdicts[types] = result
         return result
 
     def _decide(self, record: dict[str, Any]) -> _FormatChecks | None:
@@ -236,14 +251,18 @@ class RecordValidator(BaseJSONSchemaValidator):
             LOGGER.debug("schema not compilable by fastjsonschema (%s); using jsonschema", exc)
             self._fallback = JSONSchemaValidator(schema)
 
+    def verdicts_of(self, columns: tuple[str, ...]) -> Verdicts | None:
+        """What `check` may be given for records with these columns (see TypeShapes)."""
+        return None if self._shapes is None else self._shapes.verdicts_of(columns)
+
     def check(
-        self, record: dict[str, Any], columns: tuple[str, ...] | None = None
+        self, record: dict[str, Any], verdicts: Verdicts | None = None
     ) -> tuple[str, dict[str, Any]] | None:
         """Why `record` does not match the schema and a copy as received, or None.
 
-        `columns`: ``tuple(record)`` when the caller has it already."""
+        `verdicts`: ``verdicts_of(tuple(record))``, when the caller keeps it per column set."""
         if self._shapes is not None:
-            checks = self._shapes.verdict(record, columns)
+            checks = self._shapes.verdict(record, verdicts)
             if checks is not None:
                 try:
                     for name, parse in checks:
