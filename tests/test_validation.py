@@ -145,8 +145,8 @@ def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
 
 
 def test_verdicts_are_kept_per_column_set_beyond_what_is_cached() -> None:
-    """Records with many different sets of columns (sparse rows), more than are cached, with
-    values of the same types: each is judged on its own columns, whichever set was seen first."""
+    """Records with many different sets of columns (sparse rows) and value types, more than
+    are cached: each is judged on its own columns and values, whichever was seen first."""
     from target_klaviyo.sinks.validation import RecordValidator
 
     names = [f"c{i}" for i in range(10)]
@@ -160,16 +160,18 @@ def test_verdicts_are_kept_per_column_set_beyond_what_is_cached() -> None:
     }
     validator = RecordValidator(schema)
     rng = random.Random(7)
-    judged = 0
-    for _ in range(3):
+    judged = rejected = 0
+    for round_ in range(4):
         for mask in range(1, 1 << len(names)):  # 1,023 column sets
             columns = [n for i, n in enumerate(names) if mask >> i & 1]
-            record = {n: 1 for n in columns}  # every value an integer
+            # Every value an integer first (the same types, whatever the columns), then mixed.
+            record = {n: 1 if round_ == 0 or rng.random() < 0.5 else "x" for n in columns}
             given = validator.verdicts_of(tuple(record)) if rng.random() < 0.5 else None
             failure = validator.check(record, given)
-            wrong = [n for n in columns if int(n[1:]) % 2 == 1]
-            assert (failure is None) == (not wrong), (columns, failure)
+            wrong = [n for n, v in record.items() if isinstance(v, int) != (int(n[1:]) % 2 == 0)]
+            assert (failure is None) == (not wrong), (record, failure)
             if failure is not None:
                 assert wrong[0] in failure[0]
+                rejected += 1
             judged += 1
-    assert judged == 3 * 1023
+    assert judged == 4 * 1023 and 0 < rejected < judged

@@ -127,7 +127,8 @@ _FormatChecks = tuple[tuple[str, Callable[[str], Any]], ...]
 # Verdicts of the records with one set of columns, by the types of their values.
 Verdicts = dict[tuple[type, ...], "_FormatChecks | None"]
 _COLUMN_SETS_KEPT = 256
-_SHAPES_PER_COLUMN_SET = 256
+_SHAPES_KEPT = 1024  # verdicts kept in all, whatever the column sets
+_NOT_KEPT: Verdicts = {}  # stands for column sets beyond those kept: never written to
 
 
 class _Column:
@@ -164,6 +165,7 @@ class TypeShapes:
         self._required = required
         self._closed = closed  # additionalProperties: false
         self._by_columns: dict[tuple[str, ...], Verdicts] = {}
+        self._room = _SHAPES_KEPT
 
     @classmethod
     def of(cls, schema: Any) -> TypeShapes | None:
@@ -192,9 +194,9 @@ class TypeShapes:
         tracks column sets keeps it, and a lookup then costs only the value types' hash."""
         verdicts = self._by_columns.get(columns)
         if verdicts is None:
-            verdicts = {}
-            if len(self._by_columns) < _COLUMN_SETS_KEPT:
-                self._by_columns[columns] = verdicts
+            if len(self._by_columns) >= _COLUMN_SETS_KEPT:
+                return _NOT_KEPT
+            verdicts = self._by_columns[columns] = {}
         return verdicts
 
     def verdict(
@@ -212,7 +214,8 @@ class TypeShapes:
         except KeyError:
             pass
         result = self._decide(record)
-        if len(verdicts) < _SHAPES_PER_COLUMN_SET:
+        if verdicts is not _NOT_KEPT and self._room > 0:
+            self._room -= 1
             verdicts[types] = result
         return result
 
