@@ -84,6 +84,15 @@ class Request:
     locate: Callable[[str], list[int]]
 
 
+def join_body(head: bytes, parts: list[bytes], tail: bytes) -> bytes:
+    """`head`, the comma-separated `parts` and `tail` in one join: a body is up to 5 MB, and
+    each concatenation of the whole would copy it. `parts` is changed."""
+    parts = parts or [b""]
+    parts[0] = head + parts[0]
+    parts[-1] += tail
+    return b",".join(parts)
+
+
 def row_locator(prefix: str, count: int) -> Callable[[str], list[int]]:
     """For bodies whose items sit in one array: `<prefix>/<i>/...` names item i."""
     pattern = re.compile(re.escape(prefix) + r"/(\d+)(?:/|$)")

@@ -19,7 +19,7 @@ from target_klaviyo.ledger.store import hash64
 from target_klaviyo.mapping.event import EventMapper
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode
-from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request
+from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request, join_body
 
 # What wrapping one event in its own profile entry adds to a request body. Counted in each
 # event's size so that a chunk filled to the byte limit still fits once grouped (events that
@@ -138,11 +138,7 @@ class EventSink(KlaviyoSink):
             + b"]}}}"
             for profile, members in groups.items()
         ]
-        # One join makes the body (each concatenation of the whole would copy it).
-        entry_bodies = entry_bodies or [b""]
-        entry_bodies[0] = EVENTS_HEAD + entry_bodies[0]
-        entry_bodies[-1] += b"]}}}}"
-        body = b",".join(entry_bodies)
+        body = join_body(EVENTS_HEAD, entry_bodies, b"]}}}}")
         entries = list(groups.values())  # entry position -> indexes of its events
 
         def locate(pointer: str) -> list[int]:

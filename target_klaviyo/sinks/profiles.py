@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.mapping.profile import ProfileMapper
 from target_klaviyo.mapping.values import decode, encode
-from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request, row_locator
+from target_klaviyo.sinks.base import (
+    Item,
+    KlaviyoSink,
+    Mapped,
+    Request,
+    join_body,
+    row_locator,
+)
 
 # klaviyo-api.md §3.1: the pointer of a bad row names its index.
 ROWS_POINTER = "/data/attributes/profiles/data"
@@ -69,11 +76,8 @@ class ProfileSink(KlaviyoSink):
         if lists:
             relationships = {"lists": {"data": [{"type": "list", "id": i} for i in lists]}}
             tail += b',"relationships":' + encode(relationships)
-        # One join makes the body: a body is up to 5 MB, and each concatenation would copy it.
-        profiles = profiles or [b""]
-        profiles[0] = JOB_HEAD + profiles[0]
-        profiles[-1] += tail + b"}}"
-        return Request(b",".join(profiles), row_locator(ROWS_POINTER, len(items)))
+        body = join_body(JOB_HEAD, profiles, tail + b"}}")
+        return Request(body, row_locator(ROWS_POINTER, len(items)))
 
     def send(self, items: list[Item]) -> None:
         if len(items) <= SINGLE_UPSERT_MAX and not self.list_relationships():
