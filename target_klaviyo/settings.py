@@ -1,455 +1,296 @@
-"""Settings: the config JSON schema shown by ``--about`` and the typed stream mapping model.
+"""Settings: the config JSON schema (`--about`, Meltano) and the typed Settings parsed from it.
 
-The ``streams`` mapping is parsed once at start-up; every problem in it is collected and
-reported together, naming the stream and the key, before any input is read.
+Every setting is described once, in `CONFIG_SCHEMA`, with its default and bounds; `Settings`
+reads the config through it, so a default lives in one place. Whatever JSON schema cannot say
+(a region libphonenumber knows, a usable URL, the stream mappings) is checked here too, before
+any input is read, one line per problem.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import json
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
-from singer_sdk import typing as th
+import phonenumbers
 
-DEFAULT_BASE_URL = "https://a.klaviyo.com"
+from target_klaviyo.klaviyo.client import ConfigError, check_base_url
+from target_klaviyo.streams import (
+    STREAMS_SCHEMA,
+    MappingConfigError,
+    StreamMappings,
+    parse_stream_mappings,
+)
+
 DEFAULT_REVISION = "2026-07-15"
-DEFAULT_STATE_DIR = ".target-klaviyo"
+# Klaviyo revisions: a date, and `.pre` for a beta (https://developers.klaviyo.com/en/docs/api_versioning_and_deprecation_policy).
+REVISION_PATTERN = r"^\d{4}-\d{2}-\d{2}(\.pre)?$"
 
-ObjectKind = Literal["profile", "list", "event", "subscription"]
-OBJECTS: tuple[ObjectKind, ...] = ("profile", "list", "event", "subscription")
 
-# Klaviyo's standard profile attributes (klaviyo-api.md §2.1). A source column with one of
-# these names maps to the attribute without being listed in `fields`.
-TOP_LEVEL_FIELDS = (
-    "email",
-    "phone_number",
-    "external_id",
-    "first_name",
-    "last_name",
-    "organization",
-    "title",
-    "image",
-    "locale",
-)
-LOCATION_FIELDS = (
-    "address1",
-    "address2",
-    "city",
-    "country",
-    "region",
-    "zip",
-    "timezone",
-    "latitude",
-    "longitude",
-    "ip",
-)
-IDENTIFIER_FIELDS = ("email", "phone_number", "external_id")
-STANDARD_PATHS = frozenset(TOP_LEVEL_FIELDS) | {f"location.{name}" for name in LOCATION_FIELDS}
+def _setting(
+    kind: str | list[str],
+    title: str,
+    description: str,
+    *,
+    default: Any = None,
+    secret: bool = False,
+    **bounds: Any,
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind, "title": title, "description": description}
+    if default is not None:
+        schema["default"] = default
+    if secret:
+        schema.update(secret=True, writeOnly=True)  # as singer-sdk marks secrets
+    schema.update(bounds)
+    return schema
 
-LIST_BEHAVIORS = ("insert", "delete", "mirror")
-SUBSCRIPTION_BEHAVIORS = ("subscribe", "unsubscribe")
-CHANNELS = ("email", "sms")
 
-_COMMON_KEYS = {"object", "fields", "properties", "exclude"}
-# Event settings that each name one column or value (text).
-_EVENT_TEXT_KEYS = (
-    "event_name",
-    "event_name_field",
-    "time_field",
-    "value_field",
-    "value_currency",
-    "value_currency_field",
-)
-ALLOWED_KEYS: dict[str, set[str]] = {
-    "profile": _COMMON_KEYS | {"nulls"},
-    "list": _COMMON_KEYS
-    | {
-        "nulls",
-        "list_id",
-        "list_name",
-        "create_list",
-        "behavior",
-        "mirror_on",
-        "mirror_max_removal_ratio",
-    },
-    "event": _COMMON_KEYS
-    | set(_EVENT_TEXT_KEYS)
-    | {
-        "unique_id_fields",
-        "profile_properties",
-        "backfill",
-    },
-    "subscription": _COMMON_KEYS
-    | {
-        "list_id",
-        "list_name",
-        "create_list",
-        "behavior",
-        "channels",
-        "consented_at_field",
-        "historical_import",
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["private_api_key", "streams"],
+    "properties": {
+        "private_api_key": _setting(
+            "string",
+            "Private API Key",
+            "Klaviyo private API key (starts with `pk_`), sent as "
+            "`Authorization: Klaviyo-API-Key <key>`. Never logged or written to disk.",
+            secret=True,
+            minLength=1,
+        ),
+        "public_api_key": _setting(
+            "string",
+            "Public API Key",
+            "The account's public API key (site ID). When given, it is checked against "
+            "`GET /api/accounts` at start-up, which catches a private key from the wrong account.",
+        ),
+        "api_base_url": _setting(
+            "string",
+            "API Base URL",
+            "Klaviyo API base URL. Plain `http://` is refused unless the host is loopback "
+            "(127.0.0.0/8, ::1, localhost).",
+            default="https://a.klaviyo.com",
+            pattern=r"^https?://[^/\s]+(/[^\s]*)?$",
+        ),
+        "revision": _setting(
+            "string",
+            "API Revision",
+            "Klaviyo API revision, sent as the `revision` header.",
+            default=DEFAULT_REVISION,
+            pattern=REVISION_PATTERN,
+        ),
+        "default_phone_region": _setting(
+            "string",
+            "Default Phone Region",
+            "ISO 3166-1 alpha-2 region (e.g. `US`) for phone numbers written without a "
+            "`+country` prefix. Without it such numbers are rejected.",
+            pattern=r"^[A-Za-z]{2}$",
+        ),
+        "state_dir": _setting(
+            "string",
+            "State Directory",
+            "Directory of the local ledger (SQLite): records on hold, jobs in flight, "
+            "unchanged-record hashes, mirror membership, and the last run's summary "
+            "(`last_run.json`).",
+            default=".target-klaviyo",
+            minLength=1,
+        ),
+        "rejects_path": _setting(
+            "string",
+            "Rejects File",
+            "JSON Lines file that rejected records are appended to (mode 0600). "
+            "Default: `<state_dir>/rejects.jsonl`.",
+            minLength=1,
+        ),
+        "max_retries": _setting(
+            "integer",
+            "Max Retries",
+            "Retries of one request on 429, 5xx or connection errors before its records go "
+            "on hold (they are replayed on the next run).",
+            default=5,
+            minimum=0,
+            maximum=100,
+        ),
+        "skip_unchanged": _setting(
+            "boolean",
+            "Skip Unchanged Records",
+            "Do not resend a record whose outgoing payload is identical to the last one "
+            "Klaviyo accepted.",
+            default=True,
+        ),
+        "dry_run": _setting(
+            "boolean",
+            "Dry Run",
+            "Validate, map and plan every request and write the plan to "
+            "`<state_dir>/dry_run.jsonl`; send nothing and leave the ledger untouched.",
+            default=False,
+        ),
+        "streams": {
+            **STREAMS_SCHEMA,
+            "title": "Stream Mappings",
+            "description": "Stream name (or a glob such as `public-*`, or `*`) -> how its "
+            "records load into Klaviyo: `object` (profile, list, event, subscription), "
+            "`behavior`, `fields`, `properties`, `exclude` and the object's own keys. "
+            "See the README.",
+        },
+        "request_timeout_s": _setting(
+            "number",
+            "Request Timeout (Seconds)",
+            "Tuning: timeout of one HTTP request (connect and read), in seconds.",
+            default=60,
+            exclusiveMinimum=0,
+        ),
+        "job_timeout_s": _setting(
+            "number",
+            "Job Timeout (Seconds)",
+            "Tuning: how long to wait for one bulk import job before its records go on hold.",
+            default=3600,
+            exclusiveMinimum=0,
+        ),
+        "max_jobs_in_flight": _setting(
+            "integer",
+            "Max Jobs in Flight",
+            "Tuning: how much one stream may have outstanding while input is read, in full "
+            "profile import jobs (10,000 records each); streams of smaller requests (events, "
+            "list calls) queue as many requests as those records fill.",
+            default=4,
+            minimum=1,
+        ),
+        "progress_interval_s": _setting(
+            "number",
+            "Progress Interval (Seconds)",
+            "Tuning: seconds between progress lines on stderr (0 turns them off).",
+            default=10,
+            minimum=0,
+        ),
     },
 }
 
+_PROPERTIES: Mapping[str, Mapping[str, Any]] = CONFIG_SCHEMA["properties"]
 
-class MappingConfigError(ValueError):
-    """One or more problems in the `streams` setting; `errors` lists every one."""
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; `errors` holds one line per problem."""
 
     def __init__(self, errors: Sequence[str]) -> None:
         self.errors = list(errors)
         super().__init__("; ".join(self.errors))
 
 
-@dataclass(frozen=True)
-class StreamMapping:
-    """How one stream (or a glob of streams) is loaded into Klaviyo."""
-
-    pattern: str
-    object: ObjectKind
-    fields: Mapping[str, str] = field(default_factory=dict)
-    properties: Literal["all"] | tuple[str, ...] = "all"
-    exclude: frozenset[str] = frozenset()
-    nulls: Literal["ignore", "unset"] = "ignore"
-    list_id: str | None = None
-    list_name: str | None = None
-    create_list: bool = False
-    behavior: str = "upsert"
-    mirror_on: Literal["activate_version", "end_of_stream"] = "activate_version"
-    mirror_max_removal_ratio: float = 0.2
-    channels: tuple[str, ...] = ("email",)
-    consented_at_field: str | None = None
-    historical_import: bool = False
-    event_name: str | None = None
-    event_name_field: str | None = None
-    time_field: str | None = None
-    value_field: str | None = None
-    value_currency: str | None = None
-    value_currency_field: str | None = None
-    unique_id_fields: tuple[str, ...] | None = None
-    profile_properties: tuple[str, ...] = ()
-    backfill: bool = False
-
-    @property
-    def fingerprint(self) -> str:
-        """A stable digest of the mapping: a change of mapping changes it."""
-        data = asdict(self)
-        data.pop("pattern")
-        encoded = json.dumps(data, sort_keys=True, default=sorted).encode()
-        return hashlib.blake2b(encoded, digest_size=8).hexdigest()
+def _default(name: str) -> Any:
+    return _PROPERTIES[name].get("default")
 
 
 @dataclass(frozen=True)
-class StreamMappings:
-    """All configured mappings, in config order; resolves a stream name to its mapping."""
+class Settings:
+    """The run's settings, typed, with defaults applied (from CONFIG_SCHEMA)."""
 
-    mappings: tuple[StreamMapping, ...]
+    private_api_key: str = field(repr=False)
+    streams: StreamMappings
+    public_api_key: str | None = None
+    api_base_url: str = _default("api_base_url")
+    revision: str = _default("revision")
+    default_phone_region: str | None = None
+    state_dir: Path = Path(_default("state_dir"))
+    rejects_path: Path = Path(_default("state_dir")) / "rejects.jsonl"
+    max_retries: int = _default("max_retries")
+    skip_unchanged: bool = _default("skip_unchanged")
+    dry_run: bool = _default("dry_run")
+    request_timeout_s: float = _default("request_timeout_s")
+    job_timeout_s: float = _default("job_timeout_s")
+    max_jobs_in_flight: int = _default("max_jobs_in_flight")
+    progress_interval_s: float = _default("progress_interval_s")
+    # singer-sdk's own settings that the target reads too.
+    add_record_metadata: bool = False
+    process_activate_version_messages: bool = True
 
-    def resolve(self, stream_name: str) -> StreamMapping | None:
-        """Exact name first, then glob patterns in config order (`*` last)."""
-        for mapping in self.mappings:
-            if mapping.pattern == stream_name:
-                return mapping
-        fallback = None
-        for mapping in self.mappings:
-            if mapping.pattern == "*":
-                fallback = mapping
-            elif fnmatch.fnmatchcase(stream_name, mapping.pattern):
-                return mapping
-        return fallback
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Read the config (already checked against CONFIG_SCHEMA by singer-sdk); raise
+        SettingsError listing every problem left."""
+        errors: list[str] = []
 
-    @property
-    def names(self) -> list[str]:
-        return [mapping.pattern for mapping in self.mappings]
+        def value(name: str) -> Any:
+            raw = config.get(name)
+            return _default(name) if raw is None else raw
 
-
-def _string_tuple(value: Any, where: str, errors: list[str]) -> tuple[str, ...]:
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return tuple(value)
-    errors.append(f"{where}: expected a list of column names")
-    return ()
-
-
-def _optional_str(raw: Mapping[str, Any], key: str, where: str, errors: list[str]) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        errors.append(f"{where}.{key}: expected a non-empty string")
-        return None
-    return value
-
-
-def _bool(raw: Mapping[str, Any], key: str, where: str, errors: list[str]) -> bool:
-    value = raw.get(key, False)
-    if not isinstance(value, bool):
-        errors.append(f"{where}.{key}: expected true or false")
-        return False
-    return value
-
-
-def _choice(
-    raw: Mapping[str, Any], key: str, allowed: Sequence[str], where: str, errors: list[str]
-) -> Any:
-    """The value of `key` (default: the first allowed one), which must be one of `allowed`."""
-    value = raw.get(key, allowed[0])
-    if value not in allowed:
-        errors.append(f"{where}.{key}: {value!r} is not one of {', '.join(allowed)}")
-    return value
-
-
-def _parse_fields(raw: Any, where: str, errors: list[str]) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        errors.append(f"{where}.fields: expected an object of klaviyo_field: source_column")
-        return {}
-    fields: dict[str, str] = {}
-    for target, source in raw.items():
-        if not isinstance(source, str) or not source:
-            errors.append(f"{where}.fields.{target}: expected a source column name")
-            continue
-        if target in STANDARD_PATHS or (target.startswith("properties.") and len(target) > 11):
-            fields[target] = source
-        elif target in LOCATION_FIELDS:
-            fields[f"location.{target}"] = source
-        else:
-            errors.append(
-                f"{where}.fields.{target}: not a Klaviyo profile field "
-                "(use a standard field, location.<field> or properties.<name>)"
-            )
-    return fields
-
-
-def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | None:
-    where = f"streams.{pattern}"
-    if not isinstance(raw, dict):
-        errors.append(f"{where}: expected an object with at least an `object` key")
-        return None
-    obj = raw.get("object")
-    if obj not in OBJECTS:
-        errors.append(f"{where}.object: {obj!r} is not one of {', '.join(OBJECTS)}")
-        return None
-    before = len(errors)
-    unknown = sorted(set(raw) - ALLOWED_KEYS[obj])
-    for key in unknown:
-        errors.append(f"{where}.{key}: unknown key for object {obj}")
-
-    kwargs: dict[str, Any] = {"pattern": pattern, "object": obj}
-    kwargs["fields"] = _parse_fields(raw.get("fields"), where, errors)
-
-    properties = raw.get("properties", "all")
-    if properties == "all":
-        kwargs["properties"] = "all"
-    else:
-        kwargs["properties"] = _string_tuple(properties, f"{where}.properties", errors)
-    if "exclude" in raw:
-        kwargs["exclude"] = frozenset(_string_tuple(raw["exclude"], f"{where}.exclude", errors))
-
-    if "nulls" in raw:
-        kwargs["nulls"] = _choice(raw, "nulls", ("ignore", "unset"), where, errors)
-
-    if obj in ("list", "subscription"):
-        kwargs["list_id"] = _optional_str(raw, "list_id", where, errors)
-        kwargs["list_name"] = _optional_str(raw, "list_name", where, errors)
-        kwargs["create_list"] = _bool(raw, "create_list", where, errors)
-        if kwargs["list_id"] and kwargs["list_name"]:
-            errors.append(f"{where}: give list_id or list_name, not both")
-        elif obj == "list" and not (kwargs["list_id"] or kwargs["list_name"]):
-            errors.append(f"{where}: a list mapping needs list_id or list_name")
-        if kwargs["create_list"] and not kwargs["list_name"]:
-            errors.append(f"{where}.create_list: needs list_name")
-
-    if obj == "list":
-        behavior = kwargs["behavior"] = _choice(raw, "behavior", LIST_BEHAVIORS, where, errors)
-        kwargs["mirror_on"] = _choice(
-            raw, "mirror_on", ("activate_version", "end_of_stream"), where, errors
-        )
-        ratio = raw.get("mirror_max_removal_ratio", 0.2)
-        # Config files are read with floats as Decimal (singer-sdk).
-        if (
-            isinstance(ratio, bool)
-            or not isinstance(ratio, (int, float, Decimal))
-            or not 0 <= ratio <= 1
+        streams = StreamMappings(())
+        try:
+            streams = parse_stream_mappings(config.get("streams"))
+        except MappingConfigError as exc:
+            errors.extend(exc.errors)
+        base_url = str(value("api_base_url"))
+        try:
+            base_url = check_base_url(base_url)
+        except ConfigError as exc:
+            errors.append(str(exc))
+        revision = str(value("revision"))
+        if not re.fullmatch(REVISION_PATTERN, revision):
+            errors.append(f"revision: {revision!r} is not a Klaviyo API revision (YYYY-MM-DD)")
+        region = config.get("default_phone_region")
+        if region is not None:
+            region = str(region).upper()
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                errors.append(
+                    f"default_phone_region: {config['default_phone_region']!r} is not a region "
+                    "libphonenumber knows (ISO 3166-1 alpha-2, e.g. US)"
+                )
+        numbers = {}
+        for name in (
+            "max_retries",
+            "request_timeout_s",
+            "job_timeout_s",
+            "max_jobs_in_flight",
+            "progress_interval_s",
         ):
-            errors.append(f"{where}.mirror_max_removal_ratio: expected a number from 0 to 1")
-        else:
-            kwargs["mirror_max_removal_ratio"] = float(ratio)
-        if behavior != "mirror" and ("mirror_on" in raw or "mirror_max_removal_ratio" in raw):
-            errors.append(f"{where}: mirror_on / mirror_max_removal_ratio need behavior: mirror")
-    elif obj == "subscription":
-        behavior = kwargs["behavior"] = _choice(
-            raw, "behavior", SUBSCRIPTION_BEHAVIORS, where, errors
+            numbers[name] = _number(name, value(name), errors)
+        key = config.get("private_api_key")
+        if not isinstance(key, str) or not key.strip():
+            errors.append("private_api_key: required (the account's private API key)")
+        if errors:
+            raise SettingsError(errors)
+        state_dir = Path(str(value("state_dir")))
+        rejects = config.get("rejects_path")
+        return cls(
+            private_api_key=str(key),
+            streams=streams,
+            public_api_key=config.get("public_api_key") or None,
+            api_base_url=base_url,
+            revision=revision,
+            default_phone_region=region,
+            state_dir=state_dir,
+            rejects_path=Path(str(rejects)) if rejects else state_dir / "rejects.jsonl",
+            skip_unchanged=bool(value("skip_unchanged")),
+            dry_run=bool(value("dry_run")),
+            add_record_metadata=bool(config.get("add_record_metadata", False)),
+            process_activate_version_messages=bool(
+                config.get("process_activate_version_messages", True)
+            ),
+            **numbers,
         )
-        channels = _string_tuple(raw.get("channels", ["email"]), f"{where}.channels", errors)
-        if not channels or any(channel not in CHANNELS for channel in channels):
-            errors.append(f"{where}.channels: expected a non-empty list of email and/or sms")
-        kwargs["channels"] = tuple(dict.fromkeys(channels))
-        kwargs["consented_at_field"] = _optional_str(raw, "consented_at_field", where, errors)
-        kwargs["historical_import"] = _bool(raw, "historical_import", where, errors)
-        if kwargs["historical_import"] and not kwargs["consented_at_field"]:
-            errors.append(
-                f"{where}.historical_import: Klaviyo requires consented_at, "
-                "so consented_at_field is needed"
-            )
-        if behavior == "unsubscribe" and (
-            kwargs["historical_import"] or kwargs["consented_at_field"]
-        ):
-            errors.append(
-                f"{where}: historical_import / consented_at_field apply to subscribe only"
-            )
-    elif obj == "event":
-        kwargs["behavior"] = "insert"
-        for key in _EVENT_TEXT_KEYS:
-            kwargs[key] = _optional_str(raw, key, where, errors)
-        if bool(kwargs["event_name"]) == bool(kwargs["event_name_field"]):
-            errors.append(f"{where}: give exactly one of event_name or event_name_field")
-        if kwargs["event_name"] and len(kwargs["event_name"]) >= 128:
-            errors.append(f"{where}.event_name: Klaviyo metric names must be under 128 characters")
-        if kwargs["value_currency"] and kwargs["value_currency_field"]:
-            errors.append(f"{where}: give value_currency or value_currency_field, not both")
-        if "unique_id_fields" in raw:
-            unique = _string_tuple(raw["unique_id_fields"], f"{where}.unique_id_fields", errors)
-            if not unique:
-                errors.append(f"{where}.unique_id_fields: expected at least one column")
-            kwargs["unique_id_fields"] = unique
-        if "profile_properties" in raw:
-            kwargs["profile_properties"] = _string_tuple(
-                raw["profile_properties"], f"{where}.profile_properties", errors
-            )
-        kwargs["backfill"] = _bool(raw, "backfill", where, errors)
-    else:
-        kwargs["behavior"] = "upsert"
-
-    if len(errors) > before:
-        return None
-    return StreamMapping(**kwargs)
 
 
-def parse_stream_mappings(raw: Any) -> StreamMappings:
-    """Parse the `streams` setting; raise MappingConfigError listing every problem."""
-    errors: list[str] = []
-    if not isinstance(raw, dict) or not raw:
-        raise MappingConfigError(
-            ["streams: expected an object mapping stream names (or globs) to mappings"]
-        )
-    mappings = []
-    for pattern, value in raw.items():
-        mapping = _parse_one(str(pattern), value, errors)
-        if mapping is not None:
-            mappings.append(mapping)
-    if errors:
-        raise MappingConfigError(errors)
-    return StreamMappings(tuple(mappings))
+def _number(name: str, raw: Any, errors: list[str]) -> Any:
+    """A numeric setting within its schema bounds (also when the config was not validated)."""
+    schema = _PROPERTIES[name]
+    integer = schema["type"] == "integer"
+    if isinstance(raw, bool) or (not isinstance(raw, (int, float)) and not _is_decimal(raw)):
+        errors.append(f"{name}: expected {'an integer' if integer else 'a number'}, got {raw!r}")
+        return raw
+    if integer and raw != int(raw):
+        errors.append(f"{name}: expected an integer, got {raw!r}")
+        return raw
+    low, high = schema.get("minimum"), schema.get("maximum")
+    above = schema.get("exclusiveMinimum")
+    if (low is not None and raw < low) or (high is not None and raw > high):
+        bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
+        errors.append(f"{name}: {raw} is out of range ({bounds})")
+    elif above is not None and raw <= above:
+        errors.append(f"{name}: {raw} must be greater than {above}")
+    return int(raw) if integer else float(raw)
 
 
-CONFIG_SCHEMA = th.PropertiesList(
-    th.Property(
-        "private_api_key",
-        th.StringType,
-        required=True,
-        secret=True,
-        description="Klaviyo private API key (starts with pk_). Sent as "
-        "`Authorization: Klaviyo-API-Key <key>`; never logged or written to disk.",
-    ),
-    th.Property(
-        "public_api_key",
-        th.StringType,
-        description="The account's public API key (site ID). When given, it is checked against "
-        "GET /api/accounts at start-up, which catches a private key from the wrong account.",
-    ),
-    th.Property(
-        "api_base_url",
-        th.StringType,
-        default=DEFAULT_BASE_URL,
-        description="Klaviyo API base URL. Plain http:// is refused unless the host is loopback "
-        "(127.0.0.0/8, ::1, localhost).",
-    ),
-    th.Property(
-        "revision",
-        th.StringType,
-        default=DEFAULT_REVISION,
-        description="Klaviyo API revision, sent as the `revision` header.",
-    ),
-    th.Property(
-        "default_phone_region",
-        th.StringType,
-        description="ISO 3166-1 alpha-2 region (e.g. US) for phone numbers written without a "
-        "+country prefix. Without it such numbers are rejected.",
-    ),
-    th.Property(
-        "state_dir",
-        th.StringType,
-        default=DEFAULT_STATE_DIR,
-        description="Directory of the local ledger (SQLite): records on hold, jobs in flight, "
-        "unchanged-record hashes, mirror membership and the last run summary (last_run.json).",
-    ),
-    th.Property(
-        "rejects_path",
-        th.StringType,
-        description="JSONL file that rejected records are appended to (mode 0600). "
-        "Default: <state_dir>/rejects.jsonl.",
-    ),
-    th.Property(
-        "max_retries",
-        th.IntegerType,
-        default=5,
-        description="Retries of one request on 429, 5xx or connection errors before its records "
-        "go on hold (they are replayed on the next run).",
-    ),
-    th.Property(
-        "skip_unchanged",
-        th.BooleanType,
-        default=True,
-        description="Do not resend a record whose outgoing payload is identical to the last one "
-        "Klaviyo accepted.",
-    ),
-    th.Property(
-        "dry_run",
-        th.BooleanType,
-        default=False,
-        description="Validate, map and plan every request and write the plan to "
-        "<state_dir>/dry_run.jsonl; send nothing and leave the ledger untouched.",
-    ),
-    th.Property(
-        "streams",
-        th.ObjectType(additional_properties=True),
-        required=True,
-        description="Stream name (or glob such as public-*) -> mapping: object (profile, list, "
-        "event, subscription), fields, properties, exclude, nulls, list_id/list_name, "
-        "create_list, behavior, mirror_on, mirror_max_removal_ratio, channels, "
-        "consented_at_field, historical_import, event_name/event_name_field, time_field, "
-        "value_field, value_currency/value_currency_field, unique_id_fields, "
-        "profile_properties, backfill. See the README.",
-    ),
-    th.Property(
-        "request_timeout_s",
-        th.NumberType,
-        default=60,
-        description="Tuning: timeout in seconds of one HTTP request (connect and read).",
-    ),
-    th.Property(
-        "job_timeout_s",
-        th.NumberType,
-        default=3600,
-        description="Tuning: how long to poll one bulk import job before its records go on hold.",
-    ),
-    th.Property(
-        "max_jobs_in_flight",
-        th.IntegerType,
-        default=4,
-        description="Tuning: how much one stream may have outstanding while input is read, in "
-        "full profile import jobs (10,000 records each); streams of smaller requests (events, "
-        "list calls) queue as many requests as those records fill.",
-    ),
-    th.Property(
-        "progress_interval_s",
-        th.NumberType,
-        default=10,
-        description="Tuning: seconds between progress lines on stderr.",
-    ),
-).to_dict()
+def _is_decimal(raw: Any) -> bool:
+    return isinstance(raw, Decimal) and raw.is_finite()

@@ -459,7 +459,7 @@ def test_an_error_after_some_outcomes_holds_only_the_rest(emulator: Any, tmp_pat
     text = singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, rows, ["id"]))
     with pytest.raises(KlaviyoAuthError):
         target.listen(io.StringIO(text))
-    target.finish()
+    target.lifecycle.finish()
     stats = target.run.stats.snapshot()["customers"]
     assert (stats.read, stats.rejected, stats.on_hold, stats.loaded) == (12, 1, 11, 0)
     assert held_rows(tmp_path / "state") == 11

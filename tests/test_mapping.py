@@ -31,7 +31,7 @@ from target_klaviyo.mapping import (
     to_json,
 )
 from target_klaviyo.mapping.values import format_datetime, format_seconds
-from target_klaviyo.settings import MappingConfigError, StreamMapping, parse_stream_mappings
+from target_klaviyo.streams import MappingConfigError, StreamMapping, parse_stream_mappings
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)

@@ -105,7 +105,7 @@ def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
     fastjsonschema's on every record, and a failure must carry fastjsonschema's reason."""
     import fastjsonschema
 
-    from target_klaviyo.sinks.validation import DATE_FORMATS, RecordValidator, TypeShapes
+    from target_klaviyo.records.validation import DATE_FORMATS, RecordValidator, TypeShapes
 
     rng = random.Random(20261129)
     shortcuts = 0
@@ -147,7 +147,7 @@ def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
 def test_verdicts_are_kept_per_column_set_beyond_what_is_cached() -> None:
     """Records with many different sets of columns (sparse rows) and value types, more than
     are cached: each is judged on its own columns and values, whichever was seen first."""
-    from target_klaviyo.sinks.validation import RecordValidator
+    from target_klaviyo.records.validation import RecordValidator
 
     names = [f"c{i}" for i in range(10)]
     # Even columns hold integers, odd ones strings; nothing else is allowed.

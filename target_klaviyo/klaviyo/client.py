@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import backoff
@@ -82,14 +82,54 @@ class ApiResult:
         return f"{self.operation} answered {self.status}" + (f": {details}" if details else "")
 
 
+class Requester(Protocol):
+    """Anything that sends requests as `KlaviyoClient.request` does (the dry-run planner)."""
+
+    def request(
+        self,
+        operation_name: str,
+        *,
+        path_params: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        body: bytes | None = None,
+        url: str | None = None,
+    ) -> ApiResult: ...
+
+
+def pages(
+    client: Requester,
+    operation: str,
+    params: Mapping[str, Any],
+    path_params: Mapping[str, str] | None = None,
+) -> Iterator[ApiResult]:
+    """Every page of a GET, following Klaviyo's `links.next` cursors. A page that failed is
+    yielded too, and ends the paging: the caller decides what it means."""
+    url: str | None = None
+    query: Mapping[str, Any] | None = params
+    while True:
+        result = client.request(operation, path_params=path_params, params=query, url=url)
+        yield result
+        body = result.body if isinstance(result.body, dict) else {}
+        url = (body.get("links") or {}).get("next") if result.ok else None
+        if not url:
+            return
+        query = None
+
+
+def page_data(result: ApiResult) -> list[dict[str, Any]]:
+    """The resources of one page."""
+    body = result.body if isinstance(result.body, dict) else {}
+    return [entry for entry in body.get("data") or () if isinstance(entry, dict)]
+
+
 def check_base_url(url: str) -> str:
     """Refuse plain http:// except to a loopback host (the key would travel in clear)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"api_base_url {url!r} is not an http(s) URL")
+        raise ConfigError(f"api_base_url: {url!r} is not an http(s) URL")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(
-            f"api_base_url {url!r} uses plain http:// to a non-loopback host; use https://"
+            f"api_base_url: {url!r} uses plain http:// to a non-loopback host; use https://"
         )
     return url.rstrip("/")
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from target_klaviyo.klaviyo.client import ApiResult, KlaviyoClient
+from target_klaviyo.klaviyo.client import ApiResult, KlaviyoClient, page_data, pages
 from target_klaviyo.klaviyo.filters import equals
-from target_klaviyo.settings import StreamMapping, StreamMappings
+from target_klaviyo.settings import Settings
+from target_klaviyo.streams import StreamMapping
 
 
 class StartupError(RuntimeError):
@@ -41,15 +42,10 @@ def check_public_key(client: KlaviyoClient, public_key: str) -> None:
 
 def _lists_matching(client: KlaviyoClient, filter_expr: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    params: dict[str, Any] | None = {"filter": filter_expr, "page[size]": 10}
-    url = None
-    while True:
-        body = _require(client.request("get_lists", params=params, url=url), "the lists")
-        found.extend(body.get("data") or [])
-        url = (body.get("links") or {}).get("next")
-        params = None
-        if not url:
-            return found
+    for page in pages(client, "get_lists", {"filter": filter_expr, "page[size]": 10}):
+        _require(page, "the lists")
+        found.extend(page_data(page))
+    return found
 
 
 def resolve_list(client: KlaviyoClient, mapping: StreamMapping) -> str:
@@ -82,15 +78,13 @@ def resolve_list(client: KlaviyoClient, mapping: StreamMapping) -> str:
     return str(created["data"]["id"])
 
 
-def check_account(
-    client: KlaviyoClient, config: dict[str, Any], mappings: StreamMappings
-) -> dict[str, str]:
+def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
     """Run every check; return the list id of each list or subscription mapping."""
     check_key(client)
-    if config.get("public_api_key"):
-        check_public_key(client, str(config["public_api_key"]))
+    if settings.public_api_key:
+        check_public_key(client, settings.public_api_key)
     list_ids: dict[str, str] = {}
-    for mapping in mappings.mappings:
+    for mapping in settings.streams.mappings:
         if mapping.list_id or mapping.list_name:
             list_ids[mapping.pattern] = resolve_list(client, mapping)
     return list_ids

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identity
 from target_klaviyo.mapping.values import (
@@ -26,10 +26,30 @@ from target_klaviyo.mapping.values import (
     format_datetime,
 )
 
-# (identity, identifiers, resource, encoded, warnings), as ProfileMapper.map_parts returns them.
-MapParts = Callable[
-    [Mapping[str, Any]], tuple[Identity, dict[str, str], dict[str, Any], bytes, list[str]]
-]
+# Klaviyo's limit on one profile (the stricter, decimal reading of its "100 KB").
+MAX_PROFILE_BYTES = 100_000
+
+
+class ProfileParts(NamedTuple):
+    """A record mapped to a profile, as the sinks take it."""
+
+    identity: Identity
+    identifiers: dict[str, str]  # the identity as profile attributes
+    resource: dict[str, Any]
+    encoded: bytes  # the resource as sent (keys sorted): its size, its hash and the body
+    warnings: list[str]
+
+
+MapParts = Callable[[Mapping[str, Any]], ProfileParts]
+
+
+def profile_too_large(size: int) -> Rejection:
+    return Rejection(
+        f"profile is {size:,} bytes, over Klaviyo's 100 KB "
+        f"({MAX_PROFILE_BYTES:,} bytes) per-profile limit"
+    )
+
+
 # (attribute key, source column, Klaviyo path, numeric allowed) of a standard field.
 FieldPlan = tuple[tuple[str, str, str, bool], ...]
 
@@ -43,7 +63,6 @@ def compile_shape(
     unset: bool,
     default_region: str | None,
     short: int,
-    max_profile_bytes: int,
     standard_value: Callable[..., None],
     property_value: Callable[..., None],
     label: str,
@@ -95,15 +114,9 @@ def compile_shape(
         add("    if nulls:")
         add("        resource['meta'] = {'patch_properties': {'unset': sorted(set(nulls))}}")
     add("    encoded = encode_sorted(resource)")
-    add(f"    if len(encoded) > {max_profile_bytes}:")
-    add("        too_large(len(encoded))")
-    add("    return identity, identifiers, resource, encoded, warnings")
-
-    def too_large(size: int) -> None:
-        raise Rejection(
-            f"profile is {size:,} bytes, over Klaviyo's 100 KB "
-            f"({max_profile_bytes:,} bytes) per-profile limit"
-        )
+    add(f"    if len(encoded) > {MAX_PROFILE_BYTES}:")
+    add("        raise profile_too_large(len(encoded))")
+    add("    return new_tuple(ProfileParts, (identity, identifiers, resource, encoded, warnings))")
 
     namespace: dict[str, Any] = {
         "resolve_identity": resolve_identity,
@@ -114,7 +127,9 @@ def compile_shape(
         "datetime": datetime,
         "standard_value": standard_value,
         "property_value": property_value,
-        "too_large": too_large,
+        "profile_too_large": profile_too_large,
+        "new_tuple": tuple.__new__,  # a NamedTuple without its Python-level constructor
+        "ProfileParts": ProfileParts,
         "region": default_region,
     }
     exec(compile("\n".join(lines), f"<profile mapping of {label}>", "exec"), namespace)

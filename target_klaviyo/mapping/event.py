@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
+from target_klaviyo.klaviyo.fields import PROPERTIES_PREFIX, STANDARD_COLUMNS, property_renames
 from target_klaviyo.mapping.identity import Identity, Rejection, show
 from target_klaviyo.mapping.profile import (
-    STANDARD_COLUMNS,
     ProfileMapper,
     PropertyPlan,
     is_metadata_column,
@@ -27,7 +26,7 @@ from target_klaviyo.mapping.values import (
     parse_instant,
     to_json,
 )
-from target_klaviyo.settings import MappingConfigError, StreamMapping
+from target_klaviyo.streams import CURRENCY, MAX_METRIC_NAME, StreamMapping
 
 __all__ = [
     "EARLIEST_EVENT_TIME",
@@ -36,24 +35,38 @@ __all__ = [
     "MAX_METRIC_NAME",
     "MAX_READABLE_UNIQUE_ID",
     "EventMapper",
+    "EventParts",
     "MappedEvent",
     "record_hash",
     "utc_now",
 ]
 
-MAX_METRIC_NAME = 128  # metric names must be *under* 128 characters
 MAX_EVENT_PROPERTIES = 400
 MAX_EVENT_BYTES = 5_000_000  # the whole bulk request limit: one event can never exceed it
 MAX_READABLE_UNIQUE_ID = 200  # longer composite unique_ids are replaced by their SHA-256
 UTC = timezone.utc
 EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC)
 LATEST_EVENT_OFFSET = timedelta(days=365)
-_CURRENCY_RE = re.compile(r"[A-Z]{3}")
-_PROPERTIES_PREFIX = "properties."
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class EventParts(NamedTuple):
+    """A record mapped to an event and its profile, as the sink takes it."""
+
+    identity: Identity
+    identifiers: dict[str, str]  # the profile's identifiers
+    metric_name: str
+    unique_id: str
+    size: int  # bytes of the event and its profile as encoded
+    warnings: list[str]
+    profile_encoded: bytes
+    event_encoded: bytes
+
+
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level constructor
 
 
 @dataclass(slots=True)
@@ -81,7 +94,7 @@ def _currency_code(value: str) -> str:
 
 def _currency(value: Any) -> str:
     text = value.strip().upper() if isinstance(value, str) else None
-    if not text or not _CURRENCY_RE.fullmatch(text):
+    if not text or not CURRENCY.fullmatch(text):
         raise Rejection(
             f"value_currency {show(value)} is not a 3-letter ISO 4217 currency code (e.g. USD)"
         )
@@ -135,18 +148,7 @@ class EventMapper:
         self.mapping = mapping
         self._now = now
         self._latest: datetime | None = None  # the latest event time Klaviyo accepts
-        if mapping.value_currency is not None:
-            currency = mapping.value_currency.strip().upper()
-            if not _CURRENCY_RE.fullmatch(currency):
-                raise MappingConfigError(
-                    [
-                        f"streams.{mapping.pattern}.value_currency: {mapping.value_currency!r} "
-                        "is not a 3-letter ISO 4217 currency code (e.g. USD)"
-                    ]
-                )
-            self._currency: str | None = currency
-        else:
-            self._currency = None
+        self._currency = mapping.value_currency  # checked and upper-cased at start-up
         self._name_field = mapping.event_name_field
         # A fixed event name: its metric object is the same for every event (encoding only reads
         # it).
@@ -160,16 +162,10 @@ class EventMapper:
             for c in (self._name_field, self._time_field, self._value_field, self._currency_field)
             if c
         }
-        renames = {
-            path[len(_PROPERTIES_PREFIX) :]: column
-            for path, column in mapping.fields.items()
-            if path.startswith(_PROPERTIES_PREFIX)
-        }
+        renames = property_renames(mapping.fields)
         profile_mapping = dataclasses.replace(
             mapping,
-            fields={
-                p: c for p, c in mapping.fields.items() if not p.startswith(_PROPERTIES_PREFIX)
-            },
+            fields={p: c for p, c in mapping.fields.items() if not p.startswith(PROPERTIES_PREFIX)},
             properties=tuple(mapping.profile_properties),
             nulls="ignore",
         )
@@ -296,11 +292,8 @@ class EventMapper:
             event_encoded=event_encoded,
         )
 
-    def map_parts(
-        self, record: Mapping[str, Any]
-    ) -> tuple[Identity, dict[str, str], str, str, int, list[str], bytes, bytes]:
-        """`map` as a tuple (identity, its identifiers, metric name, unique_id, size, warnings,
-        profile and event as encoded): the sink's hot path."""
+    def map_parts(self, record: Mapping[str, Any]) -> EventParts:
+        """`map` as a tuple: the sink's hot path."""
         identity, identifiers, _, profile_encoded, warnings = self.profile_mapper.map_parts(record)
         if self._name_field is None:
             metric_name = self._fixed_name
@@ -336,13 +329,16 @@ class EventMapper:
                 f"event is {size:,} bytes, over Klaviyo's 5 MB ({MAX_EVENT_BYTES:,} bytes) "
                 "request limit"
             )
-        return (
-            identity,
-            identifiers,
-            metric_name,
-            unique_id,
-            size,
-            warnings,
-            profile_encoded,
-            event_encoded,
+        return _new_tuple(
+            EventParts,
+            (
+                identity,
+                identifiers,
+                metric_name,
+                unique_id,
+                size,
+                warnings,
+                profile_encoded,
+                event_encoded,
+            ),
         )

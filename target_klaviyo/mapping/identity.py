@@ -18,6 +18,7 @@ import phonenumbers
 __all__ = [
     "Identity",
     "Rejection",
+    "blank",
     "normalise_email",
     "normalise_external_id",
     "normalise_phone",
@@ -255,7 +256,8 @@ class Identity(NamedTuple):
 _new_tuple = tuple.__new__
 
 
-def _blank(value: Any) -> bool:
+def blank(value: Any) -> bool:
+    """None, or a string of nothing but whitespace: an absent value."""
     return value is None or (isinstance(value, str) and not value.strip())
 
 
@@ -279,7 +281,7 @@ def resolve_identity(
             if len(text) > MAX_EMAIL_LENGTH or _EMAIL_RE.fullmatch(text) is None:
                 raise Rejection(f"email {show(email)} is not a valid address")
             email_out = text
-    elif not _blank(email):
+    elif not blank(email):
         email_out = normalise_email(email)
     if type(external_id) is str:
         external_out = external_id.strip() or None
@@ -289,7 +291,7 @@ def resolve_identity(
         external_out = normalise_external_id(external_id)
     phone_out = None
     warnings: list[str] = []
-    if not _blank(phone):
+    if not blank(phone):
         try:
             phone_out = normalise_phone(phone, default_region)
         except Rejection as rejection:

@@ -13,7 +13,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from target_klaviyo.mapping.compiled import MapParts, compile_shape
+from target_klaviyo.klaviyo.fields import (
+    NUMERIC_LOCATION_FIELDS,
+    PROPERTIES_PREFIX,
+    STANDARD_COLUMNS,
+    property_renames,
+)
+from target_klaviyo.mapping.compiled import (
+    MAX_PROFILE_BYTES,
+    MapParts,
+    ProfileParts,
+    compile_shape,
+    profile_too_large,
+)
 from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identity
 from target_klaviyo.mapping.values import (
     MAX_SAFE_INTEGER,
@@ -22,16 +34,17 @@ from target_klaviyo.mapping.values import (
     format_datetime,
     to_json,
 )
-from target_klaviyo.settings import LOCATION_FIELDS, TOP_LEVEL_FIELDS, StreamMapping
+from target_klaviyo.shapes import SHAPES_KEPT, keep
+from target_klaviyo.streams import StreamMapping
 
 __all__ = [
     "MAX_ARRAY_ITEMS",
     "MAX_NESTING",
     "MAX_PROFILE_BYTES",
     "MAX_STRING_BYTES",
-    "STANDARD_COLUMNS",
     "MappedProfile",
     "ProfileMapper",
+    "ProfileParts",
     "PropertyPlan",
     "check_value",
     "is_metadata_column",
@@ -39,17 +52,9 @@ __all__ = [
 ]
 
 # Klaviyo limits (SPEC §3.3, klaviyo-api.md §7.4), stricter decimal reading of "KB".
-MAX_PROFILE_BYTES = 100_000
 MAX_STRING_BYTES = 100_000
 MAX_NESTING = 10
 MAX_ARRAY_ITEMS = 4_000
-
-# Source column name -> the standard Klaviyo path it maps to without being listed.
-STANDARD_COLUMNS: dict[str, str] = {name: name for name in TOP_LEVEL_FIELDS} | {
-    name: f"location.{name}" for name in LOCATION_FIELDS
-}
-_NUMERIC_LOCATION = frozenset({"latitude", "longitude"})
-_PROPERTIES_PREFIX = "properties."
 
 
 def is_metadata_column(column: str) -> bool:
@@ -70,7 +75,7 @@ def standard_columns(
     plan = {
         path: column
         for path, column in fields.items()
-        if not path.startswith(_PROPERTIES_PREFIX) and column not in exclude
+        if not path.startswith(PROPERTIES_PREFIX) and column not in exclude
     }
     used = set(fields.values()) | set(reserved)
     for column, path in STANDARD_COLUMNS.items():
@@ -143,9 +148,6 @@ class PropertyPlan:
     __slots__ = ("_all", "_listed", "_route", "_shapes", "_skip", "renames")
 
     _ROUTE_LIMIT = 10_000
-    # Records of one stream nearly always have the same columns in the same order: the plan
-    # for a record is cached by its column tuple.
-    _SHAPE_LIMIT = 64
 
     def __init__(
         self,
@@ -206,9 +208,7 @@ class PropertyPlan:
         shape = tuple(record)
         plan = self._shapes.get(shape)
         if plan is None:
-            plan = tuple(self.pairs(record))
-            if len(self._shapes) < self._SHAPE_LIMIT:
-                self._shapes[shape] = plan
+            plan = keep(self._shapes, shape, tuple(self.pairs(record)))
         return plan
 
     def collect(
@@ -367,15 +367,11 @@ class ProfileMapper:
             if not path.startswith("location.")
         )
         self._location: tuple[tuple[str, str, str, bool], ...] = tuple(
-            (path[9:], column, path, path[9:] in _NUMERIC_LOCATION)
+            (path[9:], column, path, path[9:] in NUMERIC_LOCATION_FIELDS)
             for path, column in plan.items()
             if path.startswith("location.")
         )
-        renames = {
-            path[len(_PROPERTIES_PREFIX) :]: column
-            for path, column in mapping.fields.items()
-            if path.startswith(_PROPERTIES_PREFIX)
-        }
+        renames = property_renames(mapping.fields)
         identity_columns = [
             c for c in (self.email_column, self.phone_column, self.external_id_column) if c
         ]
@@ -391,7 +387,6 @@ class ProfileMapper:
         self.properties = PropertyPlan(
             mapping.properties, schema_properties, skip, exclude, renames
         )
-        self._plans: dict[tuple[str, ...], _RecordPlan] = {}
         self._compiled: dict[tuple[str, ...], MapParts] = {}
         self._label = mapping.pattern
         #: Columns this mapper reads for identity, standard fields or properties (other than
@@ -413,18 +408,13 @@ class ProfileMapper:
         )
 
     def _plan(self, record: Mapping[str, Any]) -> _RecordPlan:
-        """The standard fields and properties a record of this shape has (cached by shape)."""
-        shape = tuple(record)
-        plan = self._plans.get(shape)
-        if plan is None:
-            plan = (
-                tuple(entry for entry in self._top if entry[1] in record),
-                tuple(entry for entry in self._location if entry[1] in record),
-                self.properties.plan(record),
-            )
-            if len(self._plans) < PropertyPlan._SHAPE_LIMIT:
-                self._plans[shape] = plan
-        return plan
+        """The standard fields and properties a record of this shape has (worked out when a
+        shape is compiled, and per record beyond the shapes kept)."""
+        return (
+            tuple(entry for entry in self._top if entry[1] in record),
+            tuple(entry for entry in self._location if entry[1] in record),
+            self.properties.plan(record),
+        )
 
     def attributes(
         self, record: Mapping[str, Any], identity: Identity
@@ -450,17 +440,15 @@ class ProfileMapper:
         identity, _, resource, encoded, warnings = self.map_parts(record)
         return MappedProfile(identity, resource, warnings, len(encoded), encoded)
 
-    def map_parts(
-        self, record: Mapping[str, Any]
-    ) -> tuple[Identity, dict[str, str], dict[str, Any], bytes, list[str]]:
-        """`map` as a tuple (identity, its identifiers as attributes, resource, encoded,
-        warnings): the sinks' hot path, by the function compiled for the record's shape."""
+    def map_parts(self, record: Mapping[str, Any]) -> ProfileParts:
+        """`map` as a tuple: the sinks' hot path, by the function compiled for the record's
+        shape."""
         shape = tuple(record)
         compiled = self._compiled.get(shape)
         if compiled is None:
-            if len(self._compiled) >= PropertyPlan._SHAPE_LIMIT:
+            if len(self._compiled) >= SHAPES_KEPT:
                 return self.map_generic(record)
-            compiled = self._compiled[shape] = self._compile(record)
+            compiled = keep(self._compiled, shape, self._compile(record))
         return compiled(record)
 
     def _compile(self, record: Mapping[str, Any]) -> MapParts:
@@ -477,15 +465,12 @@ class ProfileMapper:
             unset=self._unset,
             default_region=self.default_region,
             short=_SHORT,
-            max_profile_bytes=MAX_PROFILE_BYTES,
             standard_value=standard_value,
             property_value=property_value,
             label=self._label,
         )
 
-    def map_generic(
-        self, record: Mapping[str, Any]
-    ) -> tuple[Identity, dict[str, str], dict[str, Any], bytes, list[str]]:
+    def map_generic(self, record: Mapping[str, Any]) -> ProfileParts:
         """`map_parts` by the plan, for any shape (and the reference the compiled one meets)."""
         identity, warnings = self.identity(record)
         attributes, to_unset = self.attributes(record, identity)
@@ -493,10 +478,6 @@ class ProfileMapper:
         if to_unset:
             resource["meta"] = {"patch_properties": {"unset": sorted(set(to_unset))}}
         encoded = encode_sorted(resource)
-        size = len(encoded)
-        if size > MAX_PROFILE_BYTES:
-            raise Rejection(
-                f"profile is {size:,} bytes, over Klaviyo's 100 KB "
-                f"({MAX_PROFILE_BYTES:,} bytes) per-profile limit"
-            )
-        return identity, identity.as_attributes(), resource, encoded, warnings
+        if len(encoded) > MAX_PROFILE_BYTES:
+            raise profile_too_large(len(encoded))
+        return ProfileParts(identity, identity.as_attributes(), resource, encoded, warnings)

@@ -17,13 +17,14 @@ from target_klaviyo.mapping.event import utc_now
 from target_klaviyo.mapping.identity import (
     Identity,
     Rejection,
+    blank,
     normalise_email,
     normalise_phone,
     show,
 )
 from target_klaviyo.mapping.profile import standard_columns
 from target_klaviyo.mapping.values import encoded_size, format_seconds, parse_instant
-from target_klaviyo.settings import StreamMapping
+from target_klaviyo.streams import StreamMapping
 
 __all__ = ["MappedSubscription", "SubscriptionMapper"]
 
@@ -38,10 +39,6 @@ class MappedSubscription:
     resource: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     size: int = 0
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 class SubscriptionMapper:
@@ -73,11 +70,11 @@ class SubscriptionMapper:
         email = record.get(self.email_column) if self.email_column else None
         phone = record.get(self.phone_column) if self.phone_column else None
         warnings: list[str] = []
-        if _blank(email) and _blank(phone):
+        if blank(email) and blank(phone):
             raise Rejection(NO_SUBSCRIPTION_IDENTIFIER)
-        email_out = None if _blank(email) else normalise_email(email)
+        email_out = None if blank(email) else normalise_email(email)
         phone_out = None
-        if not _blank(phone):
+        if not blank(phone):
             try:
                 phone_out = normalise_phone(phone, self.default_region)
             except Rejection as rejection:

@@ -15,11 +15,14 @@ import re
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult
+from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
 from target_klaviyo.ledger.store import hash64
 from target_klaviyo.mapping.event import EventMapper
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode
-from target_klaviyo.sinks.base import Item, KlaviyoSink, Mapped, Request, join_body
+from target_klaviyo.records.item import Item, Mapped, Request, mapped
+from target_klaviyo.records.protocol import join_body
+from target_klaviyo.sinks.base import KlaviyoSink
 
 # What wrapping one event in its own profile entry adds to a request body. Counted in each
 # event's size so that a chunk filled to the byte limit still fits once grouped (events that
@@ -50,19 +53,18 @@ EVENTS_HEAD = (
     b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
 )
 
-PROFILE_IDENTIFIERS = ("email", "phone_number", "external_id")
-
 # Pointer of one event inside the grouped body (klaviyo-api.md §5.2 shape).
 EVENT_POINTER = re.compile(
     r"^/data/attributes/events-bulk-create/data/(\d+)(?:/attributes/events/data/(\d+))?(?:/|$)"
 )
 
 
-class EventSink(KlaviyoSink):
+class EventInsertSink(KlaviyoSink):
     """`object: event` — insert only; the event's profile is created or updated with it."""
 
     OBJECT: ClassVar[str] = "event"
-    MAX_ITEMS: ClassVar[int] = 1_000  # klaviyo-api.md §5.2
+    BEHAVIOR: ClassVar[str] = "insert"
+    MAX_ITEMS: ClassVar[int] = 1_000  # events per event-bulk-create-jobs request
     ORDERED: ClassVar[bool] = False  # first write wins per unique_id: order cannot matter
 
     def prepare(self) -> None:
@@ -70,7 +72,7 @@ class EventSink(KlaviyoSink):
             self.mapping,
             list(self.schema.get("properties", {})),
             list(self.key_properties),
-            self.config.get("default_phone_region"),
+            self.run.settings.default_phone_region,
         )
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
@@ -91,10 +93,11 @@ class EventSink(KlaviyoSink):
                 f"Klaviyo's 5 MB ({self.MAX_BYTES:,} bytes) limit"
             )
         identifiers = {**profile_identifiers, "metric": metric_name, "unique_id": unique_id}
-        return (
+        # Sent as encoded; the record itself is kept for hold and rejects.
+        return mapped(
             f"{identity.key()}\x1f{metric_name}\x1f{unique_id}",
             identifiers,
-            None,  # sent as encoded below; the record itself is kept for hold and rejects
+            None,
             size,
             warnings,
             (profile_encoded, event_encoded),
@@ -104,8 +107,9 @@ class EventSink(KlaviyoSink):
         # Klaviyo never updates an event: once its key was accepted, any later copy is a repeat.
         return hash64(key.encode())
 
-    def drop_superseded(self, items: list[Item]) -> list[Item]:
-        """Repeats of (profile, metric, unique_id) in one request: the first is sent."""
+    def superseded(self, items: list[Item]) -> tuple[list[Item], list[Item]]:
+        """Repeats of (profile, metric, unique_id) in one request: the first is sent (Klaviyo
+        keeps the first event anyway)."""
         first: dict[str, Item] = {}
         repeats = []
         for item in items:
@@ -113,10 +117,7 @@ class EventSink(KlaviyoSink):
                 repeats.append(item)
             else:
                 first[item.key] = item
-        if repeats:
-            self.unchanged(repeats)
-            return list(first.values())
-        return items
+        return (list(first.values()), repeats) if repeats else (items, [])
 
     def events_request(self, items: list[Item]) -> Request:
         """Group events by profile; remember where each item sits for error pointers.
@@ -156,7 +157,7 @@ class EventSink(KlaviyoSink):
 
     def send(self, items: list[Item]) -> None:
         for part in self.rounds(items):
-            self.send_rows("bulk_create_events", part, self.events_request, self.accepted)
+            self.protocol.send("bulk_create_events", part, self.events_request, self.accepted)
 
     @staticmethod
     def rounds(items: list[Item]) -> list[list[Item]]:
@@ -175,7 +176,7 @@ class EventSink(KlaviyoSink):
         for item in items:
             ids = [
                 (name, item.identifiers[name])
-                for name in PROFILE_IDENTIFIERS
+                for name in IDENTIFIER_FIELDS
                 if item.identifiers.get(name) is not None
             ]
             event = (str(item.identifiers["metric"]), str(item.identifiers["unique_id"]))
@@ -191,8 +192,8 @@ class EventSink(KlaviyoSink):
         return parts
 
     def accepted(self, items: list[Item], result: ApiResult) -> None:
-        # 202: validated and queued (klaviyo-api.md §5.2: no job to poll).
-        self.loaded(items)
+        # 202: validated and queued; Klaviyo gives no job to poll.
+        self.outcomes.mark_loaded(items)
 
 
 def _find(parent: dict[Any, Any], node: Any) -> Any:

@@ -1,21 +1,21 @@
-"""One run of the target: the shared client, ledger, counters, STATE gate and workers."""
+"""What every stream of a run shares: settings, the client, the ledger, the rejects file, the
+run's figures, the STATE gate, and the first error a request thread hit."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from target_klaviyo.checkpoint import StateGate
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.ledger.rejects import RejectsFile
 from target_klaviyo.ledger.store import Ledger
-from target_klaviyo.ledger.summary import RunStats
-from target_klaviyo.settings import StreamMappings
+from target_klaviyo.run.gate import StateGate
+from target_klaviyo.run.stats import RunStats
+from target_klaviyo.settings import Settings
 
-LOGGER = logging.getLogger("target-klaviyo")
+if TYPE_CHECKING:
+    from target_klaviyo.sinks.base import KlaviyoSink
 
 
 class Client(Protocol):
@@ -41,33 +41,30 @@ class Run:
     def __init__(
         self,
         *,
-        config: Mapping[str, Any],
-        mappings: StreamMappings,
+        settings: Settings,
         client: Client,
         ledger: Ledger | None,
         rejects: RejectsFile,
-        state_dir: Path,
     ) -> None:
-        self.config = config
-        self.mappings = mappings
+        self.settings = settings
+        self.mappings = settings.streams
         self.client = client
         self.ledger = ledger
         self.rejects = rejects
-        self.state_dir = state_dir
         self.stats = RunStats()
         self.gate = StateGate()
         self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
-        self.sinks: list[Any] = []  # every sink of the run, in creation order
+        self.sinks: list[KlaviyoSink] = []  # every sink of the run, in creation order
         self._failure: BaseException | None = None
         self._failure_lock = threading.Lock()
 
-    def register(self, sink: Any) -> None:
-        """A new sink: the STATE gate waits for it, and a failed run can hold what it kept."""
+    def register(self, sink: KlaviyoSink) -> None:
+        """A new sink: the STATE gate waits for it, and a stopping run holds what it kept."""
         self.sinks.append(sink)
-        self.gate.track(sink)
+        self.gate.track(sink.dispatch)
 
     def fail(self, exc: BaseException) -> None:
-        """A worker hit an error that must stop the run; the reading thread raises it."""
+        """A request thread hit an error that must stop the run; the reading thread raises it."""
         with self._failure_lock:
             if self._failure is None:
                 self._failure = exc
@@ -80,26 +77,10 @@ class Run:
     def failed(self) -> bool:
         return self._failure is not None
 
-    def reject(
-        self,
-        stream: str,
-        obj: str,
-        identifiers: Mapping[str, Any],
-        reason: str,
-        record: Mapping[str, Any],
-    ) -> None:
-        self.rejects.write(
-            stream=stream,
-            obj=obj,
-            identifiers=dict(identifiers),
-            reason=reason,
-            record=dict(record),
-        )
-
     def wait_for_requests(self) -> None:
         """Every stream's requests in flight come back (their records get an outcome)."""
         for sink in self.sinks:
-            sink.executor.shutdown(wait=True)
+            sink.dispatch.shutdown()
 
     def close(self) -> None:
         self.wait_for_requests()

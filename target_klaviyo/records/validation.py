@@ -13,7 +13,6 @@ up. Whatever the shortcut cannot vouch for goes to fastjsonschema, which also gi
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Callable, Collection
 from decimal import Decimal
@@ -21,6 +20,9 @@ from typing import Any
 
 import fastjsonschema
 from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
+
+from target_klaviyo.sdk import DATE_PARSERS
+from target_klaviyo.shapes import SHAPES_KEPT
 
 LOGGER = logging.getLogger("target-klaviyo")
 
@@ -36,41 +38,9 @@ def _parses(parse: Callable[[str], Any]) -> Callable[[str], bool]:
     return check
 
 
-# The parsers singer-sdk applies to string columns of these formats (after validation).
-DATE_PARSERS: dict[str, Callable[[str], Any]] = {
-    "date-time": datetime.datetime.fromisoformat,
-    "date": datetime.date.fromisoformat,
-    "time": datetime.time.fromisoformat,
-}
-# A value they cannot parse makes the record invalid here, so it is rejected with the reason.
+# A date or time string its parser cannot read makes the record invalid here, so it is
+# rejected with the reason (singer-sdk would null it).
 DATE_FORMATS = {name: _parses(parse) for name, parse in DATE_PARSERS.items()}
-
-
-def _date_format(schema: Any) -> str | None:
-    if not isinstance(schema, dict):
-        return None
-    kinds = schema.get("type", [])
-    if "string" in kinds and schema.get("format") in DATE_PARSERS:
-        return str(schema["format"])
-    for option in schema.get("anyOf", ()):
-        if (
-            isinstance(option, dict)
-            and "string" in option.get("type", [])
-            and option.get("format") in DATE_PARSERS
-        ):
-            return str(option["format"])
-    return None
-
-
-def datelike_columns(schema: dict[str, Any]) -> tuple[tuple[str, str, Callable[[str], Any]], ...]:
-    """(column, format, parser) for the top-level columns singer-sdk parses into date, time
-    or datetime values (the same rule as its per-record path, decided once per schema)."""
-    columns = []
-    for column, property_schema in (schema.get("properties") or {}).items():
-        kind = _date_format(property_schema)
-        if kind is not None:
-            columns.append((column, kind, DATE_PARSERS[kind]))
-    return tuple(columns)
 
 
 def _checked_formats_only(schema: Any) -> Any:
@@ -126,8 +96,6 @@ _ANY_TYPE = object  # a column whose schema allows every value
 _FormatChecks = tuple[tuple[str, Callable[[str], Any]], ...]
 # Verdicts of the records with one set of columns, by the types of their values.
 Verdicts = dict[tuple[type, ...], "_FormatChecks | None"]
-_COLUMN_SETS_KEPT = 256
-_SHAPES_KEPT = 1024  # verdicts kept in all, whatever the column sets
 _NOT_KEPT: Verdicts = {}  # stands for column sets beyond those kept: never written to
 
 
@@ -165,7 +133,7 @@ class TypeShapes:
         self._required = required
         self._closed = closed  # additionalProperties: false
         self._by_columns: dict[tuple[str, ...], Verdicts] = {}
-        self._room = _SHAPES_KEPT
+        self._room = SHAPES_KEPT  # verdicts in all, whatever the column sets
 
     @classmethod
     def of(cls, schema: Any) -> TypeShapes | None:
@@ -194,7 +162,7 @@ class TypeShapes:
         tracks column sets keeps it, and a lookup then costs only the value types' hash."""
         verdicts = self._by_columns.get(columns)
         if verdicts is None:
-            if len(self._by_columns) >= _COLUMN_SETS_KEPT:
+            if len(self._by_columns) >= SHAPES_KEPT:
                 return _NOT_KEPT
             verdicts = self._by_columns[columns] = {}
         return verdicts

@@ -1,0 +1,191 @@
+"""Dispatch: mapped records gathered into request-sized chunks and sent by request threads.
+
+A chunk is filled up to Klaviyo's item and byte limits, then handed to one of the stream's own
+worker threads while reading goes on (a stream waiting for its rate-limit window never holds
+up another). Reading waits only where it must: when the stream already has
+`max_records_in_flight` records outstanding (memory stays bounded), and when a chunk holds a
+key that is still on its way in an earlier request (Klaviyo applies one key's writes in input
+order). The STATE gate asks how far the stream's records are accounted for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from target_klaviyo.klaviyo.client import KlaviyoAuthError
+from target_klaviyo.records.item import Item
+from target_klaviyo.records.outcomes import Outcomes
+
+if TYPE_CHECKING:
+    from target_klaviyo.run.context import Run
+
+# Room left in each request for the JSON:API envelope around the items.
+ENVELOPE_BYTES = 4_096
+MAX_WORKERS = 16  # request threads per stream
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        name: str,
+        max_items: int,
+        max_bytes: int,
+        ordered: bool,
+        max_records_in_flight: int,
+        prepare: Callable[[list[Item]], list[Item]],
+        send: Callable[[list[Item]], None],
+        outcomes: Outcomes,
+        run: Run,
+    ) -> None:
+        self.max_items = max_items
+        self.ordered = ordered
+        self.max_records_in_flight = max_records_in_flight
+        self._byte_limit = max_bytes - ENVELOPE_BYTES
+        self._prepare = prepare
+        self._send = send
+        self._outcomes = outcomes
+        self._run = run
+        self._lock = threading.Condition()
+        self.seq = 0  # records read (written by the reading thread only)
+        self._tokens = itertools.count(1)
+        self._outstanding: dict[int, int] = {}  # chunk token -> lowest record seq it holds
+        self._inflight_keys: set[str] = set()  # keys of the chunks on their way
+        self._futures: dict[Future[None], int] = {}  # request -> records it carries
+        self._records_in_flight = 0
+        self._chunk: list[Item] = []
+        self._chunk_bytes = 0
+        self._chunk_token = 0
+        self.executor = ThreadPoolExecutor(
+            max_workers=min(MAX_WORKERS, max(1, max_records_in_flight // max_items)),
+            thread_name_prefix=f"klaviyo-{name}",
+        )
+
+    # -- the reading thread ---------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """A record was read: its sequence number (the gate counts in these)."""
+        self.seq = seq = self.seq + 1
+        return seq
+
+    def add(self, item: Item) -> None:
+        """Add a mapped record to the current chunk (sending the chunk first if it is full)."""
+        chunk = self._chunk
+        if chunk and (
+            len(chunk) >= self.max_items or self._chunk_bytes + item.size + 1 > self._byte_limit
+        ):
+            self.flush()
+            chunk = self._chunk
+        if not chunk:
+            with self._lock:
+                self._chunk_token = next(self._tokens)
+                self._outstanding[self._chunk_token] = item.seq
+        chunk.append(item)
+        self._chunk_bytes += item.size + 1
+
+    def flush(self) -> None:
+        """Hand the current chunk to a worker (after the sink's `prepare`)."""
+        self._outcomes.publish()
+        self._run.raise_if_failed()
+        items, token = self._take_chunk()
+        if not items:
+            return
+        items = self._prepare(items)
+        if not items:
+            self._finish(token, ())
+            return
+        keys = [item.key for item in items] if self.ordered else []
+        with self._lock:
+            while self._no_room_for(len(items), keys):
+                self._lock.wait(timeout=1.0)
+                self._run.raise_if_failed()
+            # One chunk's keys are distinct (the sink's prepare), and a chunk waits above while
+            # any of its keys is on its way: a key is in at most one chunk in flight.
+            self._inflight_keys.update(keys)
+            self._records_in_flight += len(items)
+        self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=len(items))
+        future = self.executor.submit(self._send_chunk, token, items, keys)
+        with self._lock:
+            self._futures[future] = len(items)
+        future.add_done_callback(self._forget_future)
+
+    def _take_chunk(self) -> tuple[list[Item], int]:
+        items, token = self._chunk, self._chunk_token
+        self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
+        return items, token
+
+    def _no_room_for(self, records: int, keys: Iterable[str]) -> bool:
+        """Whether a chunk must wait for requests in flight (called holding the lock)."""
+        return bool(
+            self._futures and self._records_in_flight + records > self.max_records_in_flight
+        ) or not self._inflight_keys.isdisjoint(keys)
+
+    def must_wait(self) -> bool:
+        """Whether handing over the current chunk would first wait for requests in flight."""
+        with self._lock:
+            keys = [item.key for item in self._chunk] if self.ordered else []
+            return self._no_room_for(len(self._chunk), keys)
+
+    def hold_unsent(self, reason: str) -> None:
+        """The run is stopping: records read but not sent wait on hold."""
+        self._outcomes.publish()
+        items, token = self._take_chunk()
+        if items:
+            self._outcomes.hold(items, reason)
+            self._finish(token, ())
+
+    def wait_idle(self) -> None:
+        """Flush and wait until every request of this stream has come back."""
+        self.flush()
+        with self._lock:
+            while self._futures:
+                self._lock.wait(timeout=1.0)
+        self._run.raise_if_failed()
+
+    # -- the request threads --------------------------------------------------------------
+
+    def _send_chunk(self, token: int, items: list[Item], keys: list[str]) -> None:
+        try:
+            self._send(items)
+        except KlaviyoAuthError as exc:
+            self._outcomes.hold_unsettled(items, str(exc))
+            self._run.fail(exc)
+        except Exception as exc:
+            # Nothing is lost: the records wait on hold while the run stops with the error.
+            self._outcomes.hold_unsettled(items, f"internal error: {type(exc).__name__}")
+            self._run.fail(exc)
+        finally:
+            with self._lock:
+                self._inflight_keys.difference_update(keys)
+            self._finish(token, items)
+
+    def _finish(self, token: int, items: Sequence[Item]) -> None:
+        if items:
+            self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=-len(items))
+        with self._lock:
+            self._outstanding.pop(token, None)
+            self._lock.notify_all()
+        self._run.gate.check()
+
+    def _forget_future(self, future: Future[None]) -> None:
+        with self._lock:
+            self._records_in_flight -= self._futures.pop(future, 0)
+            self._lock.notify_all()
+
+    # -- the STATE gate's view ------------------------------------------------------------
+
+    def records_seen(self) -> int:
+        return self.seq  # an int written by one thread: no lock needed
+
+    def accounted_through(self) -> int:
+        with self._lock:
+            if self._outstanding:
+                return min(self._outstanding.values()) - 1
+            return self.seq
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)

@@ -1,0 +1,63 @@
+"""What travels along a record's route: the mapped record and its request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from target_klaviyo.ledger.store import HeldRecord
+
+
+class Mapped(NamedTuple):
+    """What a sink's mapping makes of one record (one is made per record: build it with
+    `mapped(...)`, which skips the NamedTuple constructor's Python-level call)."""
+
+    key: str  # one Klaviyo identity (or event) per key in a request
+    identifiers: dict[str, Any]  # for rejects and error matching
+    payload: Any  # the resource, when it is not sent as `encoded`
+    size: int  # bytes it adds to a request body
+    warnings: Sequence[str]
+    encoded: Any  # the payload as encoded by the mapping (bytes, or a sink's own form)
+
+
+def mapped(
+    key: str,
+    identifiers: dict[str, Any],
+    payload: Any,
+    size: int,
+    warnings: Sequence[str],
+    encoded: Any,
+) -> Mapped:
+    return tuple.__new__(Mapped, (key, identifiers, payload, size, warnings, encoded))
+
+
+@dataclass(slots=True)
+class Item:
+    """One mapped record on its way to Klaviyo."""
+
+    seq: int
+    # The record, or the line of input it was read from: a line takes a fraction of the
+    # memory of its decoded record, and the record is needed again only to reject or hold it.
+    source: dict[str, Any] | str
+    key: str
+    identifiers: dict[str, Any]
+    payload: Any
+    size: int
+    digest: int | None  # skip_unchanged: the payload's hash
+    held: HeldRecord | None = None
+    encoded: Any = None  # the payload as sent, when the mapping encoded it already
+    settled: bool = False  # has its outcome (loaded, unchanged, rejected or on hold)
+    sent: int | None = None  # skip_unchanged: the ledger key, once computed
+
+    @property
+    def attempts(self) -> int:
+        return self.held.attempts if self.held else 0
+
+
+@dataclass(slots=True)
+class Request:
+    """An encoded request body and how to find the item a Klaviyo error pointer names."""
+
+    body: bytes
+    locate: Callable[[str], list[int]]

@@ -1,0 +1,159 @@
+"""Outcomes: every record read ends loaded, unchanged, rejected or on hold — here.
+
+Each outcome goes to the ledger (a record on hold is kept; one that reaches another outcome
+leaves hold; skip_unchanged hashes), the run's figures and, for rejects, the rejects file.
+A sink may watch every settled item (`on_settled`: the mirror uses it to see its members).
+Records read are counted by the reading thread and published in bulk, per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from target_klaviyo.klaviyo.client import ApiResult
+from target_klaviyo.ledger.store import HeldRecord
+from target_klaviyo.mapping.values import to_json
+from target_klaviyo.records.item import Item
+from target_klaviyo.records.unchanged import UnchangedFilter
+
+if TYPE_CHECKING:
+    from target_klaviyo.run.context import Run
+
+
+class Outcomes:
+    def __init__(
+        self,
+        run: Run,
+        stream: str,
+        obj: str,
+        fingerprint: str,
+        unchanged: UnchangedFilter,
+        record_of: Callable[[Item], dict[str, Any]],
+        logger: logging.Logger,
+    ) -> None:
+        self.run = run
+        self.stream = stream
+        self.object = obj
+        self.fingerprint = fingerprint
+        self.unchanged = unchanged
+        self.record_of = record_of
+        self.logger = logger
+        self.on_settled: Callable[[Sequence[Item]], None] | None = None
+        self.read = 0  # records read, replayed records included
+        self.replayed = 0
+        self._unpublished = [0, 0, 0]  # read, replayed, warnings
+
+    # -- the reading thread's counts --------------------------------------------------------
+
+    def count_read(self, held: HeldRecord | None) -> None:
+        self.read += 1
+        self._unpublished[0] += 1
+        if held is not None:
+            self.replayed += 1
+            self._unpublished[1] += 1
+
+    def count_warnings(self, count: int) -> None:
+        self._unpublished[2] += count
+
+    def publish(self) -> None:
+        """Move the reading thread's counts into the run's figures."""
+        read, replayed, warnings = self._unpublished
+        if read or warnings:
+            self._unpublished = [0, 0, 0]
+            self.run.stats.add(
+                self.stream, self.object, read=read, replayed=replayed, warnings=warnings
+            )
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def _settle(self, items: Sequence[Item]) -> None:
+        """Outcome reached: settled, and no longer on hold if it came from there."""
+        held_ids = []
+        for item in items:
+            item.settled = True
+            if item.held is not None:
+                held_ids.append(item.held.id)
+        self._release(held_ids)
+
+    def _release(self, held_ids: Iterable[int]) -> None:
+        held_ids = list(held_ids)
+        if held_ids and self.run.ledger is not None:
+            self.run.ledger.release(held_ids)
+
+    def _watch(self, items: Sequence[Item]) -> None:
+        if self.on_settled is not None and items:
+            self.on_settled(items)
+
+    def mark_loaded(self, items: Sequence[Item]) -> None:
+        if not items:
+            return
+        self.unchanged.remember(items)
+        self._settle(items)
+        self.run.stats.add(self.stream, self.object, loaded=len(items))
+        self._watch(items)
+
+    def mark_unchanged(self, items: Sequence[Item]) -> None:
+        if not items:
+            return
+        self._settle(items)
+        self.run.stats.add(self.stream, self.object, unchanged=len(items))
+        self._watch(items)
+
+    def reject(self, item: Item, reason: str) -> None:
+        self._write_reject(item.identifiers, reason, self.record_of(item))
+        self._settle([item])
+        self.unchanged.forget([item])
+        self.run.stats.add(self.stream, self.object, rejected=1)
+        self._watch([item])
+
+    def reject_all(self, items: Sequence[Item], result: ApiResult) -> None:
+        reason = result.describe()
+        for item in items:
+            self.reject(item, reason)
+        self.logger.warning("%d records rejected: %s", len(items), reason)
+
+    def reject_unmapped(
+        self, record: Mapping[str, Any], reason: str, held: HeldRecord | None
+    ) -> None:
+        """A record rejected before it was mapped (invalid, or the mapping refused it)."""
+        self._write_reject({}, reason, record)
+        if held is not None:
+            self._release([held.id])
+        self.run.stats.add(self.stream, self.object, rejected=1)
+
+    def _write_reject(
+        self, identifiers: Mapping[str, Any], reason: str, record: Mapping[str, Any]
+    ) -> None:
+        self.run.rejects.write(
+            stream=self.stream,
+            obj=self.object,
+            identifiers=dict(identifiers),
+            reason=reason,
+            record=dict(record),
+        )
+
+    def hold(self, items: Sequence[Item], reason: str) -> None:
+        """Klaviyo kept refusing (or the run stopped): keep the records for the next run."""
+        if not items:
+            return
+        for item in items:
+            item.settled = True
+        ledger = self.run.ledger
+        if ledger is not None:
+            ledger.hold(
+                self.stream,
+                self.object,
+                self.fingerprint,
+                (
+                    (item.key, to_json(self.record_of(item)), reason, item.attempts)
+                    for item in items
+                ),
+            )
+        self.run.stats.add(self.stream, self.object, on_hold=len(items))
+        self.logger.warning("%d records on hold: %s", len(items), reason)
+        self._watch(items)
+
+    def hold_unsettled(self, items: Sequence[Item], reason: str) -> None:
+        self.hold([item for item in items if not item.settled], reason)

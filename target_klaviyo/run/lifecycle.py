@@ -1,0 +1,250 @@
+"""The run's beginning and end.
+
+Before any input is read: the start-up check (key, scopes, public key, lists), progress lines,
+jobs an interrupted run left in flight, then records on hold replayed first. At the end of
+input: every stream's last request, then the waits. After an error: every record read gets an
+outcome (sent, or on hold for the next run) and the summary is written. On the command line:
+user errors end in one line and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import typing as t
+
+from singer_sdk.exceptions import (
+    InvalidRecord,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from target_klaviyo.klaviyo.client import ConfigError, KlaviyoAuthError, KlaviyoClient
+from target_klaviyo.klaviyo.startup import StartupError, check_account
+from target_klaviyo.run.context import Run
+from target_klaviyo.run.progress import Progress
+from target_klaviyo.run.stats import render_table, write_summary_file
+from target_klaviyo.streams import MappingConfigError
+
+if t.TYPE_CHECKING:
+    from target_klaviyo.target import TargetKlaviyo
+
+
+class UnmappedStreamError(ValueError):
+    """A stream that no `streams` mapping covers."""
+
+
+# Errors in the user's input: reported in one line naming the input line.
+INPUT_ERRORS = (
+    InvalidInputLine,
+    RecordsWithoutSchemaException,
+    MissingKeyPropertiesError,
+    InvalidRecord,
+    UnmappedStreamError,
+)
+# Errors in the user's input, settings or account: reported in one line, without a traceback.
+USER_ERRORS = (
+    *INPUT_ERRORS,
+    KlaviyoAuthError,
+    StartupError,
+    ConfigError,
+    MappingConfigError,
+)
+
+
+class Lifecycle:
+    def __init__(self, target: TargetKlaviyo) -> None:
+        self.target = target
+        self.run: Run = target.run
+        self.logger = target.logger
+        settings = self.run.settings
+        self.progress = Progress(
+            self.run.stats,
+            settings.progress_interval_s,
+            self.logger.info,
+            lambda: self.run.client.rate_limit_wait_s,
+        )
+        self._started = False
+        self._finished = False
+
+    # -- before any input -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        run = self.run
+        if not run.settings.dry_run:
+            assert isinstance(run.client, KlaviyoClient)
+            run.list_ids = check_account(run.client, run.settings)
+            self.logger.info("Klaviyo start-up check passed")
+        else:
+            for mapping in run.mappings.mappings:
+                if mapping.list_id or mapping.list_name:
+                    run.list_ids[mapping.pattern] = mapping.list_id or f"<{mapping.list_name}>"
+        self.progress.start()
+        if run.ledger is not None and not run.settings.dry_run:
+            self.resolve_interrupted_jobs()
+            self.replay_held()
+
+    def resolve_interrupted_jobs(self) -> None:
+        """Jobs an interrupted run left in flight: look them up, then forget them.
+
+        Their records are sent again anyway: STATE was not passed on past them, so the tap
+        resends them, and upserts and unique_ids make the resend safe. Looking them up tells
+        the user what happened to the interrupted job.
+        """
+        ledger = self.run.ledger
+        assert ledger is not None
+        for job in ledger.jobs_in_flight():
+            result = self.run.client.request(
+                "get_bulk_import_profiles_job", path_params={"id": job.id}
+            )
+            if result.ok:
+                status = result.body["data"]["attributes"].get("status")
+                outcome = f"Klaviyo reports it {status}"
+            else:
+                outcome = f"Klaviyo no longer knows it ({result.describe()})"
+            self.logger.info(
+                "import job %s of stream %r (%d records) was in flight when an earlier run"
+                " stopped; %s. Its records are sent again with this run's input.",
+                job.id,
+                job.stream,
+                job.records,
+                outcome,
+            )
+            ledger.job_finished(job.id)
+
+    def replay_held(self) -> None:
+        """Records on hold go out first, through the same sinks, with the current mapping."""
+        ledger = self.run.ledger
+        assert ledger is not None
+        target = self.target
+        for stream in ledger.held_streams():
+            if self.run.mappings.resolve(stream) is None:
+                self.logger.warning(
+                    "%d records of stream %r stay on hold: the stream has no mapping now",
+                    ledger.held_count(stream),
+                    stream,
+                )
+                continue
+            stored = ledger.stream_schema(stream)
+            if stored is None:
+                continue
+            schema, key_properties = stored
+            sink = target.get_sink(stream, schema=schema, key_properties=key_properties)
+            self.logger.info(
+                "replaying %d records of %r held by earlier runs", ledger.held_count(stream), stream
+            )
+            # Read a page at a time (bounded memory). A record that goes back on hold keeps its
+            # row, so the pages never meet it again in this pass.
+            for record in ledger.held_records(stream):
+                sink.tally_record_read()
+                sink.replay(record)
+                if sink.is_full:
+                    target.drain_one(sink)
+            target.drain_one(sink)
+
+    # -- the end of input -----------------------------------------------------------------
+
+    def send_last_requests(self) -> None:
+        """Every stream's last request goes out before any stream waits for room: a stream
+        whose jobs are still running must not hold back another stream's last request."""
+        for sink in sorted(self.run.sinks, key=lambda sink: sink.dispatch.must_wait()):
+            sink.flush()
+
+    def after_input(self) -> None:
+        self.run.raise_if_failed()
+        self.run.gate.check()
+        self.finish()
+
+    def finish(self) -> None:
+        """Stop workers, print the summary and write last_run.json (once)."""
+        if self._finished:
+            return
+        self._finished = True
+        run = self.run
+        self.progress.stop()
+        run.wait_for_requests()
+        for sink in run.sinks:
+            sink.outcomes.publish()
+        summary = run.stats.to_dict(run.client.calls, run.client.rate_limit_wait_s)
+        if run.ledger is not None and not run.settings.dry_run:
+            summary["on_hold_total"] = run.ledger.held_count()
+            write_summary_file(run.settings.state_dir, summary)
+        if run.settings.dry_run:
+            summary["dry_run_plan"] = str(run.settings.state_dir / "dry_run.jsonl")
+        self.logger.info("%s", render_table(summary))
+        run.close()
+
+    def shutdown_after_error(self, error: BaseException, *, send_what_was_read: bool) -> None:
+        """Give every record read an outcome, then summarise.
+
+        After bad input, the records before the bad line are good: they are sent (and STATE
+        passed on for them). After any other error, records not yet sent go on hold and are
+        replayed by the next run. Requests in flight are waited for either way.
+        """
+        try:
+            if send_what_was_read and self._started and not self.run.failed:
+                self.target.drain_all(is_endofpipe=True)
+                self.run.gate.check()
+        except Exception as exc:  # the original error matters more
+            self.logger.debug("while sending what was read: %s", exc)
+        try:
+            reason = f"not sent: the run stopped ({one_line(error)})"
+            for sink in self.run.sinks:
+                sink.hold_unsent(reason)
+            self.finish()
+        except Exception as exc:  # the original error matters more
+            self.logger.debug("while shutting down: %s", exc)
+
+    # -- the command line -----------------------------------------------------------------
+
+    def listen(self, file_input: t.IO[str] | None) -> None:
+        """Read the input to its end; a user error ends the run in one line and exit 1."""
+        _tune_garbage_collector()
+        target = self.target
+        try:
+            target.listen(file_input)
+        except USER_ERRORS as exc:
+            on_input = isinstance(exc, INPUT_ERRORS)
+            where = f"input line {target.reader.line_number}: " if on_input else ""
+            self.logger.error("%s%s", where, one_line(exc))
+            self.shutdown_after_error(exc, send_what_was_read=on_input)
+            sys.exit(1)
+        except BaseException as exc:
+            self.shutdown_after_error(exc, send_what_was_read=False)
+            raise
+
+    def test_connection(self) -> t.NoReturn:
+        """`--test-connection`: the start-up check alone, then exit 0 or 1."""
+        run = self.run
+        try:
+            if run.settings.dry_run:
+                self.logger.info("dry_run is set: nothing to check without the network")
+            else:
+                assert isinstance(run.client, KlaviyoClient)
+                check_account(run.client, run.settings)
+                self.logger.info("Connection OK: key, scopes, public key and lists checked")
+        except (KlaviyoAuthError, StartupError) as exc:
+            self.logger.error("Connection check failed: %s", one_line(exc))
+            sys.exit(1)
+        finally:
+            run.close()
+        sys.exit(0)
+
+
+def _tune_garbage_collector() -> None:
+    """A run keeps tens of thousands of records in flight, none of them in a reference cycle;
+    with the default thresholds the cyclic collector walks them all again and again (about a
+    tenth of the run's CPU). What exists at start-up is frozen out of its sight, and it runs
+    less often; cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:397] + "..."

@@ -1,0 +1,328 @@
+"""Every place target-klaviyo copies or replaces singer-sdk behaviour, in one module.
+
+singer-sdk 0.54 reads each record through `Target._process_record_message`
+(`singer_sdk/target_base.py`): a stream-map transform, a copy, metadata columns, jsonschema
+validation, timestamp parsing, a key-property check, metrics — about 35 µs a record before the
+target sees it. Records of streams without stream maps skip that path here and are checked by
+the copies below instead (`records/intake.py` applies them); streams with stream maps or
+`add_record_metadata` keep singer-sdk's path. Each seam names the singer-sdk source it mirrors
+(file and function, in 0.54.9) and why it exists. A CI job runs the suite against the newest
+singer-sdk pre-release, so drift shows before it bites.
+
+- `MessageReader` replaces `GenericSingerReader.process_lines` (`singerlib/encoding/base.py`):
+  line numbers for error messages, RECORDs straight to their sink with their line, STATE
+  held back until accounted for, reading stopped by a signal.
+- `takes_records_directly` states when `Target._process_record_message` would leave a record
+  unchanged: those streams may skip it.
+- `METADATA_COLUMNS` / `drop_metadata` copy `Sink._remove_sdc_metadata_from_record`
+  (`sinks/core.py`).
+- `missing_key_properties` copies the error of `Sink._singer_validate_message`, raised once
+  per set of columns instead of checked per record.
+- `datelike_columns` / `parse_dates` copy `Sink._parse_timestamps_in_record`, decided once per
+  schema instead of per field and record.
+- `count_records` does `_process_record_message`'s `record_counter_metric.increment()` for
+  records of the direct path.
+- `MAX_CHUNK_AGE_S` mirrors `Target._MAX_RECORD_AGE_IN_MINUTES`: a slow tap's records go out
+  within the same bound.
+- `config_errors`: singer-sdk's config check (`PluginBase._validate_config`) stops the
+  run at the first config that breaks the JSON schema; the target adds what only it can check
+  (every stream mapping, regions, URLs), so that every problem shows in one go.
+- `invoke` replaces `Target.invoke`: the run's lifecycle around `listen()` (one-line errors,
+  `--test-connection`).
+- `install_signal_handlers` replaces `PluginBase._setup_signal_handlers` /
+  `Target._handle_termination`, which drain every sink inside the handler and exit 0.
+- `KlaviyoSink.clean_up` calls `super().clean_up()`: in 0.54 `Sink.clean_up` ends the
+  record-count metric.
+
+Three of these change in singer-sdk 0.55 (pre-releases): the record-count metric moves to
+`Sink.tally_record_written`, `Sink._clean_up` (final) ends the metric before `clean_up`, and
+termination gains `_is_terminating` and `_terminate`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import signal
+import sys
+import threading
+import typing as t
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from decimal import Decimal
+
+import msgspec
+from singer_sdk.exceptions import MissingKeyPropertiesError
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib.encoding.base import GenericSingerReader, SingerMessageType
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+if t.TYPE_CHECKING:
+    from singer_sdk import Target
+    from singer_sdk.mapper import PluginMapper
+    from singer_sdk.sinks import Sink
+
+# A record waits at most this long in a partly filled request (singer-sdk: 5 minutes).
+MAX_CHUNK_AGE_S = 300.0
+
+# -- reading ------------------------------------------------------------------------------
+
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def decode_message(line: str | bytes) -> t.Any:
+    """A line of input as the reader decodes it (numbers with a fraction as Decimal, as
+    singer-sdk's readers give them)."""
+    return _decoder.decode(line)
+
+
+class ReaderHooks(t.Protocol):
+    def before_input(self) -> None: ...
+
+    def on_state(self, message: dict) -> None: ...
+
+    def on_activate_version(self, message: dict) -> None: ...
+
+    def record_callback(
+        self, through_sdk: t.Callable[[dict], None]
+    ) -> t.Callable[[dict, str], None]: ...
+
+
+class MessageReader(GenericSingerReader[str]):
+    """singer-sdk's reader loop, counting lines for clear error messages.
+
+    RECORD, STATE and ACTIVATE_VERSION go to the target's hooks: records of most streams go
+    straight to their sink (with the line they were read from), STATE is passed on only when
+    the records before it are accounted for, and ACTIVATE_VERSION ends a mirror pass.
+    """
+
+    def __init__(self, hooks: ReaderHooks | None = None) -> None:
+        super().__init__()
+        self.hooks = hooks
+        self.line_number = 0
+        self.stop_requested = threading.Event()  # a signal: read no further line
+
+    @property
+    def default_input(self) -> t.IO[str]:
+        return sys.stdin
+
+    def deserialize_json(self, line: str) -> dict:
+        try:
+            message = _decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise InvalidInputLine(f"not valid JSON ({exc})") from None
+        if not isinstance(message, dict):
+            raise InvalidInputLine("not a JSON object")
+        return message
+
+    def process_lines(
+        self,
+        file_input: t.IO[str] | None,
+        callbacks: dict[str, t.Callable[[dict], None]],
+    ) -> t.Counter[str]:
+        on_record: t.Callable[[dict, str], None] | None = None
+        if self.hooks is not None:
+            self.hooks.before_input()
+            on_record = self.hooks.record_callback(callbacks[SingerMessageType.RECORD])
+            callbacks = {
+                **callbacks,
+                SingerMessageType.STATE: self.hooks.on_state,
+                SingerMessageType.ACTIVATE_VERSION: self.hooks.on_activate_version,
+            }
+        stats: dict[str, int] = defaultdict(int)
+        decode = _decoder.decode
+        stop = self.stop_requested
+        for line in file_input or self.default_input:
+            if stop.is_set():
+                break
+            self.line_number += 1
+            try:
+                message = decode(line)
+            except msgspec.DecodeError:
+                if not line.strip():
+                    continue  # a blank line carries no message
+                message = self.deserialize_json(line)  # raises, with the reason
+            if type(message) is not dict:
+                message = self.deserialize_json(line)  # raises, with the reason
+            if "type" not in message:
+                self.assert_line_requires(message, requires={"type"})  # raises, with the reason
+            message_type = message["type"]
+            if message_type == "RECORD" and on_record is not None:
+                on_record(message, line)
+            else:
+                callback = callbacks.get(message_type)
+                if callback is None:
+                    self._process_unknown_message(message)
+                else:
+                    callback(message)
+            stats[message_type] += 1
+        return Counter(**stats)
+
+
+def takes_records_directly(
+    mapper: PluginMapper, stream_name: str, *, add_record_metadata: bool
+) -> bool:
+    """Whether `_process_record_message` would pass a stream's records on unchanged (so they
+    may skip it): no stream map or flattening changes them, no metadata columns are added."""
+    if add_record_metadata:
+        return False
+    maps = mapper.stream_maps.get(stream_name)
+    if not maps or len(maps) != 1:
+        return False
+    (only,) = maps
+    return (
+        type(only) is SameRecordTransform
+        and only.stream_alias == stream_name
+        and not only.flattening_enabled
+    )
+
+
+def count_records(sink: Sink, count: int) -> None:
+    """The `record_count` metric for records that skipped `_process_record_message`."""
+    if count:
+        sink.record_counter_metric.increment(count)
+
+
+# -- a record's columns -------------------------------------------------------------------
+
+METADATA_COLUMNS = frozenset(
+    {
+        "_sdc_extracted_at",
+        "_sdc_received_at",
+        "_sdc_batched_at",
+        "_sdc_deleted_at",
+        "_sdc_sequence",
+        "_sdc_table_version",
+        "_sdc_sync_started_at",
+    }
+)
+
+
+def drop_metadata(record: dict[str, t.Any]) -> None:
+    """The metadata columns singer-sdk removes when add_record_metadata is off."""
+    for column in METADATA_COLUMNS:
+        record.pop(column, None)
+
+
+def missing_key_properties(
+    required: t.Sequence[str], columns: t.Sequence[str]
+) -> MissingKeyPropertiesError | None:
+    """singer-sdk's error for a record without one of its stream's key properties."""
+    if all(key in columns for key in required):
+        return None
+    return MissingKeyPropertiesError(
+        "Record is missing one or more key_properties. "
+        f"Key Properties: {tuple(required)}, Record Keys: {list(columns)}"
+    )
+
+
+# The parsers singer-sdk applies to string columns of these formats.
+DATE_PARSERS: dict[str, Callable[[str], t.Any]] = {
+    "date-time": datetime.datetime.fromisoformat,
+    "date": datetime.date.fromisoformat,
+    "time": datetime.time.fromisoformat,
+}
+DateColumns = tuple[tuple[str, str, Callable[[str], t.Any]], ...]
+
+
+def _date_format(schema: t.Any) -> str | None:
+    if not isinstance(schema, dict):
+        return None
+    kinds = schema.get("type", [])
+    if "string" in kinds and schema.get("format") in DATE_PARSERS:
+        return str(schema["format"])
+    for option in schema.get("anyOf", ()):
+        if (
+            isinstance(option, dict)
+            and "string" in option.get("type", [])
+            and option.get("format") in DATE_PARSERS
+        ):
+            return str(option["format"])
+    return None
+
+
+def datelike_columns(schema: dict[str, t.Any]) -> DateColumns:
+    """(column, format, parser) for the top-level columns singer-sdk parses into date, time
+    or datetime values (its rule, decided once per schema rather than per record)."""
+    columns = []
+    for column, property_schema in (schema.get("properties") or {}).items():
+        kind = _date_format(property_schema)
+        if kind is not None:
+            columns.append((column, kind, DATE_PARSERS[kind]))
+    return tuple(columns)
+
+
+def parse_dates(
+    record: dict[str, t.Any],
+    columns: DateColumns,
+    warn: Callable[[str, str], None] | None,
+) -> None:
+    """Date and time strings parsed as the schema says; what does not parse is null
+    (singer-sdk's `DatetimeErrorTreatmentEnum.NULL`), with `warn(column, format)`."""
+    for column, kind, parse in columns:
+        value = record.get(column)
+        if value is not None:
+            try:
+                record[column] = parse(value)
+            except (ValueError, TypeError):
+                if warn is not None:
+                    warn(column, kind)
+                record[column] = None
+
+
+# -- settings -----------------------------------------------------------------------------
+
+_SCHEMA_PATH = re.compile(r"^(.*) in config\[(.*)\]$", re.S)
+
+
+def config_errors(schema_errors: t.Sequence[str], own: t.Sequence[str]) -> list[str]:
+    """singer-sdk's schema errors in the target's style (`streams.a.object: <problem>`, where
+    singer-sdk ends a line with ` in config['streams']['a']['object']`), then the target's own
+    errors that do not repeat one of them."""
+    errors = []
+    flagged = set()
+    for error in schema_errors:
+        match = _SCHEMA_PATH.match(error)
+        if match is None:
+            errors.append(error)
+            continue
+        path = ".".join(part.strip("'\"") for part in match.group(2).split("]["))
+        flagged.add(path)
+        errors.append(f"{path}: {match.group(1)}")
+    errors.extend(error for error in own if error.split(":", 1)[0] not in flagged)
+    return errors
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def invoke(
+    cls: type[Target],
+    *,
+    about: bool,
+    about_format: str | None,
+    config: t.Any,
+    run: Callable[[t.Any], None],
+) -> None:
+    """`Target.invoke` with its last step, `target.listen(file_input)`, replaced by `run`."""
+    if about:
+        cls.print_about(about_format)
+        sys.exit(0)
+    cls.print_version(print_fn=cls.logger.info)
+    target = cls(
+        config=config.config if config is not None else None,
+        validate_config=True,
+        parse_env_config=config.parse_env if config is not None else False,
+    )
+    run(target)
+
+
+def install_signal_handlers(on_signal: Callable[[int], None]) -> None:
+    """Replace singer-sdk's SIGTERM / SIGINT handlers (`PluginBase._setup_signal_handlers`),
+    which drain every sink inside the handler and exit 0."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGINT"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, lambda signum, frame: on_signal(signum))

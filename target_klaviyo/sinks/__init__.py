@@ -1,0 +1,23 @@
+"""One sink class per Klaviyo object and behaviour; the routing table picks it by the stream's
+mapping."""
+
+from __future__ import annotations
+
+from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.events import EventInsertSink
+from target_klaviyo.sinks.lists import ListDeleteSink, ListInsertSink, ListMirrorSink
+from target_klaviyo.sinks.profiles import ProfileUpsertSink
+from target_klaviyo.sinks.subscriptions import SubscribeSink, UnsubscribeSink
+
+SINK_CLASSES: dict[tuple[str, str], type[KlaviyoSink]] = {
+    (sink.OBJECT, sink.BEHAVIOR): sink
+    for sink in (
+        ProfileUpsertSink,
+        ListInsertSink,
+        ListDeleteSink,
+        ListMirrorSink,
+        EventInsertSink,
+        SubscribeSink,
+        UnsubscribeSink,
+    )
+}
