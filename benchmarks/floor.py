@@ -6,9 +6,9 @@ For ``n`` requests of one operation with a burst limit ``b`` (per second) and a 
 - ``n <= s``: the requests go in bursts of ``b``, one a second: ``ceil(n / b) - 1`` seconds;
 - otherwise ``floor((n - 1) / s)`` full minutes, then the bursts of the remainder.
 
-Each operation has its own windows (klaviyo-api.md §7.1), so operations run in parallel and the
-floor of a workload is the largest time over its operations.
-"""
+Each operation has its own windows
+(https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling), so operations run in
+parallel and the floor of a workload is the largest time over its operations."""
 
 from __future__ import annotations
 

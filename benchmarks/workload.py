@@ -64,7 +64,7 @@ TIERS = ("bronze", "silver", "gold", "platinum")
 CHANNELS = ("web", "app", "store")
 BLOCK = 500  # records of one stream written together when interleaving
 
-# Klaviyo's batch maxima (klaviyo-api.md §3.1, §5.2).
+# Klaviyo's batch maxima (the spec's bulk_import_profiles and bulk_create_events).
 PROFILES_PER_JOB = 10_000
 EVENTS_PER_REQUEST = 1_000
 

@@ -8,7 +8,7 @@ path, rate limits (``x-klaviyo-ratelimit``), scopes (``x-klaviyo-scopes``), succ
 Only structure and types are kept (no descriptions, examples or titles). ``$ref`` s are inlined,
 OpenAPI ``nullable`` becomes a JSON Schema ``null`` type, and structured objects get
 ``additionalProperties: false`` because Klaviyo's JSON:API rejects unknown fields
-(klaviyo-api.md §1: "unknown attributes are rejected with 400"). Free-form objects such as
+(Klaviyo rejects unknown attributes with 400). Free-form objects such as
 ``properties`` stay open.
 
 Usage (from the repository root)::
@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT.parent / "shared" / "klaviyo-openapi" / "stable.json"
 DEFAULT_OUTPUT = REPO_ROOT / "tests" / "emulator" / "klaviyo_schemas.json"
 
-# operationId -> (method, path): the endpoints target-klaviyo uses (SPEC.md §1).
+# operationId -> (method, path): the endpoints target-klaviyo uses.
 OPERATIONS: dict[str, tuple[str, str]] = {
     "get_accounts": ("GET", "/api/accounts"),
     "create_or_update_profile": ("POST", "/api/profile-import"),
@@ -140,7 +140,7 @@ def compact_schema(node: Any, spec: dict[str, Any], stack: tuple[str, ...] = ())
             extra if isinstance(extra, bool) else compact_schema(extra, spec, stack)
         )
     elif "properties" in node:
-        # klaviyo-api.md §1: Klaviyo's JSON:API rejects unknown fields with 400
+        # Klaviyo's JSON:API rejects unknown fields with 400
         # ("'first_name' is not a valid field for the resource 'profile'"). The spec never says
         # additionalProperties:false, so every structured object is closed here; free-form
         # objects (declared without "properties", e.g. custom `properties`) stay open.

@@ -100,7 +100,7 @@ class MessageReader(GenericSingerReader[str]):
         super().__init__()
         self.hooks = hooks
         self.line_number = 0
-        self.stop_requested = threading.Event()  # a signal: read no further line
+        self.stop_requested = False  # set by a signal handler: read no further line
 
     @property
     def default_input(self) -> t.IO[str]:
@@ -131,9 +131,8 @@ class MessageReader(GenericSingerReader[str]):
             }
         stats: dict[str, int] = defaultdict(int)
         decode = _decoder.decode
-        stop = self.stop_requested
         for line in file_input or self.default_input:
-            if stop.is_set():
+            if self.stop_requested:
                 break
             self.line_number += 1
             try:

@@ -102,7 +102,7 @@ class TargetRun:
         return [json.loads(line) for line in target.read_text().splitlines() if line]
 
     def assert_accounted(self) -> None:
-        """Every record read ends loaded, unchanged, rejected or on hold (SPEC §3.7)."""
+        """Every record read ends loaded, unchanged, rejected or on hold (README)."""
         for name, stats in self.summary["streams"].items():
             outcomes = stats["loaded"] + stats["unchanged"] + stats["rejected"] + stats["on_hold"]
             assert stats["read"] == outcomes, f"{name}: {stats}"

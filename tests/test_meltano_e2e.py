@@ -526,7 +526,7 @@ def test_meltano_run_tap_postgres_to_target_klaviyo(
             "katherine@example.com",
         }
         assert emulator.unexpected_violations() is None, emulator.unexpected_violations()
-        assert emulator.private_key not in first.stdout  # SPEC §3.10: the key is never logged
+        assert emulator.private_key not in first.stdout  # the key is never logged
 
         state = run(
             [meltano, "state", "get", "test:tap-postgres-to-target-klaviyo"],

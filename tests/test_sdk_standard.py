@@ -4,7 +4,7 @@ Every standard test that applies is listed explicitly below, with a comment on t
 out. The SDK's test streams are not Klaviyo-shaped: `streams: {"*": {"object": "profile"}}`
 routes them all to profile upserts, and the records without an email, phone number or
 external_id are rejected with a reason, which is the correct behaviour. Each sync must still end
-cleanly, with every record accounted for (SPEC §3.7); the `validate()` steps check that.
+cleanly, with every record accounted for (README); the `validate()` steps check that.
 
 Two custom tests with Klaviyo-shaped input (`tests/data/*.singer`) check what reaches the
 emulator and that STATE messages are relayed in order once their records are accounted for.

@@ -1,7 +1,7 @@
 """The start-up check and user errors, through the CLI: exit 1 with one clear line, no traceback.
 
-SPEC §3.1 (start-up check, `--test-connection`, `dry_run` skips the network) and §3.9 (exit codes
-and one clear message for bad config, credentials, unmapped streams and malformed input).
+The start-up check (`--test-connection`; `dry_run` skips the network) and the exit codes, with
+one clear message for bad config, credentials, unmapped streams and malformed input (README).
 """
 
 from __future__ import annotations

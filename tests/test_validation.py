@@ -28,15 +28,22 @@ RECORDS = [
 ]
 
 
+# Records of a stream without stream maps skip singer-sdk's per-record path; with a stream map
+# they take it. Either way an invalid record is rejected with the reason.
+PATHS = {"direct": {}, "singer-sdk": {"stream_maps": {"customers": {"source": "'warehouse'"}}}}
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("validate_records", [True, False])
 def test_invalid_records_are_rejected_not_fatal(
-    emulator: Any, tmp_path: Path, validate_records: bool
+    emulator: Any, tmp_path: Path, validate_records: bool, path: str
 ) -> None:
     config = base_config(
         emulator,
         tmp_path / "state",
         {"customers": {"object": "profile", "fields": {"external_id": "id"}}},
         validate_records=validate_records,
+        **PATHS[path],
     )
     run = run_target(
         config, singer_lines(stream_messages("customers", SCHEMA, RECORDS, ["id"])), tmp_path

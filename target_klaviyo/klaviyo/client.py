@@ -31,7 +31,8 @@ from target_klaviyo.klaviyo.pacing import Pacer
 LOGGER = logging.getLogger("target-klaviyo.http")
 
 JSON_API = "application/vnd.api+json"
-# klaviyo-api.md §7.2: the official SDK retries 429, 503, 504, 524; 5xx are server errors.
+# Klaviyo's own Python SDK (klaviyo-api) retries 429, 503, 504 and 524; 5xx are server errors
+# (https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 522, 524})
 # A Retry-After longer than this is not waited out in-run: the records go on hold instead.
 MAX_RETRY_AFTER_S = 900.0
@@ -47,7 +48,7 @@ class KlaviyoAuthError(RuntimeError):
 
 @dataclass(frozen=True)
 class ApiErrorDetail:
-    """One entry of a JSON:API `errors` array (klaviyo-api.md §7.3)."""
+    """One entry of a JSON:API `errors` array (https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling)."""
 
     status: int | None
     code: str
@@ -333,7 +334,7 @@ class KlaviyoClient:
                 parsed = None
 
         if status == 403 and "text/html" in content_type:
-            # klaviyo-api.md §7.3: Cloudflare's challenge page, not Klaviyo's answer.
+            # Cloudflare's challenge page (text/html), not Klaviyo's answer.
             raise _Retry("Cloudflare returned an HTML 403 challenge", status)
         if status in RETRY_STATUSES:
             retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -363,7 +364,7 @@ class KlaviyoClient:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Klaviyo sends integer seconds (klaviyo-api.md §7.2); anything else means back off."""
+    """Klaviyo sends integer seconds; anything else means back off."""
     if value is None:
         return None
     try:

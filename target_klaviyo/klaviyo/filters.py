@@ -1,4 +1,4 @@
-"""Klaviyo filter expressions with every value escaped (klaviyo-api.md §1: filtering).
+"""Klaviyo filter expressions with every value escaped (https://developers.klaviyo.com/en/docs/filtering_).
 
 Values are JSON-style double-quoted strings; a quote or backslash inside a value is escaped,
 so an email like `o"brien@x.com` cannot break out of the expression.

@@ -16,7 +16,7 @@ class Tier:
     steady_per_min: int
 
 
-# klaviyo-api.md §7.1
+# https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling
 XS = Tier("XS", 1, 15)
 S = Tier("S", 3, 60)
 M = Tier("M", 10, 150)

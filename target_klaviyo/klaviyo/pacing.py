@@ -1,13 +1,13 @@
 """Client-side pacing: keep every operation inside Klaviyo's burst and steady windows.
 
-Klaviyo counts requests per operation in a 1 s (burst) and a 60 s (steady) window
-(klaviyo-api.md §7.1), by the time it *receives* them. We only know that a request arrived
-somewhere between our send and its answer, so a request holds its slot from `acquire` (before
-sending) until `release` (answer received), and the window length counts from the answer. A
-later request therefore always arrives a full window after the earlier ones, whatever the
-network or thread-scheduling delays in between. That holds by construction; the small margin
-only absorbs a difference in clock rates (1 % is thousands of times what NTP allows). One
-pacer is shared by all threads.
+Klaviyo counts requests per operation in a 1 s (burst) and a 60 s (steady) window, by the time
+it *receives* them (https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling). We
+only know that a request arrived somewhere between our send and its answer, so a request holds
+its slot from `acquire` (before sending) until `release` (answer received), and the window
+length counts from the answer. A later request therefore always arrives a full window after the
+earlier ones, whatever the network or thread-scheduling delays in between. That holds by
+construction; the small margin only absorbs a difference in clock rates (1 % is thousands of
+times what NTP allows). One pacer is shared by all threads.
 """
 
 from __future__ import annotations

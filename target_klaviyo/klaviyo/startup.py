@@ -1,4 +1,4 @@
-"""The start-up check (SPEC §3.1): key, scopes, public key and every configured list,
+"""The start-up check (README: Quick start): key, scopes, public key and every configured list,
 before any input is read. Also run alone by `--test-connection`."""
 
 from __future__ import annotations

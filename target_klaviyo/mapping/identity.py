@@ -1,6 +1,6 @@
 """Profile identity: email, phone number (E.164) and external id.
 
-SPEC §3.2: emails are trimmed, lower-cased and checked for a plausible form; phone numbers are
+Emails are trimmed, lower-cased and checked for a plausible form; phone numbers are
 normalised to E.164 with ``phonenumbers``. Nothing garbled is ever sent: an invalid email rejects
 the record; an invalid phone is dropped with a warning when another identifier remains, and
 rejects the record when it is the only one.
@@ -267,7 +267,7 @@ NO_IDENTIFIER = "no usable identifier (email, phone_number or external_id)"
 def resolve_identity(
     email: Any, phone: Any, external_id: Any, default_region: str | None
 ) -> tuple[Identity, list[str]]:
-    """Normalise a record's identifiers (SPEC §3.2); returns the identity and any warnings.
+    """Normalise a record's identifiers; returns the identity and any warnings.
 
     Blank values (None, empty or whitespace strings) count as absent. An invalid email is a
     Rejection; an invalid phone is dropped with a warning when an email or external_id remains,

@@ -51,7 +51,7 @@ __all__ = [
     "standard_columns",
 ]
 
-# Klaviyo limits (SPEC §3.3, klaviyo-api.md §7.4), stricter decimal reading of "KB".
+# Klaviyo limits (the spec's operation descriptions), stricter decimal reading of "KB".
 MAX_STRING_BYTES = 100_000
 MAX_NESTING = 10
 MAX_ARRAY_ITEMS = 4_000
@@ -99,7 +99,7 @@ def _too_long(text: str) -> bool:
 
 
 def _check_string(text: str, what: str) -> None:
-    """Klaviyo's 100 KB string limit (klaviyo-api.md §7.4); `what` names the string."""
+    """Klaviyo's 100 KB string limit; `what` names the string."""
     if _too_long(text):
         raise Rejection(f"{what} over Klaviyo's 100 KB ({MAX_STRING_BYTES:,} bytes) string limit")
 
@@ -398,7 +398,7 @@ class ProfileMapper:
         )
 
     def identity(self, record: Mapping[str, Any]) -> tuple[Identity, list[str]]:
-        """Resolve the record's identity (SPEC §3.2); raises Rejection."""
+        """Resolve the record's identity; raises Rejection."""
         get = record.get
         return resolve_identity(
             get(self.email_column) if self.email_column else None,

@@ -89,7 +89,7 @@ class Dispatcher:
 
     def flush(self) -> None:
         """Hand the current chunk to a worker (after the sink's `prepare`)."""
-        self._outcomes.publish()
+        self._outcomes.publish(self.seq)
         self._run.raise_if_failed()
         items, token = self._take_chunk()
         if not items:
@@ -132,7 +132,7 @@ class Dispatcher:
 
     def hold_unsent(self, reason: str) -> None:
         """The run is stopping: records read but not sent wait on hold."""
-        self._outcomes.publish()
+        self._outcomes.publish(self.seq)
         items, token = self._take_chunk()
         if items:
             self._outcomes.hold(items, reason)

@@ -57,7 +57,7 @@ class Intake:
             drop_metadata(record)
         validator = self._validator
         failure = None if validator is None else validator.check(record, verdicts)
-        if failure is None:
+        if failure is None and self._dates:
             parse_dates(record, self._dates, self._warn)
         return failure
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -11,7 +12,7 @@ from target_klaviyo.ledger.store import HeldRecord
 
 class Mapped(NamedTuple):
     """What a sink's mapping makes of one record (one is made per record: build it with
-    `mapped(...)`, which skips the NamedTuple constructor's Python-level call)."""
+    `mapped((...))`, which skips the NamedTuple constructor's Python-level call)."""
 
     key: str  # one Klaviyo identity (or event) per key in a request
     identifiers: dict[str, Any]  # for rejects and error matching
@@ -21,15 +22,8 @@ class Mapped(NamedTuple):
     encoded: Any  # the payload as encoded by the mapping (bytes, or a sink's own form)
 
 
-def mapped(
-    key: str,
-    identifiers: dict[str, Any],
-    payload: Any,
-    size: int,
-    warnings: Sequence[str],
-    encoded: Any,
-) -> Mapped:
-    return tuple.__new__(Mapped, (key, identifiers, payload, size, warnings, encoded))
+# mapped((key, identifiers, payload, size, warnings, encoded)) -> Mapped, in C.
+mapped: Callable[[tuple[Any, ...]], Mapped] = functools.partial(tuple.__new__, Mapped)
 
 
 @dataclass(slots=True)

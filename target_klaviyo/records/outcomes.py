@@ -3,7 +3,8 @@
 Each outcome goes to the ledger (a record on hold is kept; one that reaches another outcome
 leaves hold; skip_unchanged hashes), the run's figures and, for rejects, the rejects file.
 A sink may watch every settled item (`on_settled`: the mirror uses it to see its members).
-Records read are counted by the reading thread and published in bulk, per chunk.
+Records read are counted by the reading thread (the dispatcher's sequence numbers) and
+published in bulk, per chunk.
 """
 
 from __future__ import annotations
@@ -41,27 +42,25 @@ class Outcomes:
         self.record_of = record_of
         self.logger = logger
         self.on_settled: Callable[[Sequence[Item]], None] | None = None
-        self.read = 0  # records read, replayed records included
-        self.replayed = 0
-        self._unpublished = [0, 0, 0]  # read, replayed, warnings
+        self.replayed = 0  # records replayed from hold (they are read before any input)
+        self._published = [0, 0, 0]  # read, replayed, warnings in the run's figures
+        self._warnings = 0
 
     # -- the reading thread's counts --------------------------------------------------------
 
-    def count_read(self, held: HeldRecord | None) -> None:
-        self.read += 1
-        self._unpublished[0] += 1
-        if held is not None:
-            self.replayed += 1
-            self._unpublished[1] += 1
+    def count_replayed(self) -> None:
+        self.replayed += 1
 
     def count_warnings(self, count: int) -> None:
-        self._unpublished[2] += count
+        self._warnings += count
 
-    def publish(self) -> None:
-        """Move the reading thread's counts into the run's figures."""
-        read, replayed, warnings = self._unpublished
-        if read or warnings:
-            self._unpublished = [0, 0, 0]
+    def publish(self, read: int) -> None:
+        """Move the reading thread's counts (`read` records so far) into the run's figures."""
+        counts = [read, self.replayed, self._warnings]
+        if counts != self._published:
+            before = self._published
+            read, replayed, warnings = (counts[i] - before[i] for i in range(3))
+            self._published = counts
             self.run.stats.add(
                 self.stream, self.object, read=read, replayed=replayed, warnings=warnings
             )

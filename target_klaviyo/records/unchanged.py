@@ -11,9 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import xxhash
+
 from target_klaviyo.ledger.store import Ledger, hash64, sent_keys
 from target_klaviyo.mapping.values import encode_sorted
 from target_klaviyo.records.item import Item
+
+xxh3_64 = xxhash.xxh3_64_intdigest
+_SIGN_BIT = 1 << 63
+_WRAP = 1 << 64
 
 
 class UnchangedFilter:
@@ -25,30 +31,35 @@ class UnchangedFilter:
         fingerprint: str,
         *,
         enabled: bool,
+        of_key: bool = False,
     ) -> None:
         self.enabled = enabled and ledger is not None
+        self.of_key = of_key
         self._ledger = ledger
         self.key_of: Callable[[str], int] = sent_keys(namespace, obj)
         self.seed = int(fingerprint[:16], 16)
 
-    def digest(self, payload: Any, encoded: Any) -> int:
-        """The hash skip_unchanged compares: the outgoing payload, seeded by the mapping."""
+    def digest(self, key: str, payload: Any, encoded: Any) -> int:
+        """The hash skip_unchanged compares: the outgoing payload, seeded by the mapping; or,
+        for what Klaviyo never updates (events), the key alone: once accepted, any later copy
+        is a repeat."""
+        if self.of_key:
+            return hash64(key.encode())
         if type(encoded) is not bytes:
             encoded = encode_sorted(payload)
-        return hash64(encoded, self.seed)
-
-    def _sent_key(self, item: Item) -> int:
-        key = item.sent
-        if key is None:
-            key = item.sent = self.key_of(item.key)
-        return key
+        value = xxh3_64(encoded, self.seed)  # hash64, inline: once per record
+        return value - _WRAP if value >= _SIGN_BIT else value
 
     def split(self, items: list[Item]) -> tuple[list[Item], list[Item]]:
         """(to send, unchanged): what Klaviyo already accepted, byte for byte, is left out."""
         if not self.enabled:
             return items, []
         assert self._ledger is not None
-        pairs = [(self._sent_key(item), item.digest or 0) for item in items]
+        key_of = self.key_of
+        pairs = []
+        for item in items:
+            item.sent = sent = key_of(item.key)  # kept for `remember`
+            pairs.append((sent, item.digest or 0))
         same = self._ledger.unchanged(pairs)
         if not same:
             return items, []
@@ -62,8 +73,13 @@ class UnchangedFilter:
         """Klaviyo accepted these payloads."""
         if self.enabled and items:
             assert self._ledger is not None
+            key_of = self.key_of
             self._ledger.remember_sent(
-                [(self._sent_key(item), item.digest) for item in items if item.digest is not None]
+                [
+                    (item.sent if item.sent is not None else key_of(item.key), item.digest)
+                    for item in items
+                    if item.digest is not None
+                ]
             )
 
     def forget(self, items: Sequence[Item]) -> None:

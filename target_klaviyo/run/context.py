@@ -55,7 +55,7 @@ class Run:
         self.gate = StateGate()
         self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
         self.sinks: list[KlaviyoSink] = []  # every sink of the run, in creation order
-        self._failure: BaseException | None = None
+        self.failure: BaseException | None = None  # the first error a request thread hit
         self._failure_lock = threading.Lock()
 
     def register(self, sink: KlaviyoSink) -> None:
@@ -66,16 +66,16 @@ class Run:
     def fail(self, exc: BaseException) -> None:
         """A request thread hit an error that must stop the run; the reading thread raises it."""
         with self._failure_lock:
-            if self._failure is None:
-                self._failure = exc
+            if self.failure is None:
+                self.failure = exc
 
     def raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise self._failure
+        if self.failure is not None:
+            raise self.failure
 
     @property
     def failed(self) -> bool:
-        return self._failure is not None
+        return self.failure is not None
 
     def wait_for_requests(self) -> None:
         """Every stream's requests in flight come back (their records get an outcome)."""

@@ -168,7 +168,7 @@ class Lifecycle:
         self.progress.stop()
         run.wait_for_requests()
         for sink in run.sinks:
-            sink.outcomes.publish()
+            sink.outcomes.publish(sink.dispatch.seq)
         summary = run.stats.to_dict(run.client.calls, run.client.rate_limit_wait_s)
         if run.ledger is not None and not run.settings.dry_run:
             summary["on_hold_total"] = run.ledger.held_count()

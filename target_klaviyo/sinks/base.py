@@ -47,6 +47,8 @@ class KlaviyoSink(BatchSink):
     MAX_BYTES: ClassVar[int] = 5_000_000  # per request body (Klaviyo's 5 MB, decimal reading)
     ORDERED: ClassVar[bool] = True  # keep one key's writes in input order across requests
     SKIPS_UNCHANGED: ClassVar[bool] = True  # whether skip_unchanged applies
+    # skip_unchanged compares the key alone: Klaviyo never updates what was accepted once.
+    UNCHANGED_BY_KEY: ClassVar[bool] = False
     MAX_SIZE_DEFAULT = 10_000  # records per SDK drain; requests are cut by MAX_ITEMS/MAX_BYTES
 
     def __init__(
@@ -86,6 +88,7 @@ class KlaviyoSink(BatchSink):
             self.OBJECT,
             self.fingerprint,
             enabled=settings.skip_unchanged and self.SKIPS_UNCHANGED,
+            of_key=self.UNCHANGED_BY_KEY,
         )
         self.outcomes = Outcomes(
             self.run,
@@ -132,10 +135,6 @@ class KlaviyoSink(BatchSink):
     def unchanged_namespace(self) -> str:
         """Where skip_unchanged keeps this sink's hashes (one namespace per stream)."""
         return self.stream_name
-
-    def digest(self, key: str, payload: Any, encoded: Any) -> int:
-        """What skip_unchanged compares: the outgoing payload and the mapping that made it."""
-        return self.unchanged.digest(payload, encoded)
 
     def superseded(self, items: list[Item]) -> tuple[list[Item], list[Item]]:
         """Two records with one key in a request: the later one wins (README). Returns
@@ -213,7 +212,6 @@ class KlaviyoSink(BatchSink):
         """A record read that failed validation: rejected with the reason."""
         self.run.raise_if_failed()
         self.dispatch.next_seq()
-        self.outcomes.count_read(None)
         reason, as_received = failure
         self.outcomes.reject_unmapped(as_received, reason, None)
 
@@ -221,9 +219,11 @@ class KlaviyoSink(BatchSink):
         self, record: dict[str, Any], held: HeldRecord | None = None, line: str | None = None
     ) -> None:
         """Map one record and add it to the current chunk (or reject it at once)."""
-        self.run.raise_if_failed()
+        if self.run.failure is not None:
+            raise self.run.failure
         seq = self.dispatch.next_seq()
-        self.outcomes.count_read(held)
+        if held is not None:
+            self.outcomes.count_replayed()
         try:
             key, identifiers, payload, size, warnings, encoded = self.map_record(record)
         except Rejection as rejection:
@@ -241,7 +241,7 @@ class KlaviyoSink(BatchSink):
                 identifiers,
                 payload,
                 size,
-                self.digest(key, payload, encoded) if self.unchanged.enabled else None,
+                self.unchanged.digest(key, payload, encoded) if self.unchanged.enabled else None,
                 held,
                 encoded,
             )

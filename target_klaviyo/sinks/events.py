@@ -1,12 +1,13 @@
 """Events: bulk insert through event-bulk-create-jobs, exactly once.
 
 Up to 1,000 events / 5 MB a request, grouped by profile as the API expects
-(klaviyo-api.md §5.2). Every event carries a deterministic unique_id, and Klaviyo keeps the
-first event per (profile, metric, unique_id), so a replay never double-counts. A repeat of
-that triple inside one request would fail the whole request, so repeats are sent once and
-counted unchanged. Events whose profiles differ by key but share an identifier (one phone
-number, two emails) may be one Klaviyo profile: when they also share metric and unique_id,
-they go in separate requests, where first-write-wins settles them.
+(https://developers.klaviyo.com/en/reference/bulk_create_events). Every event carries a
+deterministic unique_id, and Klaviyo keeps the first event per (profile, metric, unique_id), so
+a replay never double-counts. A repeat of that triple inside one request would fail the whole
+request, so repeats are sent once and counted unchanged. Events whose profiles differ by key
+but share an identifier (one phone number, two emails) may be one Klaviyo profile: when they
+also share metric and unique_id, they go in separate requests, where first-write-wins settles
+them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
-from target_klaviyo.ledger.store import hash64
 from target_klaviyo.mapping.event import EventMapper
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode
@@ -53,7 +53,7 @@ EVENTS_HEAD = (
     b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
 )
 
-# Pointer of one event inside the grouped body (klaviyo-api.md §5.2 shape).
+# Pointer of one event inside the grouped body (the spec's EventsBulkCreateJob shape).
 EVENT_POINTER = re.compile(
     r"^/data/attributes/events-bulk-create/data/(\d+)(?:/attributes/events/data/(\d+))?(?:/|$)"
 )
@@ -66,6 +66,7 @@ class EventInsertSink(KlaviyoSink):
     BEHAVIOR: ClassVar[str] = "insert"
     MAX_ITEMS: ClassVar[int] = 1_000  # events per event-bulk-create-jobs request
     ORDERED: ClassVar[bool] = False  # first write wins per unique_id: order cannot matter
+    UNCHANGED_BY_KEY: ClassVar[bool] = True  # Klaviyo never updates an event
 
     def prepare(self) -> None:
         self.mapper = EventMapper(
@@ -95,17 +96,15 @@ class EventInsertSink(KlaviyoSink):
         identifiers = {**profile_identifiers, "metric": metric_name, "unique_id": unique_id}
         # Sent as encoded; the record itself is kept for hold and rejects.
         return mapped(
-            f"{identity.key()}\x1f{metric_name}\x1f{unique_id}",
-            identifiers,
-            None,
-            size,
-            warnings,
-            (profile_encoded, event_encoded),
+            (
+                f"{identity.key()}\x1f{metric_name}\x1f{unique_id}",
+                identifiers,
+                None,
+                size,
+                warnings,
+                (profile_encoded, event_encoded),
+            )
         )
-
-    def digest(self, key: str, payload: Any, encoded: Any) -> int:
-        # Klaviyo never updates an event: once its key was accepted, any later copy is a repeat.
-        return hash64(key.encode())
 
     def superseded(self, items: list[Item]) -> tuple[list[Item], list[Item]]:
         """Repeats of (profile, metric, unique_id) in one request: the first is sent (Klaviyo

@@ -88,7 +88,7 @@ class ListDeleteSink(ListSink):
         identity, warnings = self.mapper.identity(record)
         identifiers = identity.as_attributes()
         return mapped(
-            identity.key(), identifiers, identifiers, encoded_size(identifiers), warnings, None
+            (identity.key(), identifiers, identifiers, encoded_size(identifiers), warnings, None)
         )
 
     def send(self, items: list[Item]) -> None:
@@ -154,7 +154,7 @@ class ListMirrorSink(ListInsertSink):
     def _pass_records(self) -> int:
         """Input records since the last completed pass (records replayed from hold are not
         input: they are read before it)."""
-        return self.outcomes.read - self.outcomes.replayed - self._pass_start
+        return self.dispatch.seq - self.outcomes.replayed - self._pass_start
 
     def _track(self, members: Iterable[tuple[str, dict[str, Any]]]) -> None:
         ledger = self.run.ledger
@@ -202,7 +202,7 @@ class ListMirrorSink(ListInsertSink):
     def complete_pass(self, why: str) -> None:
         """Remove tracked members this pass did not see (within the guard), then start the
         next pass."""
-        self._pass_start = self.outcomes.read - self.outcomes.replayed
+        self._pass_start = self.dispatch.seq - self.outcomes.replayed
         ledger = self.run.ledger
         if ledger is None:
             return

@@ -48,7 +48,7 @@ class ProfileUpsertSink(KlaviyoSink):
     def map_record(self, record: dict[str, Any]) -> Mapped:
         identity, identifiers, _, encoded, warnings = self.mapper.map_parts(record)
         # Sent as encoded: the resource is not kept while the record waits in a job.
-        return mapped(identity.key(), identifiers, None, len(encoded), warnings, encoded)
+        return mapped((identity.key(), identifiers, None, len(encoded), warnings, encoded))
 
     # -- sending --------------------------------------------------------------------------
 

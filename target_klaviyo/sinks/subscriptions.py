@@ -48,12 +48,14 @@ class SubscriptionSink(KlaviyoSink):
         subscription = self.mapper.map(record)
         identity = subscription.identity
         return mapped(
-            identity.key(),
-            identity.as_attributes(),
-            subscription.resource,
-            subscription.size,
-            subscription.warnings,
-            None,
+            (
+                identity.key(),
+                identity.as_attributes(),
+                subscription.resource,
+                subscription.size,
+                subscription.warnings,
+                None,
+            )
         )
 
     def unchanged_namespace(self) -> str:
