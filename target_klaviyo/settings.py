@@ -135,19 +135,52 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "`behavior`, `fields`, `properties`, `exclude` and the object's own keys. "
             "See the README.",
         },
+        "ledger_url": _setting(
+            "string",
+            "Ledger URL",
+            "Where the ledger lives. Unset: SQLite under `state_dir`. "
+            "`postgresql://user[:password]@host[:port]/db`: the same ledger in PostgreSQL, for "
+            "workers whose disk does not survive the run (Meltano's system database can host "
+            "it). The password is never logged.",
+            secret=True,
+            pattern=r"^postgres(ql)?://",
+        ),
+        "ledger_schema": _setting(
+            "string",
+            "Ledger Schema",
+            "PostgreSQL schema holding the ledger's tables (with `ledger_url`).",
+            default="target_klaviyo",
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        ),
+        "lock_timeout_s": _setting(
+            "integer",
+            "Lock Timeout (Seconds)",
+            "How long a run waits for a stream that another live run is loading before it "
+            "exits 1 naming the stream and that run (0: do not wait).",
+            default=0,
+            minimum=0,
+        ),
+        "stop_grace_s": _setting(
+            "integer",
+            "Stop Grace Period (Seconds)",
+            "After SIGTERM or SIGINT, how long requests already sent may take to finish; "
+            "records read but not settled by then go on hold for the next run.",
+            default=30,
+            minimum=0,
+        ),
         "request_timeout_s": _setting(
-            "number",
+            "integer",
             "Request Timeout (Seconds)",
             "Tuning: timeout of one HTTP request (connect and read), in seconds.",
             default=60,
-            exclusiveMinimum=0,
+            minimum=1,
         ),
         "job_timeout_s": _setting(
-            "number",
+            "integer",
             "Job Timeout (Seconds)",
             "Tuning: how long to wait for one bulk import job before its records go on hold.",
             default=3600,
-            exclusiveMinimum=0,
+            minimum=1,
         ),
         "max_jobs_in_flight": _setting(
             "integer",
@@ -159,7 +192,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             minimum=1,
         ),
         "progress_interval_s": _setting(
-            "number",
+            "integer",
             "Progress Interval (Seconds)",
             "Tuning: seconds between progress lines on stderr (0 turns them off).",
             default=10,
@@ -198,10 +231,14 @@ class Settings:
     max_retries: int = _default("max_retries")
     skip_unchanged: bool = _default("skip_unchanged")
     dry_run: bool = _default("dry_run")
-    request_timeout_s: float = _default("request_timeout_s")
-    job_timeout_s: float = _default("job_timeout_s")
+    ledger_url: str | None = field(default=None, repr=False)  # may hold a password
+    ledger_schema: str = _default("ledger_schema")
+    lock_timeout_s: int = _default("lock_timeout_s")
+    stop_grace_s: int = _default("stop_grace_s")
+    request_timeout_s: int = _default("request_timeout_s")
+    job_timeout_s: int = _default("job_timeout_s")
     max_jobs_in_flight: int = _default("max_jobs_in_flight")
-    progress_interval_s: float = _default("progress_interval_s")
+    progress_interval_s: int = _default("progress_interval_s")
     # singer-sdk's own settings that the target reads too.
     add_record_metadata: bool = False
     process_activate_version_messages: bool = True
@@ -240,6 +277,8 @@ class Settings:
         numbers = {}
         for name in (
             "max_retries",
+            "lock_timeout_s",
+            "stop_grace_s",
             "request_timeout_s",
             "job_timeout_s",
             "max_jobs_in_flight",
@@ -262,6 +301,8 @@ class Settings:
             default_phone_region=region,
             state_dir=state_dir,
             rejects_path=Path(str(rejects)) if rejects else state_dir / "rejects.jsonl",
+            ledger_url=config.get("ledger_url") or None,
+            ledger_schema=str(value("ledger_schema")),
             skip_unchanged=bool(value("skip_unchanged")),
             dry_run=bool(value("dry_run")),
             add_record_metadata=bool(config.get("add_record_metadata", False)),
