@@ -1,0 +1,198 @@
+"""Background work: what is queued (``Work``), the requests being answered (``InFlight``), and the
+``Worker`` threads that apply queued work in submission order.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .rules import iso
+from .state import ImportJob, Store, now_utc
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Work:
+    """One unit of asynchronous work, applied by the worker in submission order."""
+
+    kind: str  # "import" | "events" | "subscribe" | "unsubscribe"
+    submitted: float  # time.monotonic()
+    payload: Any
+    received: str
+    job: ImportJob | None = None
+
+
+class InFlight:
+    """Requests being answered. Background work waits for a gap between them, as Klaviyo's
+    event and job processing runs apart from the servers that answer its API."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> InFlight:
+        with self._cond:
+            self._count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            if not self._count:
+                self._cond.notify_all()
+
+    def wait_for_gap(self, timeout: float) -> None:
+        """Return when no request is being answered, or after ``timeout`` seconds at most."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._count, timeout)
+
+
+class Worker(threading.Thread):
+    """Applies queued work in submission order after ``job_delay_s``.
+
+    Bulk import jobs go queued -> processing -> complete (klaviyo-api.md §3.2); processing
+    takes ``job_delay_s * (0.5 + rows / 20000)`` and updates counts as rows are applied.
+    """
+
+    CHUNK = 500
+    EVENT_CHUNK = 20  # profile entries (each with its events) per hold of the store lock
+    # Longest wait for a gap between requests before each chunk: work keeps moving under a
+    # steady stream of requests.
+    GAP_WAIT_S = 0.002
+
+    def __init__(
+        self,
+        store: Store,
+        job_delay_s: float,
+        in_flight: InFlight | None = None,
+        *,
+        name: str = "work",
+    ) -> None:
+        super().__init__(name=f"klaviyo-emulator-{name}", daemon=True)
+        self.store = store
+        self.job_delay_s = job_delay_s
+        self.in_flight = in_flight
+        self._queue: collections.deque[Work] = collections.deque()
+        self._cond = threading.Condition()
+        self._stop_event = threading.Event()
+
+    def submit(self, work: Work) -> None:
+        with self._cond:
+            self._queue.append(work)
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._queue.clear()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            with self._cond:
+                while not self._queue and not self._stop_event.is_set():
+                    self._cond.wait()
+                if self._stop_event.is_set():
+                    return
+                work = self._queue[0]
+            ready_in = work.submitted + self.job_delay_s - time.monotonic()
+            if ready_in > 0 and self._stop_event.wait(ready_in):
+                return
+            try:
+                self._process(work)
+            finally:
+                with self._cond:
+                    if self._queue and self._queue[0] is work:
+                        self._queue.popleft()
+                    self._cond.notify_all()
+
+    def _give_way(self) -> None:
+        """Let requests being answered have the interpreter first (the GIL is shared)."""
+        if self.in_flight is not None:
+            self.in_flight.wait_for_gap(self.GAP_WAIT_S)
+        else:
+            time.sleep(0)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stop_event.wait(seconds)
+
+    def _process(self, work: Work) -> None:
+        store = self.store
+        if work.kind == "import" and work.job is not None:
+            self._process_import(work.job)
+            return
+        if work.kind == "events":
+            # A few entries per hold of the lock, yielding in between: like Klaviyo, whose event
+            # processing runs apart from its API, requests are answered while events are applied.
+            for entries in _chunks(work.payload, self.EVENT_CHUNK):
+                self._give_way()
+                with store.lock:
+                    store.apply_events(entries, work.received)
+            return
+        with store.lock:
+            if work.kind == "subscribe":
+                store.apply_subscribe(work.payload, work.received)
+            elif work.kind == "unsubscribe":
+                store.apply_unsubscribe(work.payload, work.received)
+
+    def _process_import(self, job: ImportJob) -> None:
+        store = self.store
+        with store.lock:
+            job.status = "processing"
+            job.started_at = iso(now_utc())
+        hold = self.job_delay_s * (0.5 + job.total_count / 20_000)
+        # The cancel_job fault: the job stops half-way; rows applied before stay applied.
+        limit = job.total_count // 2 if job.cancel else job.total_count
+        chunks = list(_chunks(range(limit), self.CHUNK))
+        for rows in chunks:
+            if self._stop_event.is_set():
+                return
+            self._give_way()
+            with store.lock:
+                stamp = iso(now_utc())
+                for index in rows:
+                    store.apply_import_row(job, index, job.rows[index], stamp)
+            self._sleep(hold / max(1, len(chunks)))
+        if not chunks:
+            self._sleep(hold)
+        with store.lock:
+            job.status = "cancelled" if job.cancel else "complete"
+            job.completed_at = iso(now_utc())
+            job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
+
+
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    batch: list[_T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
