@@ -38,6 +38,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "create_or_update_profile": ("POST", "/api/profile-import"),
     "get_profiles": ("GET", "/api/profiles"),
     "bulk_import_profiles": ("POST", "/api/profile-bulk-import-jobs"),
+    "get_bulk_import_profiles_jobs": ("GET", "/api/profile-bulk-import-jobs"),
     "get_bulk_import_profiles_job": ("GET", "/api/profile-bulk-import-jobs/{job_id}"),
     "get_errors_for_bulk_import_profiles_job": (
         "GET",

@@ -36,6 +36,7 @@ class Call:
     query_pairs: list[tuple[str, str]]
     headers: Message
     body: Any
+    raw: bytes  # the body as sent
     url: str  # the request URL as the client sent it (links.self)
     base_url: str
     key: str

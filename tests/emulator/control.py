@@ -58,6 +58,15 @@ def _control(
     if (method, route) == ("POST", "/keys"):
         granted = emulator.add_key(str(payload["key"]), list(payload.get("scopes", [])))
         return {"key": payload["key"], "scopes": sorted(granted)}
+    if (method, route) == ("GET", "/config"):
+        return {"job_latency_s": emulator.job_latency_s}
+    if (method, route) == ("POST", "/config"):
+        unknown = set(payload) - {"job_latency_s"}
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if "job_latency_s" in payload:
+            emulator.configure(job_latency_s=payload["job_latency_s"])
+        return {"job_latency_s": emulator.job_latency_s}
     if (method, route) == ("POST", "/wait-idle"):
         timeout = float(payload.get("timeout", query.get("timeout", 10)))
         return {"idle": emulator.wait_idle(timeout)}

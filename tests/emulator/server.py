@@ -24,7 +24,7 @@ from .resources import ApiError, error_document
 from .schemas import Operation, load_operations
 from .state import Store
 from .transport import HttpServer, RequestHandler
-from .work import InFlight, Work, Worker
+from .work import ConcurrentJobWorker, InFlight, Work, Worker
 
 PRIVATE_KEY = "pk_emulator_0123456789abcdef"
 PUBLIC_KEY = "EmU123"
@@ -49,6 +49,7 @@ class Emulator:
         port: int = 0,
         window_scale: float = 1.0,
         job_delay_s: float = 0.05,
+        job_latency_s: float | None = None,
         validate: bool = True,
         throttle: bool = True,
         supported_regions: set[str] | frozenset[str] | None = None,
@@ -60,6 +61,9 @@ class Emulator:
         self.port = port
         self.window_scale = window_scale
         self.job_delay_s = job_delay_s
+        # None: import jobs run one after another, each taking job_delay_s plus a little per row;
+        # a number: each job completes that many seconds after its own submission.
+        self.job_latency_s = _latency(job_latency_s)
         self.validate = validate
         self.private_key = private_key
         self.public_key = public_key
@@ -79,6 +83,7 @@ class Emulator:
         self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._workers: dict[str, Worker] = {}  # lane -> its worker, while running
+        self._timed_jobs: ConcurrentJobWorker | None = None  # jobs under job_latency_s
         self.in_flight = InFlight()
         self._stopping = threading.Event()
 
@@ -90,9 +95,7 @@ class Emulator:
         self._stopping.clear()
         self._server = HttpServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
-        self._workers = self._new_workers()
-        for worker in self._workers.values():
-            worker.start()
+        self._start_workers()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.02},
@@ -113,7 +116,6 @@ class Emulator:
             self._thread.join(timeout=5)
             self._thread = None
         self._stop_workers()
-        self._workers = {}
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -129,32 +131,50 @@ class Emulator:
         """Forget everything: state, keys added, faults, rate windows, logs and violations."""
         running = bool(self._workers)
         self._stop_workers()
-        self._workers = self._new_workers() if running else {}
         self.store.clear()
         self.faults.clear()
         self.admission.reset()
         self._requests.clear()
-        for worker in self._workers.values():
-            worker.start()
+        if running:
+            self._start_workers()
 
-    def _new_workers(self) -> dict[str, Worker]:
+    def _start_workers(self) -> None:
         # Import jobs run apart from event and subscription writes, as Klaviyo's do: a job does
         # not wait behind the events queued before it.
-        return {
+        self._workers = {
             lane: Worker(self.store, self.job_delay_s, self.in_flight, name=lane)
             for lane in WORK_LANES
         }
+        self._timed_jobs = ConcurrentJobWorker(self.store, self.in_flight)
+        for worker in self._lanes():
+            worker.start()
+
+    def _lanes(self) -> list[Worker | ConcurrentJobWorker]:
+        timed = [] if self._timed_jobs is None else [self._timed_jobs]
+        return [*self._workers.values(), *timed]
 
     def _stop_workers(self) -> None:
-        for worker in self._workers.values():
+        lanes = self._lanes()
+        for worker in lanes:
             worker.stop()
-        for worker in self._workers.values():
+        for worker in lanes:
             worker.join(timeout=5)
+        self._workers = {}
+        self._timed_jobs = None
 
     def _submit(self, work: Work) -> None:
+        latency = self.job_latency_s
+        if work.kind == "import" and latency is not None:
+            if self._timed_jobs is not None:
+                self._timed_jobs.submit(work, latency)
+            return
         worker = self._workers.get("jobs" if work.kind == "import" else "writes")
         if worker is not None:
             worker.submit(work)
+
+    def configure(self, *, job_latency_s: float | None) -> None:
+        """Change the job model for jobs submitted from now on (jobs under way keep theirs)."""
+        self.job_latency_s = _latency(job_latency_s)
 
     # -- test-facing API ----------------------------------------------------------------------
 
@@ -204,7 +224,7 @@ class Emulator:
     def wait_idle(self, timeout: float | None = 10.0) -> bool:
         """Wait until every queued bulk job, event batch and subscription is applied."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for worker in list(self._workers.values()):
+        for worker in self._lanes():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not worker.wait_idle(left):
                 return False
@@ -310,7 +330,16 @@ class Emulator:
         base_url = self.base_url
         url = f"{base_url}{path}" + (f"?{query}" if query else "")
         return Call(
-            operation, params, dict(reversed(pairs)), pairs, headers, parsed, url, base_url, key
+            operation=operation,
+            params=params,
+            query=dict(reversed(pairs)),
+            query_pairs=pairs,
+            headers=headers,
+            body=parsed,
+            raw=raw,
+            url=url,
+            base_url=base_url,
+            key=key,
         )
 
     def _dispatch(self, call: Call) -> Reply:
@@ -328,6 +357,14 @@ class Emulator:
             if self.validate:
                 raise
             raise invalid([("/data", f"Invalid request body: {exc!r}")]) from exc
+
+
+def _latency(seconds: float | None) -> float | None:
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ValueError(f"job_latency_s must be a number of seconds >= 0 or None, not {seconds!r}")
+    return float(seconds)
 
 
 def _is_legacy(path: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import random
 import re
 import string
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+import msgspec
 
 from .rules import (
     UNSUPPORTED_REGION,
@@ -212,7 +215,9 @@ class Event:
 class ImportJob:
     id: str
     created_at: str
-    rows: list[dict[str, Any]]
+    # Each row as its JSON text (bytes or msgspec.Raw), decoded when it is applied: a job waiting
+    # or in progress holds about its request's size, not the parsed rows (up to 10,000 a job).
+    rows: list[Any]
     list_ids: list[str]
     status: str = "queued"  # klaviyo-api.md §3.2: queued | processing | complete | cancelled
     completed_count: int = 0
@@ -227,6 +232,14 @@ class ImportJob:
 
     def __post_init__(self) -> None:
         self.total_count = len(self.rows)
+
+    def row(self, index: int) -> dict[str, Any]:
+        raw = self.rows[index]
+        try:
+            return dict(msgspec.json.decode(raw))
+        except msgspec.DecodeError:
+            # What msgspec refuses but json takes (integers beyond 64 bits; see bodies.py).
+            return dict(json.loads(bytes(raw)))
 
     def dump(self) -> dict[str, Any]:
         return {

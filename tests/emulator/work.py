@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -174,17 +175,28 @@ class Worker(threading.Thread):
             if self._stop_event.is_set():
                 return
             self._give_way()
-            with store.lock:
-                stamp = iso(now_utc())
-                for index in rows:
-                    store.apply_import_row(job, index, job.rows[index], stamp)
+            apply_rows(store, job, rows[0], rows[-1] + 1)
             self._sleep(hold / max(1, len(chunks)))
         if not chunks:
             self._sleep(hold)
-        with store.lock:
-            job.status = "cancelled" if job.cancel else "complete"
-            job.completed_at = iso(now_utc())
-            job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
+        finish(store, job)
+
+
+def apply_rows(store: Store, job: ImportJob, start: int, end: int) -> None:
+    """Apply rows ``start`` to ``end - 1`` of a job (klaviyo-api.md §3.1), in row order."""
+    decoded = [job.row(index) for index in range(start, end)]  # outside the lock
+    with store.lock:
+        stamp = iso(now_utc())
+        for index, row in enumerate(decoded, start):
+            store.apply_import_row(job, index, row, stamp)
+
+
+def finish(store: Store, job: ImportJob) -> None:
+    """End a job: complete, or cancelled under the cancel_job fault (klaviyo-api.md §3.2)."""
+    with store.lock:
+        job.status = "cancelled" if job.cancel else "complete"
+        job.completed_at = iso(now_utc())
+        job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
 
 
 def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
@@ -196,3 +208,119 @@ def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
             batch = []
     if batch:
         yield batch
+
+
+@dataclass
+class _TimedJob:
+    job: ImportJob
+    starts: float  # time.monotonic() when it leaves ``queued``
+    ends: float  # when its last row is due and it completes
+    applied: int = 0  # rows applied so far, in row order
+
+    @property
+    def cancels(self) -> float:
+        """When the cancel_job fault stops it: half-way, with half its rows applied."""
+        return self.starts + (self.ends - self.starts) / 2
+
+
+class ConcurrentJobWorker(threading.Thread):
+    """Runs bulk import jobs side by side, each ending ``latency_s`` after its own submission.
+
+    klaviyo-api.md §3.2: jobs are processed asynchronously (queued -> processing -> complete);
+    large imports take minutes and do not wait behind one another. A job shows ``queued`` for the
+    first ``QUEUED_SHARE`` of its latency, then ``processing`` while its rows are applied in row
+    order in proportion to the time elapsed (``completed_count`` / ``failed_count`` grow), then
+    ``complete`` once every row is applied and its latency has passed.
+    """
+
+    QUEUED_SHARE = 0.05
+    TICK_S = 0.02  # how often rows due are applied
+    CHUNK = 500  # rows per hold of the store lock
+    GAP_WAIT_S = Worker.GAP_WAIT_S
+
+    def __init__(self, store: Store, in_flight: InFlight | None = None) -> None:
+        super().__init__(name="klaviyo-emulator-timed-jobs", daemon=True)
+        self.store = store
+        self.in_flight = in_flight
+        self._jobs: list[_TimedJob] = []
+        self._cond = threading.Condition()
+        self._stop_event = threading.Event()
+
+    def submit(self, work: Work, latency_s: float) -> None:
+        if work.job is None:
+            raise ValueError("only bulk import jobs run here")
+        starts = work.submitted + latency_s * self.QUEUED_SHARE
+        timed = _TimedJob(work.job, starts, work.submitted + latency_s)
+        with self._cond:
+            self._jobs.append(timed)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._jobs:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            with self._cond:
+                while not self._jobs and not self._stop_event.is_set():
+                    self._cond.wait()
+                jobs = list(self._jobs)
+            now = time.monotonic()
+            wake = now + self.TICK_S
+            finished: list[_TimedJob] = []
+            for timed in jobs:
+                if self._advance(timed, now):
+                    finished.append(timed)
+                elif now < timed.starts:
+                    wake = min(wake, timed.starts)
+                else:
+                    wake = min(wake, timed.cancels if timed.job.cancel else timed.ends)
+                if self._stop_event.is_set():
+                    return
+            if finished:
+                with self._cond:
+                    self._jobs = [timed for timed in self._jobs if timed not in finished]
+                    self._cond.notify_all()
+            self._stop_event.wait(max(0.0, wake - time.monotonic()))
+
+    def _advance(self, timed: _TimedJob, now: float) -> bool:
+        """Bring a job to where it should be at ``now``; True once it has ended."""
+        job, store = timed.job, self.store
+        if now < timed.starts:
+            return False
+        if job.status == "queued":
+            with store.lock:
+                job.status = "processing"
+                job.started_at = iso(now_utc())
+        total = job.total_count
+        span = timed.ends - timed.starts
+        if now >= timed.ends or span <= 0:
+            due = total
+        else:
+            due = min(total, math.ceil(total * (now - timed.starts) / span))
+        ending = now >= (timed.cancels if job.cancel else timed.ends)
+        if job.cancel:
+            # The cancel_job fault: the job stops half-way; rows applied before stay applied.
+            due = min(due, total // 2)
+        while timed.applied < due:
+            if self._stop_event.is_set():
+                return False
+            if self.in_flight is not None:
+                self.in_flight.wait_for_gap(self.GAP_WAIT_S)
+            end = min(due, timed.applied + self.CHUNK)
+            apply_rows(store, job, timed.applied, end)
+            timed.applied = end
+        if ending:
+            finish(store, job)
+        return ending

@@ -13,6 +13,7 @@ ROUTES: dict[str, Handler] = {
     "create_or_update_profile": profiles.create_or_update_profile,
     "get_profiles": profiles.get_profiles,
     "bulk_import_profiles": import_jobs.bulk_import_profiles,
+    "get_bulk_import_profiles_jobs": import_jobs.get_bulk_import_profiles_jobs,
     "get_bulk_import_profiles_job": import_jobs.get_bulk_import_profiles_job,
     "get_errors_for_bulk_import_profiles_job": import_jobs.get_errors_for_bulk_import_profiles_job,
     "get_lists": lists.get_lists,

@@ -4,10 +4,15 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
+
+import msgspec
 
 from .. import paging
-from ..calls import Backend, Call, Reply, not_found
+from ..calls import Backend, Call, Reply, bad_parameter, not_found
+from ..filters import STRING
 from ..resources import import_error_resource, job_resource
 from ..state import ImportJob, Store, iso, new_ulid, now_utc
 from ..work import Work
@@ -27,7 +32,7 @@ def bulk_import_profiles(backend: Backend, call: Call) -> Reply:
         job = ImportJob(
             id=new_ulid(),
             created_at=stamp,
-            rows=data["attributes"]["profiles"]["data"],
+            rows=_raw_rows(call.raw, data["attributes"]["profiles"]["data"]),
             list_ids=list_ids,
         )
         if backend.faults.take(call.operation.operation_id, job=True) is not None:
@@ -37,6 +42,34 @@ def bulk_import_profiles(backend: Backend, call: Call) -> Reply:
     backend.submit(Work("import", time.monotonic(), None, stamp, job))
     # klaviyo-api.md §3.1: 202 with the job resource, status queued.
     return Reply(202, document)
+
+
+class _Rows(msgspec.Struct):
+    data: list[msgspec.Raw]
+
+
+class _Attributes(msgspec.Struct):
+    profiles: _Rows
+
+
+class _Data(msgspec.Struct):
+    attributes: _Attributes
+
+
+class _Body(msgspec.Struct):
+    data: _Data
+
+
+def _raw_rows(raw: bytes, rows: list[dict[str, Any]]) -> list[Any]:
+    """The rows as slices of the request's JSON: a job keeps its body, not the parsed rows."""
+    try:
+        found = msgspec.json.decode(raw, type=_Body).data.attributes.profiles.data
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        found = []
+    if len(found) == len(rows):
+        return list(found)
+    # A body only Python's json reads (see bodies.parse_body): the rows encoded again.
+    return [json.dumps(row).encode() for row in rows]
 
 
 def _job(store: Store, call: Call, name: str) -> ImportJob:
@@ -61,3 +94,48 @@ def get_errors_for_bulk_import_profiles_job(backend: Backend, call: Call) -> Rep
         page, next_position = paging.take(((i, errors[i]) for i in range(start, len(errors))), size)
         data = [import_error_resource(error) for error in page]
     return Reply(200, {"data": data, "links": paging.links(call, next_position)})
+
+
+# The spec's get_bulk_import_profiles_jobs: filter "`status`: `any`, `equals`"; sort
+# "created_at" | "-created_at"; the status enum of ProfileImportJobResponseObjectResource.
+JOB_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
+    "status": (STRING, frozenset({"equals", "any"})),
+}
+JOB_SORTS = ("created_at", "-created_at")
+JOB_STATUSES = ("cancelled", "complete", "processing", "queued")
+
+
+def get_bulk_import_profiles_jobs(backend: Backend, call: Call) -> Reply:
+    size = paging.page_size(call)
+    start = paging.cursor_given(call)
+    conditions = paging.filters(call, JOB_FILTERS)
+    wanted: set[str] | None = None
+    for condition in conditions:
+        values = condition.value if isinstance(condition.value, list) else [condition.value]
+        for value in values:
+            if value not in JOB_STATUSES:
+                raise bad_parameter(
+                    "filter",
+                    f"'{value}' is not a valid status. Valid: {', '.join(JOB_STATUSES)}.",
+                )
+        wanted = set(values) if wanted is None else wanted & set(values)
+    sort = call.query.get("sort", "created_at")
+    if sort not in JOB_SORTS:
+        raise bad_parameter(
+            "sort", f"'{sort}' is not a valid sort field. Valid: {', '.join(JOB_SORTS)}."
+        )
+    descending = sort.startswith("-")
+    with backend.store.lock:
+        # Jobs in creation order: their position is the cursor, created_at ties keep that order.
+        entries = [
+            (position, job)
+            for position, job in enumerate(backend.store.jobs.values())
+            if wanted is None or job.status in wanted
+        ]
+        if descending:
+            entries.reverse()
+        page, next_position, prev_position = paging.window(
+            entries, start, size, descending=descending
+        )
+        data = [job_resource(job, call.base_url) for job in page]
+    return Reply(200, {"data": data, "links": paging.links(call, next_position, prev_position)})
