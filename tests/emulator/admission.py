@@ -17,6 +17,41 @@ from .schemas import Operation
 
 # klaviyo-api.md §0: revision header format YYYY-MM-DD[.suffix].
 REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z0-9]+)?$")
+# The revisions Klaviyo has released, from its API changelog
+# (https://developers.klaviyo.com/en/changelog, one "Revision YYYY-MM-DD" entry each, and the
+# per-revision docs at https://developers.klaviyo.com/en/v<revision>/). Since 2023-06 one a
+# quarter month, on the 15th; 2026-07-15 is the spec's info.version and 2026-10-15 what the
+# official Python SDK (klaviyo-api 25.0.0) pins (klaviyo-api.md §0). "The revision passed in
+# must be a valid revision" (https://developers.klaviyo.com/en/docs/api_versioning_and_deprecation_policy):
+# any other date is refused.
+RELEASED_REVISIONS = frozenset(
+    {
+        "2022-10-17",
+        "2023-01-24",
+        "2023-02-22",
+        "2023-06-15",
+        "2023-07-15",
+        "2023-08-15",
+        "2023-09-15",
+        "2023-10-15",
+        "2023-12-15",
+        "2024-02-15",
+        "2024-05-15",
+        "2024-06-15",
+        "2024-07-15",
+        "2024-10-15",
+        "2025-01-15",
+        "2025-04-15",
+        "2025-07-15",
+        "2025-10-15",
+        "2026-01-15",
+        "2026-04-15",
+        "2026-07-15",
+        "2026-10-15",
+    }
+)
+# klaviyo-api.md §0: ".pre" suffixes are beta revisions, published alongside each revision.
+BETA_SUFFIX = ".pre"
 # klaviyo-api.md §0: all 2024-* revisions are retired (410 or silent fall-forward).
 OLDEST_SUPPORTED_REVISION = "2025-01-01"
 TITLES_5XX = {500: "A server error occurred.", 503: "Service unavailable. Please try again later."}
@@ -162,6 +197,13 @@ def check_revision(revision: str | None) -> None:
         raise bad_parameter("revision", "Missing required header: revision.")
     if not REVISION.match(revision):
         raise bad_parameter("revision", f"Invalid revision '{revision}'.")
+    released = revision.removesuffix(BETA_SUFFIX)
+    if released not in RELEASED_REVISIONS:
+        current = sorted(r for r in RELEASED_REVISIONS if r >= OLDEST_SUPPORTED_REVISION)
+        raise bad_parameter(
+            "revision",
+            f"Invalid revision '{revision}'. Supported revisions: {', '.join(current)}.",
+        )
     if revision < OLDEST_SUPPORTED_REVISION:
         raise ApiResponseError(
             [ApiError(410, "gone", f"Revision {revision} has been retired.", parameter="revision")]

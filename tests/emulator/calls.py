@@ -26,6 +26,17 @@ class Reply:
     action: str | None = None  # "reset" | "timeout": no response at all
 
 
+@dataclass(frozen=True)
+class QueryOptions:
+    """``sort``, ``include``, ``fields[TYPE]`` and ``additional-fields[TYPE]`` of a request, checked
+    against what the spec allows for its operation (query.py)."""
+
+    sort: str | None = None
+    include: frozenset[str] = frozenset()
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    additional_fields: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
 @dataclass
 class Call:
     """One admitted API request, its body parsed and checked."""
@@ -40,6 +51,7 @@ class Call:
     url: str  # the request URL as the client sent it (links.self)
     base_url: str
     key: str
+    options: QueryOptions = field(default_factory=QueryOptions)
 
 
 @dataclass

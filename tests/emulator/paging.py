@@ -7,14 +7,12 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .calls import Call, bad_parameter
 from .filters import Condition, FilterError, parse_filter
-
-_T = TypeVar("_T")
 
 
 def page_size(call: Call) -> int:
@@ -75,29 +73,46 @@ def _link(call: Call, position: int) -> str:
     return f"{call.base_url}{path}?{urlencode(pairs)}"
 
 
-def take(positions: Iterator[tuple[int, Any]], size: int) -> tuple[list[Any], int | None]:
-    """Up to ``size`` items, and the position of the next item (None when there is none)."""
-    page: list[Any] = []
-    for position, item in positions:
-        if len(page) == size:
-            return page, position
-        page.append(item)
-    return page, None
+def page(
+    order: Sequence[int],
+    start: int | None,
+    size: int,
+    keep: Callable[[int], bool] | None = None,
+    *,
+    descending: bool = False,
+) -> tuple[list[int], int | None, int | None]:
+    """One page of positions.
 
-
-def window(
-    entries: Sequence[tuple[int, _T]], start: int | None, size: int, *, descending: bool = False
-) -> tuple[list[_T], int | None, int | None]:
-    """One page of ``entries`` (``(position, item)`` already filtered and in page order, the
-    positions ascending, or descending when ``descending``): the page starting at position
-    ``start`` (None: the first page), and the positions the next and previous pages start at.
+    ``order``: positions in page order (ascending, or descending when ``descending``);
+    ``keep``: which positions match the request (all when None); ``start``: the position the
+    page starts at (a cursor; None for the first page). Returns the page's positions and the
+    positions where the next and the previous pages start (None when there is no such page).
     """
-    keys = [-position if descending else position for position, _ in entries]
-    index = 0 if start is None else bisect.bisect_left(keys, -start if descending else start)
-    page = [item for _, item in entries[index : index + size]]
-    next_position = entries[index + size][0] if index + size < len(entries) else None
-    prev_position = entries[max(0, index - size)][0] if index > 0 else None
-    return page, next_position, prev_position
+    if start is None:
+        index = 0
+    elif descending:
+        index = bisect.bisect_left(order, -start, key=lambda position: -position)
+    else:
+        index = bisect.bisect_left(order, start)
+    found: list[int] = []
+    next_position = None
+    for i in range(index, len(order)):
+        position = order[i]
+        if keep is None or keep(position):
+            if len(found) == size:
+                next_position = position
+                break
+            found.append(position)
+    prev_position = None
+    seen = 0
+    for i in range(index - 1, -1, -1):
+        position = order[i]
+        if keep is None or keep(position):
+            prev_position = position
+            seen += 1
+            if seen == size:
+                break
+    return found, next_position, prev_position
 
 
 def filters(call: Call, allowed: dict[str, tuple[str, frozenset[str]]]) -> list[Condition]:

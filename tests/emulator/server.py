@@ -18,10 +18,12 @@ from .calls import ApiResponseError, Backend, Call, Reply, invalid
 from .control import handle_control
 from .faults import FaultBook, make_fault
 from .handlers import ROUTES
+from .query import apply_fieldsets, query_options
 from .ratelimit import Decision, RateLimiter
 from .request_log import LoggedRequest, RequestInfo, RequestLog
 from .resources import ApiError, error_document
-from .schemas import Operation, load_operations
+from .routing import Router
+from .schemas import Operation, load_operations, load_spec_routes
 from .state import Store
 from .transport import HttpServer, RequestHandler
 from .work import ConcurrentJobWorker, InFlight, Work, Worker
@@ -68,6 +70,7 @@ class Emulator:
         self.private_key = private_key
         self.public_key = public_key
         self.operations = dict(load_operations())
+        self.router = Router(self.operations, load_spec_routes())
         self.all_scopes = frozenset(
             scope for op in self.operations.values() for scope in op.scopes
         ) | {"accounts:read", "events:read", "subscriptions:read", "lists:read", "profiles:read"}
@@ -238,16 +241,6 @@ class Emulator:
 
     # -- request handling ---------------------------------------------------------------------
 
-    def _route(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | str:
-        path_matched = False
-        for operation in self.operations.values():
-            match = operation.path_regex.match(path)
-            if match:
-                path_matched = True
-                if operation.method == method:
-                    return operation, match.groupdict()
-        return "method" if path_matched else "path"
-
     def handle_api(
         self, method: str, path: str, query: str, headers: Message, body: bytes
     ) -> tuple[Reply, RequestInfo]:
@@ -258,14 +251,25 @@ class Emulator:
             # klaviyo-api.md §6: v1/v2 (Track/Identify) retired June 30 2024, calls return 410.
             gone = ApiError(410, "gone", LEGACY_DETAIL)
             return Reply(410, error_document([gone])), info
-        routed = self._route(method, path)
+        routed = self.router.resolve(method, path)
         if isinstance(routed, str):
             if routed == "method":
                 error = ApiError(405, "method_not_allowed", f'Method "{method}" not allowed.')
             else:
                 error = ApiError(404, "not_found", f"No endpoint at {path}.")
             return Reply(error.status, error_document([error])), info
-        operation, params = routed
+        route, params = routed.route, routed.params
+        operation = route.operation
+        if operation is None:
+            # An operation of Klaviyo's spec that the emulator does not serve: not a 404, which
+            # would tell a client the endpoint does not exist.
+            info.operation = route.operation_id
+            error = ApiError(
+                501,
+                "not_implemented",
+                f"{route.operation_id} ({route.method} {route.path}) is not emulated.",
+            )
+            return Reply(501, error_document([error])), info
         op_id = operation.operation_id
         info.operation = op_id
         key = api_key(headers.get("Authorization"))
@@ -329,10 +333,11 @@ class Emulator:
             parsed = bodies.parse_body(operation, headers, raw)
         base_url = self.base_url
         url = f"{base_url}{path}" + (f"?{query}" if query else "")
+        first_values = dict(reversed(pairs))
         return Call(
             operation=operation,
             params=params,
-            query=dict(reversed(pairs)),
+            query=first_values,
             query_pairs=pairs,
             headers=headers,
             body=parsed,
@@ -340,6 +345,7 @@ class Emulator:
             url=url,
             base_url=base_url,
             key=key,
+            options=query_options(operation, first_values),
         )
 
     def _dispatch(self, call: Call) -> Reply:
@@ -352,11 +358,13 @@ class Emulator:
                 raise invalid(errors)
         handler = ROUTES[call.operation.operation_id]
         try:
-            return handler(self.backend, call)
+            reply = handler(self.backend, call)
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             if self.validate:
                 raise
             raise invalid([("/data", f"Invalid request body: {exc!r}")]) from exc
+        apply_fieldsets(reply.document, call.options.fields)
+        return reply
 
 
 def _latency(seconds: float | None) -> float | None:

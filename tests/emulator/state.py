@@ -158,27 +158,27 @@ class KlaviyoList:
     # profile id -> joined_group_at. klaviyo-api.md §3.1: re-adding keeps the same joined_group_at.
     members: dict[str, str] = field(default_factory=dict)
     # Append-only slots (None after removal) so cursors stay valid while members change.
-    _slots: list[str | None] = field(default_factory=list)
+    slots: list[str | None] = field(default_factory=list)
     _slot_of: dict[str, int] = field(default_factory=dict)
 
     def add(self, profile_id: str, joined: str) -> bool:
         if profile_id in self.members:
             return False
         self.members[profile_id] = joined
-        self._slot_of[profile_id] = len(self._slots)
-        self._slots.append(profile_id)
+        self._slot_of[profile_id] = len(self.slots)
+        self.slots.append(profile_id)
         return True
 
     def remove(self, profile_id: str) -> bool:
         if profile_id not in self.members:
             return False
         del self.members[profile_id]
-        self._slots[self._slot_of.pop(profile_id)] = None
+        self.slots[self._slot_of.pop(profile_id)] = None
         return True
 
     def scan(self, start: int) -> Iterator[tuple[int, str]]:
-        for position in range(start, len(self._slots)):
-            member = self._slots[position]
+        for position in range(start, len(self.slots)):
+            member = self.slots[position]
             if member is not None:
                 yield position, member
 

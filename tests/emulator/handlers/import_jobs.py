@@ -13,7 +13,7 @@ import msgspec
 from .. import paging
 from ..calls import Backend, Call, Reply, bad_parameter, not_found
 from ..filters import STRING
-from ..resources import import_error_resource, job_resource
+from ..resources import import_error_resource, job_resource, list_resource
 from ..state import ImportJob, Store, iso, new_ulid, now_utc
 from ..work import Work
 from .lists import require_lists
@@ -82,26 +82,37 @@ def _job(store: Store, call: Call, name: str) -> ImportJob:
 def get_bulk_import_profiles_job(backend: Backend, call: Call) -> Reply:
     with backend.store.lock:
         job = _job(backend.store, call, "job_id")
-        return Reply(200, {"data": job_resource(job, call.base_url), "links": {"self": call.url}})
+        document: dict[str, Any] = {
+            "data": job_resource(job, call.base_url),
+            "links": {"self": call.url},
+        }
+        if "lists" in call.options.include:
+            # The spec's include=lists: the job's lists as list resources.
+            lists = backend.store.lists
+            document["included"] = [
+                list_resource(lists[list_id], call.base_url)
+                for list_id in job.list_ids
+                if list_id in lists
+            ]
+    return Reply(200, document)
 
 
 def get_errors_for_bulk_import_profiles_job(backend: Backend, call: Call) -> Reply:
     size = paging.page_size(call)
-    start = paging.cursor(call)
+    start = paging.cursor_given(call)
     with backend.store.lock:
         job = _job(backend.store, call, "id")
         errors = job.errors
-        page, next_position = paging.take(((i, errors[i]) for i in range(start, len(errors))), size)
-        data = [import_error_resource(error) for error in page]
-    return Reply(200, {"data": data, "links": paging.links(call, next_position)})
+        positions, next_position, prev_position = paging.page(range(len(errors)), start, size)
+        data = [import_error_resource(errors[position]) for position in positions]
+    return Reply(200, {"data": data, "links": paging.links(call, next_position, prev_position)})
 
 
-# The spec's get_bulk_import_profiles_jobs: filter "`status`: `any`, `equals`"; sort
-# "created_at" | "-created_at"; the status enum of ProfileImportJobResponseObjectResource.
+# The spec's get_bulk_import_profiles_jobs: filter "`status`: `any`, `equals`", with the status
+# enum of ProfileImportJobResponseObjectResource (sort created_at | -created_at: query.py).
 JOB_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
     "status": (STRING, frozenset({"equals", "any"})),
 }
-JOB_SORTS = ("created_at", "-created_at")
 JOB_STATUSES = ("cancelled", "complete", "processing", "queued")
 
 
@@ -119,23 +130,15 @@ def get_bulk_import_profiles_jobs(backend: Backend, call: Call) -> Reply:
                     f"'{value}' is not a valid status. Valid: {', '.join(JOB_STATUSES)}.",
                 )
         wanted = set(values) if wanted is None else wanted & set(values)
-    sort = call.query.get("sort", "created_at")
-    if sort not in JOB_SORTS:
-        raise bad_parameter(
-            "sort", f"'{sort}' is not a valid sort field. Valid: {', '.join(JOB_SORTS)}."
-        )
-    descending = sort.startswith("-")
+    descending = call.options.sort == "-created_at"
     with backend.store.lock:
         # Jobs in creation order: their position is the cursor, created_at ties keep that order.
-        entries = [
-            (position, job)
-            for position, job in enumerate(backend.store.jobs.values())
-            if wanted is None or job.status in wanted
+        jobs = list(backend.store.jobs.values())
+        matching = [
+            position for position, job in enumerate(jobs) if wanted is None or job.status in wanted
         ]
-        if descending:
-            entries.reverse()
-        page, next_position, prev_position = paging.window(
-            entries, start, size, descending=descending
+        positions, next_position, prev_position = paging.page(
+            matching[::-1] if descending else matching, start, size, descending=descending
         )
-        data = [job_resource(job, call.base_url) for job in page]
+        data = [job_resource(jobs[position], call.base_url) for position in positions]
     return Reply(200, {"data": data, "links": paging.links(call, next_position, prev_position)})

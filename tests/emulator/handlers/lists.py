@@ -9,7 +9,7 @@ from typing import Any
 from .. import paging, rules
 from ..calls import ApiResponseError, Backend, Call, Reply, not_found
 from ..filters import DATETIME, STRING, compare_datetimes
-from ..resources import ApiError, list_resource
+from ..resources import ApiError, list_resource, with_relationship_data
 from ..state import Store, iso, now_utc
 
 LIST_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
@@ -36,12 +36,14 @@ def require_lists(store: Store, list_ids: list[str]) -> None:
 
 def get_lists(backend: Backend, call: Call) -> Reply:
     size = paging.page_size(call)
-    start = paging.cursor(call)
+    start = paging.cursor_given(call)
     conditions = paging.filters(call, LIST_FILTERS)
+    sort = call.options.sort
     with backend.store.lock:
         lists = list(backend.store.lists.values())
 
-        def keep(item: Any) -> bool:
+        def keep(position: int) -> bool:
+            item = lists[position]
             for condition in conditions:
                 value = getattr(item, condition.field)
                 if condition.operator == "equals" and value != condition.value:
@@ -54,11 +56,34 @@ def get_lists(backend: Backend, call: Call) -> Reply:
                         return False
             return True
 
-        page, next_position = paging.take(
-            ((i, lists[i]) for i in range(start, len(lists)) if keep(lists[i])), size
-        )
-        data = [list_resource(item, call.base_url) for item in page]
-    return Reply(200, {"data": data, "links": paging.links(call, next_position)})
+        if sort is None:
+            # Creation order; the cursor is a position in it.
+            positions, next_position, prev_position = paging.page(
+                range(len(lists)), start, size, keep
+            )
+            page = [lists[position] for position in positions]
+        else:
+            # The spec's get_lists sort fields (created, id, name, updated); the cursor is an
+            # offset in the sorted matches, ties in creation order.
+            field = sort.lstrip("-")
+            matching = [lists[position] for position in range(len(lists)) if keep(position)]
+            matching.sort(key=lambda item: getattr(item, field))
+            if sort.startswith("-"):
+                matching.reverse()  # ties newest first too
+            offsets, next_position, prev_position = paging.page(range(len(matching)), start, size)
+            page = [matching[offset] for offset in offsets]
+        data = [
+            with_relationship_data(list_resource(item, call.base_url), call.options.include)
+            for item in page
+        ]
+    document: dict[str, Any] = {
+        "data": data,
+        "links": paging.links(call, next_position, prev_position),
+    }
+    if call.options.include:
+        # The emulated account has no tags or flows to include.
+        document["included"] = []
+    return Reply(200, document)
 
 
 def create_list(backend: Backend, call: Call) -> Reply:
@@ -84,8 +109,9 @@ MEMBER_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
 
 def get_profile_ids_for_list(backend: Backend, call: Call) -> Reply:
     size = paging.page_size(call)
-    start = paging.cursor(call)
+    start = paging.cursor_given(call)
     conditions = paging.filters(call, MEMBER_FILTERS)
+    sort = call.options.sort
     store = backend.store
     with store.lock:
         klaviyo_list = store.lists.get(call.params["id"])
@@ -108,11 +134,26 @@ def get_profile_ids_for_list(backend: Backend, call: Call) -> Reply:
                     return False
             return True
 
-        page, next_position = paging.take(
-            ((pos, pid) for pos, pid in klaviyo_list.scan(start) if keep(pid)), size
-        )
+        if sort is None:
+            # Join order; the cursor is a member slot, which later changes never shift.
+            slots = klaviyo_list.slots
+            positions, next_position, prev_position = paging.page(
+                range(len(slots)),
+                start,
+                size,
+                lambda slot: (member := slots[slot]) is not None and keep(member),
+            )
+            page = [slots[slot] for slot in positions]
+        else:
+            # The spec's sort on joined_group_at; the cursor is an offset in that order.
+            matching = [member for _, member in klaviyo_list.scan(0) if keep(member)]
+            matching.sort(key=klaviyo_list.members.__getitem__)
+            if sort.startswith("-"):
+                matching.reverse()
+            offsets, next_position, prev_position = paging.page(range(len(matching)), start, size)
+            page = [matching[offset] for offset in offsets]
     data = [{"type": "profile", "id": profile_id} for profile_id in page]
-    return Reply(200, {"data": data, "links": paging.links(call, next_position)})
+    return Reply(200, {"data": data, "links": paging.links(call, next_position, prev_position)})
 
 
 def _change_members(backend: Backend, call: Call, add: bool) -> Reply:
