@@ -3,7 +3,9 @@
 Reads Klaviyo's official OpenAPI spec (``stable.json``) and writes
 ``tests/emulator/klaviyo_schemas.json``: for each operation the emulator serves, its method,
 path, rate limits (``x-klaviyo-ratelimit``), scopes (``x-klaviyo-scopes``), success statuses,
-``page[size]`` bounds and a self-contained JSON Schema (draft 7) of the request body.
+``page[size]`` bounds, the values ``sort``, ``include``, ``fields[...]`` and
+``additional-fields[...]`` may take, and a self-contained JSON Schema (draft 7) of the request
+body; and the method and path of every operation in the spec (served or not).
 
 Only structure and types are kept (no descriptions, examples or titles). ``$ref`` s are inlined,
 OpenAPI ``nullable`` becomes a JSON Schema ``null`` type, and structured objects get
@@ -38,6 +40,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "create_or_update_profile": ("POST", "/api/profile-import"),
     "get_profiles": ("GET", "/api/profiles"),
     "bulk_import_profiles": ("POST", "/api/profile-bulk-import-jobs"),
+    "get_bulk_import_profiles_jobs": ("GET", "/api/profile-bulk-import-jobs"),
     "get_bulk_import_profiles_job": ("GET", "/api/profile-bulk-import-jobs/{job_id}"),
     "get_errors_for_bulk_import_profiles_job": (
         "GET",
@@ -168,6 +171,35 @@ def _page_size(operation: dict[str, Any], spec: dict[str, Any]) -> dict[str, int
     return None
 
 
+def _query_options(operation: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The values the spec allows for ``sort``, ``include``, ``fields[TYPE]`` (sparse
+    fieldsets) and ``additional-fields[TYPE]``: each parameter's ``enum``."""
+    options: dict[str, Any] = {"sort": None, "include": None, "fields": {}, "additional_fields": {}}
+    for raw in operation.get("parameters", []):
+        param = _resolve_ref(raw["$ref"], spec) if "$ref" in raw else raw
+        if param.get("in") != "query":
+            continue
+        name, schema = param["name"], param.get("schema", {})
+        values = schema.get("enum") or schema.get("items", {}).get("enum")
+        if name in ("sort", "include"):
+            options[name] = list(values or [])
+        elif name.startswith("fields[") and name.endswith("]"):
+            options["fields"][name[len("fields[") : -1]] = list(values or [])
+        elif name.startswith("additional-fields[") and name.endswith("]"):
+            options["additional_fields"][name[len("additional-fields[") : -1]] = list(values or [])
+    return options
+
+
+def spec_routes(spec: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Every operation of the spec, served or not: operationId -> method and path."""
+    routes: dict[str, dict[str, str]] = {}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "operationId" in operation:
+                routes[operation["operationId"]] = {"method": method.upper(), "path": path}
+    return dict(sorted(routes.items()))
+
+
 def derive(spec: dict[str, Any], spec_bytes: bytes) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     found: dict[str, tuple[str, str, dict[str, Any]]] = {}
@@ -202,6 +234,7 @@ def derive(spec: dict[str, Any], spec_bytes: bytes) -> dict[str, Any]:
                 int(code) for code in operation["responses"] if code.isdigit() and code[0] == "2"
             ),
             "page_size": _page_size(operation, spec),
+            "query": _query_options(operation, spec),
             "request_body_required": bool(body and body.get("required", False)),
             "request_schema": request_schema,
         }
@@ -212,6 +245,7 @@ def derive(spec: dict[str, Any], spec_bytes: bytes) -> dict[str, Any]:
             "sha256": hashlib.sha256(spec_bytes).hexdigest(),
         },
         "operations": operations,
+        "spec_operations": spec_routes(spec),
     }
 
 

@@ -349,7 +349,7 @@ def test_python_m_tests_emulator_prints_its_address_and_serves() -> None:
 def test_schema_file_has_every_operation_with_closed_attributes() -> None:
     derived = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     operations = derived["operations"]
-    assert len(operations) == 15
+    assert len(operations) == 16
     bulk = operations["bulk_import_profiles"]
     assert (bulk["method"], bulk["path"], bulk["success_status"]) == (
         "POST", "/api/profile-bulk-import-jobs", [202],

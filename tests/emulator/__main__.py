@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a bulk job / event batch waits before it is applied",
     )
     parser.add_argument(
+        "--job-latency",
+        type=float,
+        default=None,
+        help="seconds after its own submission each bulk import job completes (jobs run side by "
+        "side; without it jobs run one after another, each taking --job-delay)",
+    )
+    parser.add_argument(
         "--no-validate", action="store_true", help="skip JSON-schema validation of request bodies"
     )
     parser.add_argument("--unthrottled", action="store_true", help="disable rate limiting")
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         window_scale=args.window_scale,
         job_delay_s=args.job_delay,
+        job_latency_s=args.job_latency,
         validate=not args.no_validate,
         throttle=not args.unthrottled,
         supported_regions=regions,

@@ -182,3 +182,13 @@ def _typed(raw: Any, kind: str, field: str) -> str | datetime:
     if moment is None:
         raise FilterError(f"'{raw.text}' is not a valid datetime for '{field}'.")
     return moment
+
+
+def compare_datetimes(operator: str, left: datetime, right: datetime) -> bool:
+    """Whether ``left`` satisfies a datetime condition against ``right``."""
+    return {
+        "greater-than": left > right,
+        "greater-or-equal": left >= right,
+        "less-than": left < right,
+        "less-or-equal": left <= right,
+    }[operator]

@@ -23,6 +23,7 @@ TITLES = {
     415: "Unsupported media type.",
     429: "Request was throttled.",
     500: "A server error occurred.",
+    501: "Not implemented.",
     503: "Service unavailable.",
 }
 
@@ -61,11 +62,16 @@ def error_document(errors: Iterable[ApiError]) -> dict[str, Any]:
     return {"errors": [error.to_dict() for error in errors]}
 
 
+# The spec's ProfileResponse relationships: POST answers have lists, segments and push-tokens;
+# get_profiles adds conversations.
+PROFILE_RELATIONSHIPS = ("lists", "segments", "push-tokens")
+
+
 def profile_resource(
     profile: Profile,
     base_url: str,
-    fields: set[str] | None = None,
-    additional: set[str] | None = None,
+    additional: frozenset[str] | set[str] | None = None,
+    relationships: tuple[str, ...] = PROFILE_RELATIONSHIPS,
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {name: profile.fields.get(name) for name in RESPONSE_FIELDS}
     attributes.update(
@@ -76,31 +82,134 @@ def profile_resource(
         properties=dict(profile.properties),
     )
     if additional and "subscriptions" in additional:
-        attributes["subscriptions"] = profile.subscriptions
-    if fields:
-        # Sparse fieldsets: fields[profile]=email,external_id
-        attributes = {name: value for name, value in attributes.items() if name in fields}
+        attributes["subscriptions"] = subscriptions_resource(profile.subscriptions)
+    if additional and "predictive_analytics" in additional:
+        # Predictions are not modelled: every figure is null (the spec makes each nullable).
+        attributes["predictive_analytics"] = dict.fromkeys(PREDICTIVE_ANALYTICS)
     self_link = f"{base_url}/api/profiles/{profile.id}/"
     return {
         "type": "profile",
         "id": profile.id,
         "attributes": attributes,
         "relationships": {
-            "lists": {
+            name: {
                 "links": {
-                    "self": f"{self_link}relationships/lists/",
-                    "related": f"{self_link}lists/",
+                    "self": f"{self_link}relationships/{name}/",
+                    "related": f"{self_link}{name}/",
                 }
-            },
-            "segments": {
-                "links": {
-                    "self": f"{self_link}relationships/segments/",
-                    "related": f"{self_link}segments/",
-                }
-            },
+            }
+            for name in relationships
         },
         "links": {"self": self_link},
     }
+
+
+# The spec's PredictiveAnalytics attributes.
+PREDICTIVE_ANALYTICS = (
+    "historic_clv",
+    "predicted_clv",
+    "total_clv",
+    "historic_number_of_orders",
+    "predicted_number_of_orders",
+    "average_days_between_orders",
+    "average_order_value",
+    "churn_probability",
+    "expected_date_of_next_order",
+    "ranked_channel_affinity",
+)
+
+
+def subscriptions_resource(stored: dict[str, Any]) -> dict[str, Any]:
+    """A profile's consent as the spec's ``Subscriptions`` object (additional-fields[profile]).
+
+    The spec's descriptions: ``can_receive_email_marketing`` is "True if [the] profile does not
+    have any global suppressions"; ``can_receive_sms_marketing`` "whether or not this profile is
+    subscribed"; ``custom_method_detail`` is the detail the caller gave when subscribing (bulk
+    subscribe's ``custom_source``). An email unsubscribe is a global UNSUBSCRIBE suppression,
+    which a later subscribe removes (klaviyo-api.md §4.3).
+    """
+    email = _leaf(stored, "email", "marketing")
+    suppressed = email.get("consent") == "UNSUBSCRIBED"
+    return {
+        "email": {
+            "marketing": {
+                **_consent(email, "can_receive_email_marketing", can_receive=not suppressed),
+                "custom_method_detail": email.get("method_detail"),
+                "double_optin": False if email.get("consent") == "SUBSCRIBED" else None,
+                "suppression": (
+                    [{"reason": "UNSUBSCRIBE", "timestamp": email.get("last_updated")}]
+                    if suppressed
+                    else []
+                ),
+                "list_suppressions": [],
+            },
+        },
+        "sms": {
+            "marketing": _consent(_leaf(stored, "sms", "marketing"), "can_receive_sms_marketing"),
+            "transactional": _consent(
+                _leaf(stored, "sms", "transactional"), "can_receive_sms_transactional"
+            ),
+        },
+        "mobile_push": {
+            "marketing": {
+                key: value
+                for key, value in _consent(
+                    _leaf(stored, "push", "marketing"), "can_receive_push_marketing"
+                ).items()
+                if key in ("can_receive_push_marketing", "consent", "consent_timestamp")
+            }
+        },
+        "whatsapp": {
+            kind: _whatsapp(_leaf(stored, "whatsapp", kind))
+            for kind in ("marketing", "transactional", "conversational")
+        },
+    }
+
+
+def _leaf(stored: dict[str, Any], channel: str, kind: str) -> dict[str, Any]:
+    leaf = (stored.get(channel) or {}).get(kind)
+    return leaf if isinstance(leaf, dict) else {}
+
+
+def _consent(leaf: dict[str, Any], flag: str, can_receive: bool | None = None) -> dict[str, Any]:
+    consent = leaf.get("consent") or "NEVER_SUBSCRIBED"
+    if consent == "SUBSCRIBED":
+        stamp = leaf.get("consented_at")
+    elif consent == "UNSUBSCRIBED":
+        stamp = leaf.get("last_updated")
+    else:
+        stamp = None
+    return {
+        flag: consent == "SUBSCRIBED" if can_receive is None else can_receive,
+        "consent": consent,
+        "consent_timestamp": stamp,
+        "last_updated": leaf.get("last_updated"),
+        "method": leaf.get("method"),
+        "method_detail": "",
+    }
+
+
+def _whatsapp(leaf: dict[str, Any]) -> dict[str, Any]:
+    consent = _consent(leaf, "can_receive")
+    return {
+        "consent": consent["consent"],
+        "consent_timestamp": consent["consent_timestamp"],
+        "last_updated": consent["last_updated"],
+        "created_timestamp": None,
+        "metadata": None,
+        "can_receive": consent["can_receive"],
+        "valid_until": None,
+        "phone_number": None,
+    }
+
+
+def with_relationship_data(resource: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """Fill ``relationships.<name>.data`` for included relationships the emulated account has
+    nothing in (tags, flows, push tokens, conversations are not modelled: empty)."""
+    for name in names:
+        relationship = resource.setdefault("relationships", {}).setdefault(name, {})
+        relationship.setdefault("data", [])
+    return resource
 
 
 def list_resource(item: KlaviyoList, base_url: str) -> dict[str, Any]:
@@ -115,12 +224,14 @@ def list_resource(item: KlaviyoList, base_url: str) -> dict[str, Any]:
             "opt_in_process": item.opt_in_process,
         },
         "relationships": {
-            "profiles": {
+            # The spec's list resource relationships.
+            name: {
                 "links": {
-                    "self": f"{self_link}relationships/profiles/",
-                    "related": f"{self_link}profiles/",
+                    "self": f"{self_link}relationships/{name}/",
+                    "related": f"{self_link}{name}/",
                 }
-            },
+            }
+            for name in ("profiles", "tags", "flow-triggers")
         },
         "links": {"self": self_link},
     }

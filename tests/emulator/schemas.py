@@ -59,13 +59,18 @@ class Operation:
     success_status: tuple[int, ...]
     page_size: dict[str, int] | None
     request_schema: dict[str, Any] | None
+    # The spec's allowed values of sort / include (None: the parameter does not exist),
+    # fields[TYPE] and additional-fields[TYPE] (TYPE -> values).
+    sorts: tuple[str, ...] | None = None
+    includes: tuple[str, ...] | None = None
+    fields: dict[str, frozenset[str]] = field(default_factory=dict)
+    additional_fields: dict[str, frozenset[str]] = field(default_factory=dict)
     path_regex: re.Pattern[str] = field(init=False)
     _fast: Callable[[Any], Any] | None = field(default=None, init=False, repr=False)
     _slow: jsonschema.Draft7Validator | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path))
-        self.path_regex = re.compile(f"^{pattern}$")
+        self.path_regex = compile_path(self.path)
 
     def body_errors(self, body: Any) -> list[tuple[str, str]]:
         """Schema violations of a request body as ``(pointer, detail)``; empty when valid."""
@@ -159,12 +164,24 @@ def _describe(error: jsonschema.ValidationError, body: Any) -> list[tuple[str, s
     return [(where, error.message)]
 
 
+def compile_path(path: str) -> re.Pattern[str]:
+    """A spec path (``/api/lists/{id}``) as a regex with a named group per parameter."""
+    pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path))
+    return re.compile(f"^{pattern}$")
+
+
+@functools.cache
+def _derived(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
 @functools.cache
 def load_operations(path: Path = SCHEMA_FILE) -> dict[str, Operation]:
-    """The operation table; cached so compiled validators are shared by every emulator."""
-    derived = json.loads(path.read_text(encoding="utf-8"))
-    return {
-        op_id: Operation(
+    """The operations served; cached so compiled validators are shared by every emulator."""
+    operations: dict[str, Operation] = {}
+    for op_id, entry in _derived(path)["operations"].items():
+        query = entry["query"]
+        operations[op_id] = Operation(
             operation_id=op_id,
             method=entry["method"],
             path=entry["path"],
@@ -173,6 +190,19 @@ def load_operations(path: Path = SCHEMA_FILE) -> dict[str, Operation]:
             success_status=tuple(entry["success_status"]),
             page_size=entry["page_size"],
             request_schema=entry["request_schema"],
+            sorts=None if query["sort"] is None else tuple(query["sort"]),
+            includes=None if query["include"] is None else tuple(query["include"]),
+            fields={kind: frozenset(names) for kind, names in query["fields"].items()},
+            additional_fields={
+                kind: frozenset(names) for kind, names in query["additional_fields"].items()
+            },
         )
-        for op_id, entry in derived["operations"].items()
+    return operations
+
+
+def load_spec_routes(path: Path = SCHEMA_FILE) -> dict[str, tuple[str, str]]:
+    """Every operation in the spec, served or not: operationId -> (method, path)."""
+    return {
+        op_id: (entry["method"], entry["path"])
+        for op_id, entry in _derived(path)["spec_operations"].items()
     }

@@ -1,21 +1,22 @@
-"""The emulated Klaviyo account: profiles, lists, events, bulk jobs, and the background worker
-that applies asynchronous work (bulk imports, bulk events, subscriptions) in submission order.
-"""
+"""The emulated Klaviyo account: profiles, lists, events and bulk import jobs (``Store``)."""
 
 from __future__ import annotations
 
 import collections
 import itertools
+import json
 import random
 import re
 import string
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
+
+import msgspec
 
 from .rules import (
     UNSUPPORTED_REGION,
@@ -24,8 +25,6 @@ from .rules import (
     iso,
     parse_datetime,
 )
-
-_T = TypeVar("_T")
 
 # Identifiers Klaviyo keeps unique per account (SPEC.md §4: "unique email / phone /
 # external_id"), in the order they are matched.
@@ -159,27 +158,27 @@ class KlaviyoList:
     # profile id -> joined_group_at. klaviyo-api.md §3.1: re-adding keeps the same joined_group_at.
     members: dict[str, str] = field(default_factory=dict)
     # Append-only slots (None after removal) so cursors stay valid while members change.
-    _slots: list[str | None] = field(default_factory=list)
+    slots: list[str | None] = field(default_factory=list)
     _slot_of: dict[str, int] = field(default_factory=dict)
 
     def add(self, profile_id: str, joined: str) -> bool:
         if profile_id in self.members:
             return False
         self.members[profile_id] = joined
-        self._slot_of[profile_id] = len(self._slots)
-        self._slots.append(profile_id)
+        self._slot_of[profile_id] = len(self.slots)
+        self.slots.append(profile_id)
         return True
 
     def remove(self, profile_id: str) -> bool:
         if profile_id not in self.members:
             return False
         del self.members[profile_id]
-        self._slots[self._slot_of.pop(profile_id)] = None
+        self.slots[self._slot_of.pop(profile_id)] = None
         return True
 
     def scan(self, start: int) -> Iterator[tuple[int, str]]:
-        for position in range(start, len(self._slots)):
-            member = self._slots[position]
+        for position in range(start, len(self.slots)):
+            member = self.slots[position]
             if member is not None:
                 yield position, member
 
@@ -216,7 +215,9 @@ class Event:
 class ImportJob:
     id: str
     created_at: str
-    rows: list[dict[str, Any]]
+    # Each row as its JSON text (bytes or msgspec.Raw), decoded when it is applied: a job waiting
+    # or in progress holds about its request's size, not the parsed rows (up to 10,000 a job).
+    rows: list[Any]
     list_ids: list[str]
     status: str = "queued"  # klaviyo-api.md §3.2: queued | processing | complete | cancelled
     completed_count: int = 0
@@ -232,6 +233,14 @@ class ImportJob:
     def __post_init__(self) -> None:
         self.total_count = len(self.rows)
 
+    def row(self, index: int) -> dict[str, Any]:
+        raw = self.rows[index]
+        try:
+            return dict(msgspec.json.decode(raw))
+        except msgspec.DecodeError:
+            # What msgspec refuses but json takes (integers beyond 64 bits; see bodies.py).
+            return dict(json.loads(bytes(raw)))
+
     def dump(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -246,17 +255,6 @@ class ImportJob:
             "profile_ids": list(self.profile_ids),
             "errors": _copy(self.errors),
         }
-
-
-@dataclass
-class Work:
-    """One unit of asynchronous work, applied by the worker in submission order."""
-
-    kind: str  # "import" | "events" | "subscribe" | "unsubscribe"
-    submitted: float  # time.monotonic()
-    payload: Any
-    received: str
-    job: ImportJob | None = None
 
 
 class Store:
@@ -734,173 +732,3 @@ class Store:
                 "silent_drops": _copy(self.silent_drops),
                 "duplicate_events": _copy(self.duplicate_events),
             }
-
-
-class InFlight:
-    """Requests being answered. Background work waits for a gap between them, as Klaviyo's
-    event and job processing runs apart from the servers that answer its API."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._cond = threading.Condition()
-
-    def __enter__(self) -> InFlight:
-        with self._cond:
-            self._count += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._count -= 1
-            if not self._count:
-                self._cond.notify_all()
-
-    def wait_for_gap(self, timeout: float) -> None:
-        """Return when no request is being answered, or after ``timeout`` seconds at most."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._count, timeout)
-
-
-class Worker(threading.Thread):
-    """Applies queued work in submission order after ``job_delay_s``.
-
-    Bulk import jobs go queued -> processing -> complete (klaviyo-api.md §3.2); processing
-    takes ``job_delay_s * (0.5 + rows / 20000)`` and updates counts as rows are applied.
-    """
-
-    CHUNK = 500
-    EVENT_CHUNK = 20  # profile entries (each with its events) per hold of the store lock
-    # Longest wait for a gap between requests before each chunk: work keeps moving under a
-    # steady stream of requests.
-    GAP_WAIT_S = 0.002
-
-    def __init__(
-        self,
-        store: Store,
-        job_delay_s: float,
-        in_flight: InFlight | None = None,
-        *,
-        name: str = "work",
-    ) -> None:
-        super().__init__(name=f"klaviyo-emulator-{name}", daemon=True)
-        self.store = store
-        self.job_delay_s = job_delay_s
-        self.in_flight = in_flight
-        self._queue: collections.deque[Work] = collections.deque()
-        self._cond = threading.Condition()
-        self._stop_event = threading.Event()
-
-    def submit(self, work: Work) -> None:
-        with self._cond:
-            self._queue.append(work)
-            self._cond.notify_all()
-
-    def clear(self) -> None:
-        with self._cond:
-            self._queue.clear()
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._queue:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    @property
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._queue)
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            with self._cond:
-                while not self._queue and not self._stop_event.is_set():
-                    self._cond.wait()
-                if self._stop_event.is_set():
-                    return
-                work = self._queue[0]
-            ready_in = work.submitted + self.job_delay_s - time.monotonic()
-            if ready_in > 0 and self._stop_event.wait(ready_in):
-                return
-            try:
-                self._process(work)
-            finally:
-                with self._cond:
-                    if self._queue and self._queue[0] is work:
-                        self._queue.popleft()
-                    self._cond.notify_all()
-
-    def _give_way(self) -> None:
-        """Let requests being answered have the interpreter first (the GIL is shared)."""
-        if self.in_flight is not None:
-            self.in_flight.wait_for_gap(self.GAP_WAIT_S)
-        else:
-            time.sleep(0)
-
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stop_event.wait(seconds)
-
-    def _process(self, work: Work) -> None:
-        store = self.store
-        if work.kind == "import" and work.job is not None:
-            self._process_import(work.job)
-            return
-        if work.kind == "events":
-            # A few entries per hold of the lock, yielding in between: like Klaviyo, whose event
-            # processing runs apart from its API, requests are answered while events are applied.
-            for entries in _chunks(work.payload, self.EVENT_CHUNK):
-                self._give_way()
-                with store.lock:
-                    store.apply_events(entries, work.received)
-            return
-        with store.lock:
-            if work.kind == "subscribe":
-                store.apply_subscribe(work.payload, work.received)
-            elif work.kind == "unsubscribe":
-                store.apply_unsubscribe(work.payload, work.received)
-
-    def _process_import(self, job: ImportJob) -> None:
-        store = self.store
-        with store.lock:
-            job.status = "processing"
-            job.started_at = iso(now_utc())
-        hold = self.job_delay_s * (0.5 + job.total_count / 20_000)
-        # The cancel_job fault: the job stops half-way; rows applied before stay applied.
-        limit = job.total_count // 2 if job.cancel else job.total_count
-        chunks = list(_chunks(range(limit), self.CHUNK))
-        for rows in chunks:
-            if self._stop_event.is_set():
-                return
-            self._give_way()
-            with store.lock:
-                stamp = iso(now_utc())
-                for index in rows:
-                    store.apply_import_row(job, index, job.rows[index], stamp)
-            self._sleep(hold / max(1, len(chunks)))
-        if not chunks:
-            self._sleep(hold)
-        with store.lock:
-            job.status = "cancelled" if job.cancel else "complete"
-            job.completed_at = iso(now_utc())
-            job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
-
-
-def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
-    batch: list[_T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

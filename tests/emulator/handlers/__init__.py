@@ -1,0 +1,28 @@
+"""Endpoint handlers, one module per resource group, and the route table: operationId ->
+handler. Each handler takes the account's ``Backend`` and an admitted ``Call`` and returns a
+``Reply`` (or raises ``ApiResponseError``).
+"""
+
+from __future__ import annotations
+
+from ..calls import Handler
+from . import accounts, events, import_jobs, lists, profiles, subscriptions
+
+ROUTES: dict[str, Handler] = {
+    "get_accounts": accounts.get_accounts,
+    "create_or_update_profile": profiles.create_or_update_profile,
+    "get_profiles": profiles.get_profiles,
+    "bulk_import_profiles": import_jobs.bulk_import_profiles,
+    "get_bulk_import_profiles_jobs": import_jobs.get_bulk_import_profiles_jobs,
+    "get_bulk_import_profiles_job": import_jobs.get_bulk_import_profiles_job,
+    "get_errors_for_bulk_import_profiles_job": import_jobs.get_errors_for_bulk_import_profiles_job,
+    "get_lists": lists.get_lists,
+    "create_list": lists.create_list,
+    "get_profile_ids_for_list": lists.get_profile_ids_for_list,
+    "add_profiles_to_list": lists.add_profiles_to_list,
+    "remove_profiles_from_list": lists.remove_profiles_from_list,
+    "create_event": events.create_event,
+    "bulk_create_events": events.bulk_create_events,
+    "bulk_subscribe_profiles": subscriptions.bulk_subscribe_profiles,
+    "bulk_unsubscribe_profiles": subscriptions.bulk_unsubscribe_profiles,
+}

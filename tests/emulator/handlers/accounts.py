@@ -1,0 +1,16 @@
+"""``GET /api/accounts`` (klaviyo-api.md §1: the account behind the key)."""
+
+from __future__ import annotations
+
+from ..calls import Backend, Call, Reply
+from ..resources import account_resource
+
+
+def get_accounts(backend: Backend, call: Call) -> Reply:
+    return Reply(
+        200,
+        {
+            "data": [account_resource(backend.public_key, call.base_url)],
+            "links": {"self": call.url, "next": None, "prev": None},
+        },
+    )
