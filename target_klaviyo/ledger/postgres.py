@@ -25,7 +25,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from target_klaviyo.ledger.backend import Backend, Row, SqlType
-from target_klaviyo.ledger.errors import LedgerError, LedgerUrlError, redact_url, scrub, url_secrets
+from target_klaviyo.ledger.errors import (
+    LedgerError,
+    LedgerUrlError,
+    ambiguous_url,
+    redact_url,
+    scrub,
+    url_secrets,
+)
 from target_klaviyo.ledger.locks import Holder, StreamLock, lock_key, wait_for_lock
 from target_klaviyo.ledger.sqlite import SqliteBackend
 
@@ -134,6 +141,9 @@ class Connector:
     ever printing it: its repr and every error it raises show the redacted form."""
 
     def __init__(self, url: str, schema: str, *, read_only: bool) -> None:
+        problem = ambiguous_url(url)
+        if problem is not None:
+            raise LedgerUrlError(problem)
         try:
             import psycopg
         except ImportError:
