@@ -163,6 +163,7 @@ class Ledger:
         self._sent_pending: dict[int, int] = {}
         self._rejects_pending: list[tuple[str, str, str | None, str, str, datetime]] = []
         self._closed = False
+        self._stream_locks: list[StreamLock] = []  # released by close, if not before
 
     @property
     def kind(self) -> str:
@@ -191,7 +192,13 @@ class Ledger:
         finally:
             with self._lock:
                 self._closed = True
-                self._db.close()
+                locks, self._stream_locks = self._stream_locks, []
+            try:
+                for lock in locks:
+                    lock.release()
+            finally:
+                with self._lock:
+                    self._db.close()
 
     def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if self.read_only:
@@ -487,9 +494,10 @@ class Ledger:
     # -- one run per stream (SPEC §3.15) --------------------------------------------------
 
     def lock_stream(self, account: str, stream: str, timeout_s: float) -> StreamLock:
-        """Hold (account, stream) until the lock is released or this process ends; while
-        another live run holds it, try again for up to `timeout_s` seconds (0: once), then
-        raise `StreamLocked` naming the holder. A lock left by a dead run is taken over.
+        """Hold (account, stream) until the lock is released, the ledger closed or this
+        process ends. While another live run holds it, try again for up to `timeout_s`
+        seconds (0: once), then raise `StreamLocked` naming the holder. A lock left by a
+        dead run is taken over (and a warning names that run).
 
         `account` names the Klaviyo account (its id, or a hash of the key: never the key
         itself, which would be stored). A read-only ledger (a dry run, which sends nothing)
@@ -497,6 +505,9 @@ class Ledger:
         if self.read_only:
             return unheld_lock(account, stream)
         lock = self._db.lock_stream(account, stream, timeout_s)
+        with self._lock:
+            self._stream_locks = [kept for kept in self._stream_locks if kept.held]
+            self._stream_locks.append(lock)
         if lock.took_over is not None:
             LOGGER.warning(
                 "stream %r: took over the lock of a run that ended without releasing it (%s)",
