@@ -42,8 +42,3 @@ def ledger_place(kind: str, tmp_path: Path) -> Iterator[LedgerPlace]:
     require_postgres(settings)
     with schema_name(settings) as name:
         yield LedgerPlace(kind, state_dir, settings.url(), name)
-
-
-def postgres_place(tmp_path: Path) -> Iterator[LedgerPlace]:
-    with ledger_place("postgresql", tmp_path) as place:
-        yield place

@@ -435,6 +435,7 @@ def test_a_postgres_dry_run_reads_a_missing_ledger_as_empty_and_creates_nothing(
 ) -> None:
     dry = pg.open(read_only=True)
     try:
+        assert dry.kind == "postgresql" and pg.schema in dry.location
         assert dry.held_count() == 0
         assert dry.unchanged([(1, 1)]) == set()
         assert dry.jobs_in_flight() == []

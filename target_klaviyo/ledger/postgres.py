@@ -289,22 +289,14 @@ class AdvisoryLocks:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
             if not row or not row[0]:
                 return None
-            # A release deletes its row first: a row found now was left by a run that died.
-            previous = conn.execute(
-                "SELECT host, pid, since FROM stream_locks WHERE account = %s AND stream = %s",
-                [account, stream],
-            ).fetchone()
-            host, pid = socket.gethostname(), os.getpid()
-            since = conn.execute(
-                "INSERT INTO stream_locks (account, stream, host, pid, since, backend_pid)"
-                " VALUES (%s, %s, %s, %s, clock_timestamp(), pg_backend_pid())"
-                " ON CONFLICT (account, stream) DO UPDATE SET host = excluded.host,"
-                " pid = excluded.pid, since = excluded.since, backend_pid = excluded.backend_pid"
-                " RETURNING since",
-                [account, stream, host, pid],
-            ).fetchone()
-            assert since is not None
-            holder = Holder(host, pid, since[0])
+            try:
+                previous, host, pid, since = self._record_holder(conn, account, stream)
+            except BaseException:
+                # Not recorded, not held: the next run must not find a lock nobody names.
+                if not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+                raise
+            holder = Holder(host, pid, since)
             self._held[key] = holder
 
         def release() -> None:
@@ -322,6 +314,28 @@ class AdvisoryLocks:
 
         took_over = Holder(*previous) if previous else None
         return StreamLock(account, stream, holder, release, took_over=took_over)
+
+    @staticmethod
+    def _record_holder(
+        conn: psycopg.Connection[tuple[Any, ...]], account: str, stream: str
+    ) -> tuple[tuple[Any, ...] | None, str, int, datetime]:
+        """Write this process as the holder; return the holder found before, if any (a
+        release deletes its row first: a row found now was left by a run that died)."""
+        previous = conn.execute(
+            "SELECT host, pid, since FROM stream_locks WHERE account = %s AND stream = %s",
+            [account, stream],
+        ).fetchone()
+        host, pid = socket.gethostname(), os.getpid()
+        row = conn.execute(
+            "INSERT INTO stream_locks (account, stream, host, pid, since, backend_pid)"
+            " VALUES (%s, %s, %s, %s, clock_timestamp(), pg_backend_pid())"
+            " ON CONFLICT (account, stream) DO UPDATE SET host = excluded.host,"
+            " pid = excluded.pid, since = excluded.since, backend_pid = excluded.backend_pid"
+            " RETURNING since",
+            [account, stream, host, pid],
+        ).fetchone()
+        assert row is not None
+        return previous, host, pid, row[0]
 
     def holder(self, account: str, stream: str) -> Holder | None:
         key = lock_key(self._namespace, account, stream)
@@ -379,7 +393,9 @@ class PostgresBackend(Backend):
                         connector.location,
                     )
                     conn.close()
-                    return SqliteBackend.empty(f"{connector.location} (schema {schema})")
+                    return SqliteBackend.empty(
+                        f"{connector.location} (schema {schema})", kind=cls.kind
+                    )
             else:
                 migrate(conn, connector)
         except BaseException:

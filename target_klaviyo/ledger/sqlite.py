@@ -123,12 +123,14 @@ class SqliteBackend(Backend):
         return backend
 
     @classmethod
-    def empty(cls, location: str) -> SqliteBackend:
-        """An empty ledger in memory, read-only: what a dry run reads where no ledger exists
-        yet (named `location` in messages)."""
+    def empty(cls, location: str, kind: str = "sqlite") -> SqliteBackend:
+        """An empty ledger in memory: what a dry run reads where no ledger exists yet. It
+        stands in for the `kind` ledger at `location` (as messages name it)."""
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.executescript(SCHEMA)
-        return cls(db, location, None)
+        backend = cls(db, location, None)
+        backend.kind = kind
+        return backend
 
     def _migrate(self) -> None:
         """Ledgers of earlier versions kept each job's keys (only their count is needed), and
