@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -44,6 +45,14 @@ class PostgresSettings:
         if self.password:
             info["password"] = self.password
         return info
+
+    def url(self, database: str | None = None) -> str:
+        """These settings as a `postgresql://` URL (what `ledger_url` takes)."""
+        user = quote(self.user, safe="")
+        if self.password:
+            user += ":" + quote(self.password, safe="")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{user}@{host}:{self.port}/{quote(database or self.database)}"
 
 
 def on_ci() -> bool:
@@ -127,3 +136,28 @@ def temporary_schema(settings: PostgresSettings, prefix: str = "tk_e2e") -> Iter
     finally:
         with psycopg.connect(**settings.conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name)))
+
+
+@contextmanager
+def schema_name(settings: PostgresSettings, prefix: str = "tk_ledger") -> Iterator[str]:
+    """A unique schema name, not created (the code under test creates it); the schema is
+    dropped afterwards if anything did."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(**settings.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name)))
+
+
+def schema_exists(settings: PostgresSettings, name: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(**settings.conninfo(), autocommit=True) as conn:
+        return (
+            conn.execute("select 1 from pg_namespace where nspname = %s", [name]).fetchone()
+            is not None
+        )

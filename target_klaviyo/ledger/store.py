@@ -1,82 +1,70 @@
 """The ledger: the one place that makes the target's promises durable.
 
-SQLite under `state_dir` (directory 0700, files 0600), WAL mode, one transaction per change,
-so a crash at any instant leaves it consistent. It keeps:
+It lives in SQLite under `state_dir` (directory 0700, files 0600, WAL mode), or in PostgreSQL
+when `ledger_url` is set (schema `ledger_schema`), for workers whose disk does not outlive the
+run; `open_ledger` picks. One transaction per change, so a crash at any instant leaves it
+consistent. It keeps:
 
 - records on hold (retries exhausted), replayed at the start of the next run;
 - the schema of each stream that has records on hold, so they can be replayed before input;
 - bulk jobs in flight, so a job interrupted by a crash is looked at on the next run;
 - a hash of the last payload Klaviyo accepted per (stream, object, identity) for skip_unchanged
-  (64-bit XXH3 hashes as integers: SQLite's fastest table, written in sorted batches);
-- list members this target added, for mirror passes.
+  (64-bit XXH3 hashes as signed integers, written in sorted batches);
+- list members this target added, for mirror passes;
+- PostgreSQL only: rejected records (`record_reject`), and the account's rate budget.
+
+It also hands out stream locks (one run per stream, `lock_stream`). `Ledger` holds the logic;
+what differs between the databases is in `backend.py`, `sqlite.py` and `postgres.py`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import operator
 import os
-import sqlite3
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
+from target_klaviyo.ledger.backend import Backend, SqlType
+from target_klaviyo.ledger.errors import LedgerError, LedgerUrlError, redact_url
+from target_klaviyo.ledger.locks import Holder, StreamLock, StreamLocked, unheld_lock
+from target_klaviyo.ledger.sqlite import HASHES_VERSION, SCHEMA, SqliteBackend, private_dir
+
+if TYPE_CHECKING:
+    from target_klaviyo.ledger.budget import SharedPacer
+
+__all__ = [
+    "HASHES_VERSION",
+    "SCHEMA",
+    "HeldRecord",
+    "Holder",
+    "JobInFlight",
+    "Ledger",
+    "LedgerError",
+    "LedgerUrlError",
+    "StreamLock",
+    "StreamLocked",
+    "hash64",
+    "hash_seed",
+    "new_run_id",
+    "open_ledger",
+    "private_dir",
+    "sent_keys",
+]
+
 LOGGER = logging.getLogger("target-klaviyo")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS held (
-    id INTEGER PRIMARY KEY,
-    stream TEXT NOT NULL,
-    key TEXT NOT NULL,
-    object TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    record TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    UNIQUE (stream, key)
-);
-CREATE TABLE IF NOT EXISTS streams (
-    stream TEXT PRIMARY KEY,
-    schema TEXT NOT NULL,
-    key_properties TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    operation TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    records INTEGER NOT NULL,
-    submitted_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sent_hashes (
-    key INTEGER PRIMARY KEY,
-    digest INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS members (
-    list_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    identity TEXT NOT NULL,
-    last_pass INTEGER NOT NULL,
-    PRIMARY KEY (list_id, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS passes (
-    list_id TEXT PRIMARY KEY,
-    pass INTEGER NOT NULL
-);
-"""
-
-_SQLITE_VARS = 500  # stay well under SQLite's bound-parameter limit
-_SENT_ROWS_PER_INSERT = _SQLITE_VARS // 2
-# PRAGMA user_version of a ledger whose skip_unchanged hashes are XXH3-64 (earlier: BLAKE2b).
-HASHES_VERSION = 2
+DEFAULT_SCHEMA = "target_klaviyo"
+REJECTS_BATCH = 1_000  # rejects written to PostgreSQL this many at a time
 
 
 @dataclass(frozen=True)
@@ -130,107 +118,137 @@ def sent_keys(stream: str, obj: str) -> Callable[[str], int]:
     return key_of
 
 
-def _private_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
+def new_run_id() -> str:
+    """An id for one run: its start time (UTC, sortable) and 8 random hex digits."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
-@functools.lru_cache(maxsize=8)
-def _sent_insert(rows: int) -> str:
-    """One statement writing `rows` skip_unchanged hashes."""
-    return "INSERT OR REPLACE INTO sent_hashes (key, digest) VALUES " + ",".join(["(?, ?)"] * rows)
-
-
-def _chunks(values: Sequence[Any], size: int = _SQLITE_VARS) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL's jsonb holds no NUL character: each becomes U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd") if "\0" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 class Ledger:
-    """Thread-safe access to the ledger database."""
+    """Thread-safe access to the ledger database (one lock around one connection).
 
-    FILENAME = "ledger.sqlite3"
+    `Ledger(state_dir)` is the SQLite ledger under `state_dir`; `open_ledger` also opens the
+    PostgreSQL one. Read-only (a dry run): reads what is stored, writes nothing.
+    """
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    FILENAME = SqliteBackend.FILENAME
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        backend: Backend | None = None,
+    ) -> None:
         self.read_only = read_only
         self.state_dir = Path(state_dir)
-        path = self.state_dir / self.FILENAME
-        if read_only:
-            # A dry run reads what earlier runs stored (skip_unchanged) and writes nothing.
-            if path.exists():
-                uri = f"file:{path}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            else:
-                self._db = sqlite3.connect(":memory:", check_same_thread=False)
-                self._db.executescript(SCHEMA)
-        else:
-            private_dir(self.state_dir)
-            _private_file(path)
-            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._migrate()
+        self._db = (
+            backend
+            if backend is not None
+            else SqliteBackend.open(self.state_dir, read_only=read_only)
+        )
         self._lock = threading.Lock()
         # skip_unchanged hashes wait here and are written in sorted batches: one insert at a
         # time would touch a random page of the table each.
         self._sent_pending: dict[int, int] = {}
+        self._rejects_pending: list[tuple[str, str, str | None, str, str, datetime]] = []
+        self._closed = False
+        self._stream_locks: list[StreamLock] = []  # released by close, if not before
 
-    def _migrate(self) -> None:
-        """Ledgers of earlier versions kept each job's keys (only their count is needed), and
-        skip_unchanged hashes of another kind, which are discarded: every record is sent once
-        more (upserts make that safe) and skipped again from the next run on."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "keys" in columns:
-            with self._db:
-                jobs = self._db.execute(
-                    "SELECT id, operation, stream, keys, submitted_at FROM jobs"
-                ).fetchall()
-                self._db.execute("DROP TABLE jobs")
-            self._db.executescript(SCHEMA)
-            with self._db:
-                self._db.executemany(
-                    "INSERT INTO jobs (id, operation, stream, records, submitted_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(i, o, st, len(json.loads(k)), at) for i, o, st, k, at in jobs],
-                )
-        if self._db.execute("PRAGMA user_version").fetchone()[0] >= HASHES_VERSION:
-            return
-        earlier = self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent')"
-            " OR EXISTS (SELECT 1 FROM sent_hashes)"
-        ).fetchone()[0]
-        with self._db:
-            self._db.execute("DROP TABLE IF EXISTS sent")
-            self._db.execute("DELETE FROM sent_hashes")
-            self._db.execute(f"PRAGMA user_version = {HASHES_VERSION}")
-        if earlier:
-            LOGGER.warning(
-                "skip_unchanged: the ledger's hashes were made by an earlier version of "
-                "target-klaviyo; this run sends every record once more"
-            )
+    @property
+    def kind(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return self._db.kind
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, safe to print: its file, or its URL with the password hidden."""
+        return self._db.location
+
+    def __repr__(self) -> str:
+        return f"<Ledger {self.kind} {self.location}>"
+
+    def flush(self) -> None:
+        """Write everything that waits in memory: skip_unchanged hashes and rejects."""
+        self.flush_sent()
+        self.flush_rejects()
 
     def close(self) -> None:
-        self.flush_sent()
-        with self._lock:
-            self._db.close()
+        """Write what waits in memory, release this ledger's stream locks and disconnect."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._closed = True
+                locks, self._stream_locks = self._stream_locks, []
+            try:
+                for lock in locks:
+                    lock.release()
+            finally:
+                with self._lock:
+                    self._db.close()
 
     def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if self.read_only:
             return
-        with self._lock, self._db:
+        rows = list(rows)
+        if not rows:
+            return
+        with self._lock, self._db.transaction():
             self._db.executemany(sql, rows)
+
+    def _upsert(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        conflict: tuple[str, ...],
+        update: tuple[str, ...],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        """Write rows many to a statement, in one transaction."""
+        if self.read_only:
+            return
+        rows = list(rows)
+        if not rows:
+            return
+        with self._lock, self._db.transaction():
+            self._db.upsert(table, columns, conflict, update, rows)
+
+    def _delete_in(
+        self,
+        table: str,
+        where: str,
+        params: Sequence[Any],
+        column: str,
+        values: Iterable[Any],
+        sql_type: SqlType,
+    ) -> None:
+        """Delete the rows matching `where` whose `column` is one of `values`, in one
+        transaction and as few statements as the database allows."""
+        if self.read_only:
+            return
+        values = list(values)
+        if not values:
+            return
+        with self._lock, self._db.transaction():
+            for condition, chunk in self._db.in_list(column, values, sql_type):
+                self._db.execute(f"DELETE FROM {table} WHERE {where}{condition}", [*params, *chunk])
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            return self._db.query(sql, args)
 
     # -- records on hold ------------------------------------------------------------------
 
@@ -244,12 +262,21 @@ class Ledger:
         """Put records on hold: (key, record, reason, attempts so far). A newer record with
         the same key replaces the older one (the later record wins, as within a batch)."""
         now = time.time()
-        self._write(
-            "INSERT INTO held (stream, key, object, fingerprint, record, reason, attempts,"
-            " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (stream, key) DO UPDATE SET object=excluded.object,"
-            " fingerprint=excluded.fingerprint, record=excluded.record, reason=excluded.reason,"
-            " attempts=excluded.attempts, last_seen=excluded.last_seen",
+        self._upsert(
+            "held",
+            (
+                "stream",
+                "key",
+                "object",
+                "fingerprint",
+                "record",
+                "reason",
+                "attempts",
+                "first_seen",
+                "last_seen",
+            ),
+            ("stream", "key"),
+            ("object", "fingerprint", "record", "reason", "attempts", "last_seen"),
             (
                 (stream, key, obj, fingerprint, json.dumps(record), reason, attempts + 1, now, now)
                 for key, record, reason, attempts in entries
@@ -258,7 +285,7 @@ class Ledger:
 
     def release(self, held_ids: Iterable[int]) -> None:
         """Records that left hold: loaded, unchanged or rejected."""
-        self._write("DELETE FROM held WHERE id = ?", ((held_id,) for held_id in held_ids))
+        self._delete_in("held", "", (), "id", held_ids, "int8")
 
     def held_streams(self) -> list[str]:
         return [row[0] for row in self._query("SELECT DISTINCT stream FROM held ORDER BY stream")]
@@ -288,10 +315,11 @@ class Ledger:
     def save_stream(
         self, stream: str, schema: dict[str, Any], key_properties: Sequence[str]
     ) -> None:
-        self._write(
-            "INSERT INTO streams (stream, schema, key_properties) VALUES (?, ?, ?)"
-            " ON CONFLICT (stream) DO UPDATE SET schema=excluded.schema,"
-            " key_properties=excluded.key_properties",
+        self._upsert(
+            "streams",
+            ("stream", "schema", "key_properties"),
+            ("stream",),
+            ("schema", "key_properties"),
             [(stream, json.dumps(schema, sort_keys=True), json.dumps(list(key_properties)))],
         )
 
@@ -304,9 +332,11 @@ class Ledger:
     # -- jobs in flight -------------------------------------------------------------------
 
     def job_started(self, job_id: str, operation: str, stream: str, records: int) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO jobs (id, operation, stream, records, submitted_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+        self._upsert(
+            "jobs",
+            ("id", "operation", "stream", "records", "submitted_at"),
+            ("id",),
+            ("operation", "stream", "records", "submitted_at"),
             [(job_id, operation, stream, records, time.time())],
         )
 
@@ -339,11 +369,10 @@ class Ledger:
                         same.add(key)
                 else:
                     asked.append(key)
-        for chunk in _chunks(asked):
-            marks = ",".join("?" * len(chunk))
-            for key, digest in self._query(
-                f"SELECT key, digest FROM sent_hashes WHERE key IN ({marks})", chunk
-            ):
+        if asked:
+            with self._lock:
+                found = self._db.lookup_hashes(asked)
+            for key, digest in found:
                 if wanted[key] == digest:
                     same.add(key)
         return same
@@ -366,29 +395,16 @@ class Ledger:
                 return
             pending, self._sent_pending = self._sent_pending, {}
             keys = sorted(pending)
-            # key, digest, key, digest, ... built by slices (C loops, no tuple per row).
-            values: list[int] = [0] * (2 * len(keys))
-            values[0::2] = keys
             digests = operator.itemgetter(*keys)(pending)  # one key: the digest alone
-            values[1::2] = digests if len(keys) > 1 else [digests]
-            # Many rows per statement: binding and stepping one statement per row is most of
-            # the cost of writing them.
-            step = _SENT_ROWS_PER_INSERT * 2
-            full = len(values) - len(values) % step
-            with self._db:
-                self._db.executemany(
-                    _sent_insert(_SENT_ROWS_PER_INSERT),
-                    (values[start : start + step] for start in range(0, full, step)),
-                )
-                if full < len(values):
-                    self._db.execute(_sent_insert((len(values) - full) // 2), values[full:])
+            with self._db.transaction():
+                self._db.put_hashes(keys, digests if len(keys) > 1 else [digests])
 
     def forget_sent(self, keys: Iterable[int]) -> None:
         keys = list(keys)
         with self._lock:
             for key in keys:
                 self._sent_pending.pop(key, None)
-        self._write("DELETE FROM sent_hashes WHERE key = ?", ((key,) for key in keys))
+        self._delete_in("sent_hashes", "", (), "key", keys, "int8")
 
     # -- list membership for mirror -------------------------------------------------------
 
@@ -399,7 +415,7 @@ class Ledger:
     def next_pass(self, list_id: str) -> None:
         self._write(
             "INSERT INTO passes (list_id, pass) VALUES (?, 2)"
-            " ON CONFLICT (list_id) DO UPDATE SET pass = pass + 1",
+            " ON CONFLICT (list_id) DO UPDATE SET pass = passes.pass + 1",
             [(list_id,)],
         )
 
@@ -407,17 +423,16 @@ class Ledger:
         self, list_id: str, pass_no: int, members: Iterable[tuple[str, dict[str, Any]]]
     ) -> None:
         """Members seen in this pass: (identity key, identifiers)."""
-        self._write(
-            "INSERT INTO members (list_id, key, identity, last_pass) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (list_id, key) DO UPDATE SET identity=excluded.identity,"
-            " last_pass=excluded.last_pass",
+        self._upsert(
+            "members",
+            ("list_id", "key", "identity", "last_pass"),
+            ("list_id", "key"),
+            ("identity", "last_pass"),
             ((list_id, key, json.dumps(identity), pass_no) for key, identity in members),
         )
 
     def untrack_members(self, list_id: str, keys: Iterable[str]) -> None:
-        self._write(
-            "DELETE FROM members WHERE list_id = ? AND key = ?", ((list_id, k) for k in keys)
-        )
+        self._delete_in("members", "list_id = ? AND ", (list_id,), "key", keys, "text")
 
     def member_count(self, list_id: str) -> int:
         return int(self._query("SELECT count(*) FROM members WHERE list_id = ?", (list_id,))[0][0])
@@ -442,3 +457,110 @@ class Ledger:
                 (list_id, pass_no, after, limit),
             )
         ]
+
+    # -- rejects (PostgreSQL) -------------------------------------------------------------
+
+    def record_reject(
+        self,
+        run_id: str,
+        stream: str,
+        key: str | None,
+        reason: str,
+        record: dict[str, Any],
+        at: datetime | None = None,
+    ) -> None:
+        """Keep a rejected record in the ledger's `rejects` table (PostgreSQL; a no-op in
+        SQLite, where `rejects.jsonl` is the place). Written in batches, by `flush` and by
+        `close`. `record` should already be JSON-ready (`mapping.values.to_json`); anything
+        else is written as its string."""
+        if self.read_only or not self._db.keeps_rejects:
+            return
+        text = json.dumps(_without_nul(record), ensure_ascii=False, default=str)
+        row = (run_id, stream, key, reason, text, at or datetime.now(timezone.utc))
+        with self._lock:
+            self._rejects_pending.append(row)
+            full = len(self._rejects_pending) >= REJECTS_BATCH
+        if full:
+            self.flush_rejects()
+
+    def flush_rejects(self) -> None:
+        with self._lock:
+            if not self._rejects_pending:
+                return
+            pending, self._rejects_pending = self._rejects_pending, []
+            with self._db.transaction():
+                self._db.put_rejects(pending)
+
+    # -- one run per stream (SPEC §3.15) --------------------------------------------------
+
+    def lock_stream(self, account: str, stream: str, timeout_s: float) -> StreamLock:
+        """Hold (account, stream) until the lock is released, the ledger closed or this
+        process ends. While another live run holds it, try again for up to `timeout_s`
+        seconds (0: once), then raise `StreamLocked` naming the holder. A lock left by a
+        dead run is taken over (and a warning names that run).
+
+        `account` names the Klaviyo account (its id, or a hash of the key: never the key
+        itself, which would be stored). A read-only ledger (a dry run, which sends nothing)
+        hands out a lock that holds nothing."""
+        if self.read_only:
+            return unheld_lock(account, stream)
+        lock = self._db.lock_stream(account, stream, timeout_s)
+        with self._lock:
+            self._stream_locks = [kept for kept in self._stream_locks if kept.held]
+            self._stream_locks.append(lock)
+        if lock.took_over is not None:
+            LOGGER.warning(
+                "stream %r: took over the lock of a run that ended without releasing it (%s)",
+                stream,
+                lock.took_over.describe(),
+            )
+        return lock
+
+    # -- one rate budget per account (SPEC §3.16) -----------------------------------------
+
+    def rate_budget(
+        self,
+        account: str,
+        *,
+        window_scale: float = 1.0,
+        in_flight_timeout_s: float | None = None,
+    ) -> SharedPacer | None:
+        """A pacer (as `klaviyo.pacing.Pacer`) whose windows every process on this ledger
+        shares for `account`; None where the ledger cannot share one (SQLite, or read-only:
+        each process paces alone). Closed with the ledger."""
+        if self.read_only:
+            return None
+        from target_klaviyo.ledger.budget import DEFAULT_IN_FLIGHT_TIMEOUT_S
+
+        return self._db.rate_budget(
+            account,
+            window_scale=window_scale,
+            in_flight_timeout_s=in_flight_timeout_s or DEFAULT_IN_FLIGHT_TIMEOUT_S,
+        )
+
+
+def open_ledger(
+    state_dir: str | os.PathLike[str],
+    *,
+    url: str | None = None,
+    schema: str = DEFAULT_SCHEMA,
+    read_only: bool = False,
+) -> Ledger:
+    """The ledger the settings name: SQLite under `state_dir` when `url` (`ledger_url`) is
+    None, else PostgreSQL at `url` in `schema` (`ledger_schema`).
+
+    Raises `LedgerUrlError` (a ValueError) for a URL or schema it cannot use, and
+    `LedgerError` when psycopg is missing or the database cannot be reached or migrated;
+    their messages are one line and never show the password.
+    """
+    if url is None:
+        return Ledger(state_dir, read_only=read_only)
+    from target_klaviyo.ledger.postgres import PostgresBackend, is_postgres_url
+
+    if not is_postgres_url(url):
+        raise LedgerUrlError(
+            f"ledger_url must be a postgresql:// URL (postgresql://user[:password]@host[:port]/db),"
+            f" not {redact_url(url)!r}"
+        )
+    backend = PostgresBackend.open(url, schema, read_only=read_only)
+    return Ledger(state_dir, read_only=read_only, backend=backend)
