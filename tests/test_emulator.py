@@ -1,4 +1,4 @@
-"""The Klaviyo emulator's endpoints behave like Klaviyo (shared/reference/klaviyo-api.md)."""
+"""The Klaviyo emulator's endpoints behave like Klaviyo (sources: tests/emulator/README.md)."""
 
 from __future__ import annotations
 
@@ -462,7 +462,7 @@ def test_bulk_import_row_errors_silent_phone_drop_and_409_rows(
     by_email = profiles_by_email(emulator)
     assert "cn@example.com" not in by_email
     assert by_email["a@example.com"]["attributes"]["phone_number"] is None
-    # klaviyo-api.md §3.1: the invalid phone is dropped without an import error.
+    # Klaviyo: bulk profile import: the invalid phone is dropped without an import error.
     assert by_email["short@example.com"]["attributes"]["phone_number"] is None
     (drop,) = emulator.silent_drops
     assert (drop["row"], drop["field"], drop["value"]) == (3, "phone_number", "+1234")

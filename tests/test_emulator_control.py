@@ -35,7 +35,7 @@ def exact_wait(response: requests.Response) -> float:
     return float(response.headers["X-Emulator-Retry-After-Exact"])
 
 
-# -- rate limits (klaviyo-api.md §7.1/§7.2) -----------------------------------------------------
+# -- rate limits (Klaviyo: rate limits and errors) -------------------------------------------------
 
 
 @pytest.mark.emulator(window_scale=0.2)

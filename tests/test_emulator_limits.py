@@ -48,7 +48,7 @@ def rows(count: int) -> list[dict[str, Any]]:
     return [kl.profile({"email": f"u{i}@example.com"}) for i in range(count)]
 
 
-# -- bulk profile import (klaviyo-api.md §3.1) --------------------------------------------------
+# -- bulk profile import (Klaviyo: bulk profile import) --------------------------------------------
 
 
 def test_bulk_import_10000_profiles_but_not_10001(emulator: Emulator, api: Client) -> None:
@@ -110,7 +110,7 @@ def test_bulk_import_row_size_counts_escaped_non_ascii(emulator: Emulator, api: 
     expect_rejection(emulator, api.post("/api/profile-bulk-import-jobs", body), 400, f"{ROWS}/0")
 
 
-# -- profile-import (klaviyo-api.md §2.1) -------------------------------------------------------
+# -- profile-import (Klaviyo: profiles API) -------------------------------------------------------
 
 
 def sized_profile(total: int) -> dict[str, Any]:
@@ -128,7 +128,7 @@ def test_profile_import_body_of_100000_bytes_but_not_100001(
     expect_rejection(emulator, api.post("/api/profile-import", sized_profile(100_001)), 413)
 
 
-# -- list membership (klaviyo-api.md §4.1) ------------------------------------------------------
+# -- list membership (Klaviyo: lists and subscriptions) --------------------------------------------
 
 
 def test_list_add_and_remove_1000_ids_but_not_1001(emulator: Emulator, api: Client) -> None:
@@ -145,7 +145,7 @@ def test_list_add_and_remove_1000_ids_but_not_1001(emulator: Emulator, api: Clie
     assert emulator.dump()["lists"][list_id]["members"] == []
 
 
-# -- events (klaviyo-api.md §5) -----------------------------------------------------------------
+# -- events (Klaviyo: events API) -----------------------------------------------------------------
 
 
 def events_across_profiles(total: int, per_profile: int = 2, **attributes: Any) -> dict[str, Any]:
@@ -278,7 +278,7 @@ def test_event_property_nesting_and_array_length(
         assert response.status_code == 400
 
 
-# -- subscriptions (klaviyo-api.md §4.3) --------------------------------------------------------
+# -- subscriptions (Klaviyo: lists and subscriptions) ----------------------------------------------
 
 
 def consent_rows(count: int, consent: str = "SUBSCRIBED") -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def _strict(node: Any, key: str = "") -> Any:
             merged = _merge(merged, part)
         node = {**node, **merged}
     if key == "errors" and "items" in node:
-        # klaviyo-api.md §7.3 / §2.4: Klaviyo's error objects also carry status, links and meta
+        # Klaviyo: rate limits and errors: Klaviyo's error objects also carry status, links and meta
         # (e.g. meta.duplicate_profile_id), which the spec's ClientError leaves out.
         node["items"]["properties"].update(
             status={"type": "integer"}, links={"type": "object"}, meta={"type": "object"}

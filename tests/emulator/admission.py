@@ -15,13 +15,13 @@ from .ratelimit import Decision, RateLimiter
 from .resources import ApiError, error_document
 from .schemas import Operation
 
-# klaviyo-api.md §0: revision header format YYYY-MM-DD[.suffix].
+# Klaviyo: API versioning: revision header format YYYY-MM-DD[.suffix].
 REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z0-9]+)?$")
 # The revisions Klaviyo has released, from its API changelog
 # (https://developers.klaviyo.com/en/changelog, one "Revision YYYY-MM-DD" entry each, and the
 # per-revision docs at https://developers.klaviyo.com/en/v<revision>/). Since 2023-06 one a
 # quarter month, on the 15th; 2026-07-15 is the spec's info.version and 2026-10-15 what the
-# official Python SDK (klaviyo-api 25.0.0) pins (klaviyo-api.md §0). "The revision passed in
+# official Python SDK (klaviyo-api 25.0.0) pins (Klaviyo: API versioning). "The revision passed in
 # must be a valid revision" (https://developers.klaviyo.com/en/docs/api_versioning_and_deprecation_policy):
 # any other date is refused.
 RELEASED_REVISIONS = frozenset(
@@ -50,15 +50,15 @@ RELEASED_REVISIONS = frozenset(
         "2026-10-15",
     }
 )
-# klaviyo-api.md §0: ".pre" suffixes are beta revisions, published alongside each revision.
+# Klaviyo: API versioning: ".pre" suffixes are beta revisions, published alongside each revision.
 BETA_SUFFIX = ".pre"
-# klaviyo-api.md §0: all 2024-* revisions are retired (410 or silent fall-forward).
+# Klaviyo: API versioning: all 2024-* revisions are retired (410 or silent fall-forward).
 OLDEST_SUPPORTED_REVISION = "2025-01-01"
 TITLES_5XX = {500: "A server error occurred.", 503: "Service unavailable. Please try again later."}
 
 
 def api_key(header: str | None) -> str | None:
-    # klaviyo-api.md §1: Authorization: Klaviyo-API-Key <private key>
+    # Klaviyo: API overview: Authorization: Klaviyo-API-Key <private key>
     prefix = "Klaviyo-API-Key "
     if header and header.startswith(prefix):
         return header[len(prefix) :].strip() or None
@@ -111,13 +111,14 @@ class Admission:
         with self._lock:
             scopes = self._keys.get(key) if key else None
         if scopes is None:
-            # klaviyo-api.md §7.3: bad or missing private key -> 401 authentication_failed.
+            # Klaviyo: rate limits and errors: bad or missing private key -> 401
+            # authentication_failed.
             raise ApiResponseError(
                 [ApiError(401, "authentication_failed", "Incorrect authentication credentials.")]
             )
         missing = sorted(operation.scopes - scopes)
         if missing:
-            # klaviyo-api.md §1 / §7.3: a key without the scope -> 403 permission_denied.
+            # Klaviyo: API overview: a key without the scope -> 403 permission_denied.
             raise ApiResponseError(
                 [
                     ApiError(
@@ -133,7 +134,8 @@ class Admission:
             return None
         decision = self.limiter.acquire(operation.operation_id, operation.rate_limit)
         if not decision.allowed:
-            # klaviyo-api.md §7.2: 429 with Retry-After (integer seconds), no RateLimit-* headers.
+            # Klaviyo: rate limits and errors: 429 with Retry-After (integer seconds), no
+            # RateLimit-* headers.
             self.remember_retry_after(key or "", operation.operation_id, decision.retry_after)
             seconds = decision.retry_after_header
             raise ApiResponseError(
@@ -193,7 +195,7 @@ class Admission:
 
 def check_revision(revision: str | None) -> None:
     if not revision:
-        # klaviyo-api.md §1: the revision header is required.
+        # Klaviyo: API overview: the revision header is required.
         raise bad_parameter("revision", "Missing required header: revision.")
     if not REVISION.match(revision):
         raise bad_parameter("revision", f"Invalid revision '{revision}'.")
@@ -213,7 +215,7 @@ def check_revision(revision: str | None) -> None:
 def cloudflare_reply(kind: str) -> Reply:
     """Faults that come from Cloudflare in front of Klaviyo: HTML, not JSON:API."""
     if kind == "html403":
-        # klaviyo-api.md §7.3: HTML 403 challenge, content-type text/html, cf-mitigated.
+        # Klaviyo: rate limits and errors: HTML 403 challenge, content-type text/html, cf-mitigated.
         body = (
             '<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title></head>'
             "<body><noscript>Enable JavaScript and cookies to continue</noscript></body></html>"

@@ -18,7 +18,7 @@ from .resources import ApiError
 from .schemas import Operation
 from .state import now_utc
 
-# Rows of bulk bodies: a 400 carries one error per bad row (klaviyo-api.md §3.1).
+# Rows of bulk bodies: a 400 carries one error per bad row (Klaviyo: bulk profile import).
 ROW_PATTERNS: dict[str, re.Pattern[str]] = {
     "bulk_import_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
     "bulk_subscribe_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
@@ -34,14 +34,14 @@ ROW_PATTERNS: dict[str, re.Pattern[str]] = {
 def parse_body(operation: Operation, headers: Message, raw: bytes) -> Any:
     limit = rules.MAX_BODY_BYTES.get(operation.operation_id)
     if limit is not None and len(raw) > limit:
-        # klaviyo-api.md §7.3/§7.4: a payload over the operation's limit -> 413.
+        # Klaviyo: rate limits and errors: a payload over the operation's limit -> 413.
         raise invalid(
             [("/data", f"Payload is {len(raw)} bytes; the maximum is {limit} bytes.")],
             status=413,
         )
     content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if content_type not in ("application/vnd.api+json", "application/json"):
-        # klaviyo-api.md §1: bodies are application/vnd.api+json (application/json works).
+        # Klaviyo: API overview: bodies are application/vnd.api+json (application/json works).
         raise ApiResponseError(
             [
                 ApiError(

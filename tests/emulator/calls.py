@@ -95,7 +95,7 @@ def invalid(
 
 
 def bad_parameter(parameter: str, detail: str) -> ApiResponseError:
-    # klaviyo-api.md §7.3: source.parameter for query-parameter errors.
+    # Klaviyo: rate limits and errors: source.parameter for query-parameter errors.
     return ApiResponseError([ApiError(400, "invalid", detail, parameter=parameter)], violation=True)
 
 

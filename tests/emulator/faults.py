@@ -1,6 +1,6 @@
 """Scripted failures: what production Klaviyo (and Cloudflare in front of it) can do to a client.
 
-klaviyo-api.md §7.2/§7.3 and §10: 429 storms (with or without Retry-After), 5xx including
+Klaviyo: rate limits and errors: 429 storms (with or without Retry-After), 5xx including
 Cloudflare's 524, connection resets (errno 104), HTML 403 challenges, 413 and slow responses.
 """
 

@@ -1,6 +1,7 @@
 """Parser for Klaviyo's ``filter`` query parameter.
 
-klaviyo-api.md §1 (Filtering): ``equals(email,"a@b.com")``, ``any(email,["a@b.com","c@d.com"])``,
+Klaviyo: API overview (Filtering): ``equals(email,"a@b.com")``,
+``any(email,["a@b.com","c@d.com"])``,
 ``greater-than(updated,2024-01-01T00:00:00Z)`` (datetimes unquoted), ``and(f1,f2)`` or
 comma-joined conditions. String values are quoted; inside quotes a backslash escapes the next
 character (``\\"`` and ``\\\\``). The spec's own examples quote with single quotes
@@ -175,7 +176,7 @@ def _typed(raw: Any, kind: str, field: str) -> str | datetime:
         if not isinstance(raw, Quoted):
             raise FilterError(f"Values for '{field}' must be quoted strings.")
         return raw.text
-    # klaviyo-api.md §1: datetimes are unquoted.
+    # Klaviyo: API overview: datetimes are unquoted.
     if not isinstance(raw, Bare):
         raise FilterError(f"Values for '{field}' must be unquoted datetimes.")
     moment = parse_datetime(raw.text)

@@ -1,5 +1,5 @@
 """Query parameters of the GET operations: ``page[size]``, ``page[cursor]`` and the ``links`` they
-give, and ``filter`` parsing (klaviyo-api.md §1, Filtering and Pagination).
+give, and ``filter`` parsing (Klaviyo: API overview, Filtering and Pagination).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def page_size(call: Call) -> int:
     except ValueError:
         raise bad_parameter("page[size]", f"'{raw}' is not a valid integer.") from None
     if not bounds["minimum"] <= size <= bounds["maximum"]:
-        # The spec's page[size] bounds, e.g. get_lists "Min: 1. Max: 10." (klaviyo-api.md §4.2).
+        # The spec's page[size] bounds, e.g. get_lists "Min: 1. Max: 10." (Klaviyo: lists and
+        # subscriptions).
         raise bad_parameter(
             "page[size]",
             f"Page size must be between {bounds['minimum']} and {bounds['maximum']}.",

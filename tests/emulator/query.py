@@ -2,7 +2,8 @@
 the values each operation's spec parameters allow (``klaviyo_schemas.json``, ``query``), checked
 before the endpoint runs, and sparse fieldsets applied to the answer.
 
-klaviyo-api.md §7.3: a query parameter Klaviyo refuses is a 400 with ``source.parameter``; the
+Klaviyo: rate limits and errors: a query parameter Klaviyo refuses is a 400 with
+``source.parameter``; the
 spec lists each operation's sort fields, includable relationships and fields per resource type.
 """
 
@@ -59,7 +60,8 @@ def _values(
             raise bad_parameter(parameter, f"'{parameter}' must not hold an empty value.")
         if value not in allowed:
             if resource is not None:
-                # klaviyo-api.md §1: "'first_name' is not a valid field for the resource 'profile'"
+                # Klaviyo: API overview: "'first_name' is not a valid field for the resource
+                # 'profile'"
                 detail = f"'{value}' is not a valid field for the resource '{resource}'."
             else:
                 detail = f"'{value}' is not a valid value for '{parameter}'."

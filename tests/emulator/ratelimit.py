@@ -1,6 +1,7 @@
 """Klaviyo's per-operation fixed-window rate limits.
 
-klaviyo-api.md §7.1: limits are per account with fixed windows, burst (1 s) and steady (1 min);
+Klaviyo: rate limits and errors: limits are per account with fixed windows, burst (1 s) and steady
+(1 min);
 exceeding either gives 429, and all private keys share the account quota. ``create_list`` also
 has a daily cap (§4.2). Window lengths are multiplied by ``window_scale`` so tests can exercise
 the limits in milliseconds.
@@ -22,14 +23,15 @@ class Decision:
     allowed: bool
     # Seconds until the window that blocked the request resets (0 when allowed).
     retry_after: float
-    # Steady-window figures for the RateLimit-* headers (klaviyo-api.md §7.2).
+    # Steady-window figures for the RateLimit-* headers (Klaviyo: rate limits and errors).
     limit: int
     remaining: int
     reset: float
 
     @property
     def retry_after_header(self) -> str:
-        # klaviyo-api.md §7.2: Klaviyo's clients parse Retry-After as integer seconds; the value
+        # Klaviyo: rate limits and errors: Klaviyo's clients parse Retry-After as integer seconds;
+        # the value
         # is rounded up so a client that waits it is never early, and is at least 1.
         return str(max(1, math.ceil(self.retry_after)))
 

@@ -30,7 +30,7 @@ TITLES = {
 
 @dataclass
 class ApiError:
-    """One entry of a JSON:API ``errors`` array (klaviyo-api.md §7.3)."""
+    """One entry of a JSON:API ``errors`` array (Klaviyo: rate limits and errors)."""
 
     status: int
     code: str
@@ -126,7 +126,7 @@ def subscriptions_resource(stored: dict[str, Any]) -> dict[str, Any]:
     have any global suppressions"; ``can_receive_sms_marketing`` "whether or not this profile is
     subscribed"; ``custom_method_detail`` is the detail the caller gave when subscribing (bulk
     subscribe's ``custom_source``). An email unsubscribe is a global UNSUBSCRIBE suppression,
-    which a later subscribe removes (klaviyo-api.md §4.3).
+    which a later subscribe removes (Klaviyo: lists and subscriptions).
     """
     email = _leaf(stored, "email", "marketing")
     suppressed = email.get("consent") == "UNSUBSCRIBED"

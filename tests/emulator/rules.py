@@ -1,6 +1,6 @@
 """Klaviyo's documented limits and value rules, as the emulator enforces them.
 
-Every rule cites the fact of ``shared/reference/klaviyo-api.md`` it models. The functions here
+Every rule cites the Klaviyo source it models (listed in README.md, "Sources"). The functions here
 are pure: they look at a parsed request body (already valid against the derived schema) and
 return the 400 errors Klaviyo would answer with, as ``(pointer, detail)`` pairs.
 """
@@ -19,33 +19,34 @@ import phonenumbers
 
 # ---------------------------------------------------------------------------------------------
 # Size and count limits. Klaviyo does not say whether "5 MB" / "100 KB" are decimal or binary;
-# SPEC.md §3.3 and the brief take the stricter, decimal reading.
+# the target and the emulator take the stricter, decimal reading.
 # ---------------------------------------------------------------------------------------------
 
-# klaviyo-api.md §7.4: profile-import max payload 100 KB.
+# Klaviyo: rate limits and errors: profile-import max payload 100 KB.
 PROFILE_IMPORT_MAX_BYTES = 100_000
-# klaviyo-api.md §3.1 / §7.4: bulk import ≤10,000 profiles, ≤5 MB, ≤100 KB per profile.
+# Klaviyo: bulk profile import: bulk import ≤10,000 profiles, ≤5 MB, ≤100 KB per profile.
 BULK_IMPORT_MAX_PROFILES = 10_000
 BULK_IMPORT_MAX_BYTES = 5_000_000
 BULK_IMPORT_MAX_PROFILE_BYTES = 100_000
-# klaviyo-api.md §5.2 / §7.4: event-bulk-create ≤1,000 events, 5 MB, strings ≤100 KB.
+# Klaviyo: events API: event-bulk-create ≤1,000 events, 5 MB, strings ≤100 KB.
 BULK_EVENTS_MAX_EVENTS = 1_000
 EVENTS_MAX_BYTES = 5_000_000
 MAX_STRING_BYTES = 100_000
-# klaviyo-api.md §5.1: ≤400 properties per event; metric name < 128 characters.
+# Klaviyo: events API: ≤400 properties per event; metric name < 128 characters.
 EVENT_MAX_PROPERTIES = 400
 METRIC_NAME_MAX_CHARS = 127
-# klaviyo-api.md §7.4 (older ingestion table, "treat them as likely still in force"):
+# Klaviyo: rate limits and errors (older ingestion table, "treat them as likely still in force"):
 # ≤4000 items per array, ≤10 levels of nesting.
 MAX_ARRAY_ITEMS = 4_000
 MAX_NESTING_DEPTH = 10
-# klaviyo-api.md §4.1 / §7.4: list add/remove ≤1,000 ids per call.
+# Klaviyo: lists and subscriptions: list add/remove ≤1,000 ids per call.
 LIST_MEMBERS_MAX_IDS = 1_000
-# klaviyo-api.md §4.3 / §7.4: subscribe ≤1,000 profiles, unsubscribe ≤100.
+# Klaviyo: lists and subscriptions: subscribe ≤1,000 profiles, unsubscribe ≤100.
 SUBSCRIBE_MAX_PROFILES = 1_000
 UNSUBSCRIBE_MAX_PROFILES = 100
 
-# Whole-body byte limits per operation. Over the limit answers 413: klaviyo-api.md §7.3 lists
+# Whole-body byte limits per operation. Over the limit answers 413: Klaviyo: rate limits and errors
+# lists
 # 413 "payload too large" (observed by a third-party tool that splits the batch on it) and §7.4
 # gives the byte limits.
 MAX_BODY_BYTES: dict[str, int] = {
@@ -55,11 +56,12 @@ MAX_BODY_BYTES: dict[str, int] = {
     "bulk_create_events": EVENTS_MAX_BYTES,
 }
 
-# klaviyo-api.md §5.1: event `time` must be after 1990 and at most 1 year in the future.
+# Klaviyo: events API: event `time` must be after 1990 and at most 1 year in the future.
 EVENT_TIME_MIN = datetime(1990, 1, 1, tzinfo=timezone.utc)
 EVENT_TIME_MAX_AHEAD = timedelta(days=365)
 
-# Regions the emulated account can send SMS to. klaviyo-api.md §8: "Phone number is valid but is
+# Regions the emulated account can send SMS to. Klaviyo: profile identifiers: "Phone number is valid
+# but is
 # not in a supported region for this account." The real set depends on the account; this is
 # Klaviyo's SMS country list as commonly configured (configurable per Emulator).
 # GG/JE/IM share the +44 plan with GB (libphonenumber reports e.g. +447911… as GG).
@@ -83,9 +85,10 @@ class PhoneCheck:
     detail: str = ""
 
 
-# klaviyo-api.md §8: phone numbers must be E.164 (+, country code, up to 15 digits).
+# Klaviyo: profile identifiers: phone numbers must be E.164 (+, country code, up to 15 digits).
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-# klaviyo-api.md §8: "Klaviyo rejects malformed addresses with 400" (exact rules UNVERIFIED).
+# Klaviyo: profile identifiers: "Klaviyo rejects malformed addresses with 400" (exact rules
+# UNVERIFIED).
 # A plausible-form check: no whitespace, one @, dotted domain of letters/digits/hyphens.
 EMAIL = re.compile(
     r"^(?!\.)(?!.*\.\.)[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(?<!\.)"
@@ -102,7 +105,7 @@ def email_error(value: str) -> str | None:
 
 @functools.lru_cache(maxsize=65536)
 def check_phone(value: str) -> PhoneCheck:
-    """E.164 shape and libphonenumber validity (klaviyo-api.md §8)."""
+    """E.164 shape and libphonenumber validity (Klaviyo: profile identifiers)."""
     if not E164.match(value):
         return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
     try:
@@ -172,7 +175,8 @@ def iso(moment: datetime) -> str:
 def measure_row(row: Any) -> int:
     """Encoded size of one bulk row.
 
-    How Klaviyo measures "100 KB per profile" is UNVERIFIED (klaviyo-api.md §3.1); the emulator
+    How Klaviyo measures "100 KB per profile" is UNVERIFIED (Klaviyo: bulk profile import); the
+    emulator
     uses the stricter plausible reading: Python's default ``json.dumps`` (", "/": " separators,
     non-ASCII escaped as \\uXXXX), which is never smaller than a compact UTF-8 encoding.
     """
@@ -214,7 +218,7 @@ def _has_string_longer(node: Any, chars: int) -> bool:
 
 
 def long_string_errors(body: Any) -> list[Error]:
-    # klaviyo-api.md §5.1/§5.2: "A single string cannot exceed 100KB" (UTF-8 bytes). A string
+    # Klaviyo: events API: "A single string cannot exceed 100KB" (UTF-8 bytes). A string
     # of more than 100,000 bytes has more than 25,000 characters: bodies without one (nearly
     # all) are cleared by one walk that builds no paths.
     if not _has_string_longer(body, MAX_STRING_BYTES // 4):
@@ -227,7 +231,9 @@ def long_string_errors(body: Any) -> list[Error]:
 
 
 def shape_errors(node: Any, path: tuple[Any, ...]) -> list[Error]:
-    """Array length and nesting depth of a free-form object (klaviyo-api.md §7.4, older table)."""
+    """Array length and nesting depth of a free-form object (Klaviyo: rate limits and errors, older
+    table).
+    """
     errors: list[Error] = []
 
     def visit(value: Any, where: tuple[Any, ...], depth: int) -> None:
@@ -271,24 +277,26 @@ def profile_attribute_errors(
 ) -> list[Error]:
     """Identifier and format rules shared by every endpoint that takes a profile.
 
-    ``phone_mode``: "reject" answers 400 for a bad phone (profile-import, klaviyo-api.md §2.1/§8);
-    "defer" leaves it to the bulk-import job, which silently drops it (klaviyo-api.md §3.1).
+    ``phone_mode``: "reject" answers 400 for a bad phone (profile-import, Klaviyo: profiles API);
+    "defer" leaves it to the bulk-import job, which silently drops it (Klaviyo: bulk profile
+    import).
     """
     errors: list[Error] = []
     email = attributes.get("email")
     if isinstance(email, str):
         problem = email_error(email)
         if problem:
-            # klaviyo-api.md §8: malformed email -> 400 with pointer .../attributes/email.
+            # Klaviyo: profile identifiers: malformed email -> 400 with pointer
+            # .../attributes/email.
             errors.append((_json_pointer((*base, "email")), problem))
     phone = attributes.get("phone_number")
     if isinstance(phone, str) and phone_mode == "reject":
         check = check_phone(phone)
         if not check.ok:
-            # klaviyo-api.md §8: phone numbers must be E.164.
+            # Klaviyo: profile identifiers: phone numbers must be E.164.
             errors.append((_json_pointer((*base, "phone_number")), check.detail))
         elif check.region not in supported_regions:
-            # klaviyo-api.md §8: observed "not in a supported region" error.
+            # Klaviyo: profile identifiers: observed "not in a supported region" error.
             errors.append((_json_pointer((*base, "phone_number")), UNSUPPORTED_REGION))
     external_id = attributes.get("external_id")
     if isinstance(external_id, str) and not external_id.strip():
@@ -298,7 +306,7 @@ def profile_attribute_errors(
         name for name in identifiers if name != "id" and isinstance(attributes.get(name), str)
     ]
     if not present and not resource_id:
-        # klaviyo-api.md §2.1: profiles are matched by an identifier; §5.1: event profiles need
+        # Klaviyo: profiles API: profiles are matched by an identifier; §5.1: event profiles need
         # "at least one identifier".
         errors.append(
             (
@@ -327,7 +335,7 @@ def profile_import_errors(body: dict[str, Any], regions: frozenset[str]) -> list
 def bulk_import_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Error]:
     rows = body["data"]["attributes"]["profiles"]["data"]
     if len(rows) > BULK_IMPORT_MAX_PROFILES:
-        # klaviyo-api.md §3.1: up to 10,000 profiles per request.
+        # Klaviyo: bulk profile import: up to 10,000 profiles per request.
         return [
             (
                 "/data/attributes/profiles/data",
@@ -341,7 +349,7 @@ def bulk_import_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Er
         base = ("data", "attributes", "profiles", "data", index)
         size = measure_row(row)
         if size > BULK_IMPORT_MAX_PROFILE_BYTES:
-            # klaviyo-api.md §3.1: max 100 KB per profile; the pointer names the row.
+            # Klaviyo: bulk profile import: max 100 KB per profile; the pointer names the row.
             errors.append(
                 (
                     _json_pointer(base),
@@ -350,7 +358,8 @@ def bulk_import_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Er
                 )
             )
             continue
-        # klaviyo-api.md §3.1: invalid phone numbers are not a validation error in bulk import
+        # Klaviyo: bulk profile import: invalid phone numbers are not a validation error in bulk
+        # import
         # (they are silently dropped while the job runs), hence phone_mode="defer".
         errors.extend(
             profile_attribute_errors(
@@ -379,7 +388,7 @@ def create_list_errors(body: dict[str, Any]) -> list[Error]:
 def list_members_errors(body: dict[str, Any]) -> list[Error]:
     ids = body["data"]
     if len(ids) > LIST_MEMBERS_MAX_IDS:
-        # klaviyo-api.md §4.1: ≤1000 profiles per add/remove call.
+        # Klaviyo: lists and subscriptions: ≤1000 profiles per add/remove call.
         return [("/data", f"A maximum of {LIST_MEMBERS_MAX_IDS} profiles is allowed per call.")]
     if not ids:
         return [("/data", "At least one profile is required.")]
@@ -392,7 +401,7 @@ def list_members_errors(body: dict[str, Any]) -> list[Error]:
 
 
 def event_errors(event: dict[str, Any], base: tuple[Any, ...], now: datetime) -> list[Error]:
-    """Rules for one event's attributes (klaviyo-api.md §5.1)."""
+    """Rules for one event's attributes (Klaviyo: events API)."""
     errors: list[Error] = []
     name = event["metric"]["data"]["attributes"]["name"]
     if not name.strip():
@@ -403,7 +412,7 @@ def event_errors(event: dict[str, Any], base: tuple[Any, ...], now: datetime) ->
             )
         )
     elif len(name) > METRIC_NAME_MAX_CHARS:
-        # klaviyo-api.md §5.1: metric name < 128 characters.
+        # Klaviyo: events API: metric name < 128 characters.
         errors.append(
             (
                 _json_pointer((*base, "metric", "data", "attributes", "name")),
@@ -412,7 +421,7 @@ def event_errors(event: dict[str, Any], base: tuple[Any, ...], now: datetime) ->
         )
     properties = event["properties"]
     if len(properties) > EVENT_MAX_PROPERTIES:
-        # klaviyo-api.md §5.1: ≤400 properties per event.
+        # Klaviyo: events API: ≤400 properties per event.
         errors.append(
             (
                 _json_pointer((*base, "properties")),
@@ -426,7 +435,7 @@ def event_errors(event: dict[str, Any], base: tuple[Any, ...], now: datetime) ->
         if moment is None:
             errors.append((_json_pointer((*base, "time")), f"Invalid datetime: '{raw_time}'."))
         elif moment <= EVENT_TIME_MIN or moment > now + EVENT_TIME_MAX_AHEAD:
-            # klaviyo-api.md §5.1: after 1990 and at most 1 year in the future.
+            # Klaviyo: events API: after 1990 and at most 1 year in the future.
             errors.append(
                 (
                     _json_pointer((*base, "time")),
@@ -440,7 +449,7 @@ def event_profile_errors(
     profile: dict[str, Any], base: tuple[Any, ...], regions: frozenset[str]
 ) -> list[Error]:
     # Events validate profile identifiers at request time (a 400 for the whole request): the
-    # endpoint answers 202 "validated and submitted" (klaviyo-api.md §5.1) with no later
+    # endpoint answers 202 "validated and submitted" (Klaviyo: events API) with no later
     # feedback channel, so the emulator checks formats here rather than dropping silently.
     return profile_attribute_errors(
         profile["attributes"],
@@ -480,7 +489,7 @@ def bulk_events_errors(body: dict[str, Any], regions: frozenset[str], now: datet
     entries = body["data"]["attributes"]["events-bulk-create"]["data"]
     total = sum(len(entry["attributes"]["events"]["data"]) for entry in entries)
     if total > BULK_EVENTS_MAX_EVENTS:
-        # klaviyo-api.md §5.2: ≤1,000 events per request (counted across profiles).
+        # Klaviyo: events API: ≤1,000 events per request (counted across profiles).
         return [
             (
                 "/data/attributes/events-bulk-create/data",
@@ -528,7 +537,7 @@ def bulk_events_errors(body: dict[str, Any], regions: frozenset[str], now: datet
                 metric = attributes["metric"]["data"]["attributes"]["name"]
                 dedupe_key = (find(index), metric, unique_id)
                 if dedupe_key in seen:
-                    # klaviyo-api.md §5.3: a repeated unique_id for the same profile and metric
+                    # Klaviyo: events API: a repeated unique_id for the same profile and metric
                     # within one bulk request fails the whole request.
                     errors.append(
                         (
@@ -569,7 +578,7 @@ def subscribe_errors(body: dict[str, Any], regions: frozenset[str], now: datetim
     attributes = body["data"]["attributes"]
     rows = attributes["profiles"]["data"]
     if len(rows) > SUBSCRIBE_MAX_PROFILES:
-        # klaviyo-api.md §4.3: ≤1000 profiles per subscribe call.
+        # Klaviyo: lists and subscriptions: ≤1000 profiles per subscribe call.
         return [
             (
                 "/data/attributes/profiles/data",
@@ -596,19 +605,21 @@ def subscribe_errors(body: dict[str, Any], regions: frozenset[str], now: datetim
             where = _json_pointer((*base, "subscriptions", channel, kind, "consented_at"))
             consented_at = leaf.get("consented_at")
             if consented_at is not None and not historical:
-                # klaviyo-api.md §4.3: consented_at without historical_import is an error.
+                # Klaviyo: lists and subscriptions: consented_at without historical_import is an
+                # error.
                 errors.append(
                     (where, "'consented_at' is only allowed when 'historical_import' is true.")
                 )
             elif historical and consented_at is None:
-                # klaviyo-api.md §4.3: historical_import requires consented_at on every channel.
+                # Klaviyo: lists and subscriptions: historical_import requires consented_at on every
+                # channel.
                 errors.append(
                     (where, "'consented_at' is required when 'historical_import' is true.")
                 )
             elif historical and isinstance(consented_at, str):
                 moment = parse_datetime(consented_at)
                 if moment is None or moment > now:
-                    # klaviyo-api.md §4.3: consented_at must be in the past.
+                    # Klaviyo: lists and subscriptions: consented_at must be in the past.
                     errors.append((where, "'consented_at' must be a datetime in the past."))
         errors.extend(_channel_identifier_errors(row["attributes"], subscriptions, base))
     return errors
@@ -617,7 +628,7 @@ def subscribe_errors(body: dict[str, Any], regions: frozenset[str], now: datetim
 def unsubscribe_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Error]:
     rows = body["data"]["attributes"]["profiles"]["data"]
     if len(rows) > UNSUBSCRIBE_MAX_PROFILES:
-        # klaviyo-api.md §4.3: ≤100 profiles per unsubscribe call.
+        # Klaviyo: lists and subscriptions: ≤100 profiles per unsubscribe call.
         return [
             (
                 "/data/attributes/profiles/data",
@@ -643,7 +654,7 @@ def unsubscribe_errors(body: dict[str, Any], regions: frozenset[str]) -> list[Er
 def _subscription_profile_errors(
     row: dict[str, Any], base: tuple[Any, ...], regions: frozenset[str]
 ) -> list[Error]:
-    # klaviyo-api.md §4.3: profile attributes allowed are email, phone_number (E.164),
+    # Klaviyo: lists and subscriptions: profile attributes allowed are email, phone_number (E.164),
     # subscriptions, age_gated_date_of_birth (unknown ones are rejected by the schema).
     return profile_attribute_errors(
         row["attributes"],
@@ -659,7 +670,7 @@ def _channel_identifier_errors(
 ) -> list[Error]:
     errors: list[Error] = []
     if isinstance(subscriptions.get("sms"), dict) and not attributes.get("phone_number"):
-        # klaviyo-api.md §8 / §10.10: observed error wording.
+        # Klaviyo: profile identifiers: observed error wording.
         errors.append(
             (
                 _json_pointer((*base, "phone_number")),

@@ -126,7 +126,7 @@ _TYPE_NAMES = {
 
 
 def _describe(error: jsonschema.ValidationError, body: Any) -> list[tuple[str, str]]:
-    """Klaviyo-style details for one jsonschema error (klaviyo-api.md §1 and §7.3)."""
+    """Klaviyo-style details for one jsonschema error (Klaviyo: API overview)."""
     path = list(error.absolute_path)
     where = _pointer(path)
     name = str(path[-1]) if path else "body"
@@ -136,7 +136,8 @@ def _describe(error: jsonschema.ValidationError, body: Any) -> list[tuple[str, s
         return [
             (
                 _pointer([*path, extra]),
-                # klaviyo-api.md §1: "'first_name' is not a valid field for the resource 'profile'"
+                # Klaviyo: API overview: "'first_name' is not a valid field for the resource
+                # 'profile'"
                 f"'{extra}' is not a valid field for the resource '{resource}'.",
             )
             for extra in sorted(k for k in error.instance if k not in known)

@@ -246,9 +246,10 @@ class Emulator:
     ) -> tuple[Reply, RequestInfo]:
         info = RequestInfo()
         if len(path) > 1 and path.endswith("/"):
-            path = path[:-1]  # klaviyo-api.md §1: both /api/profiles and /api/profiles/ work
+            path = path[:-1]  # Klaviyo: API overview: both /api/profiles and /api/profiles/ work
         if _is_legacy(path):
-            # klaviyo-api.md §6: v1/v2 (Track/Identify) retired June 30 2024, calls return 410.
+            # Klaviyo: legacy API migration: v1/v2 (Track/Identify) retired June 30 2024, calls
+            # return 410.
             gone = ApiError(410, "gone", LEGACY_DETAIL)
             return Reply(410, error_document([gone])), info
         routed = self.router.resolve(method, path)
@@ -307,7 +308,7 @@ class Emulator:
             traceback.print_exc(file=sys.stderr)
             reply = Reply(500, error_document([ApiError(500, "error", f"Emulator error: {exc}")]))
         if decision is not None:
-            # klaviyo-api.md §7.2: non-429 responses describe the steady window.
+            # Klaviyo: rate limits and errors: non-429 responses describe the steady window.
             reply.headers.update(
                 {
                     "RateLimit-Limit": str(decision.limit),
@@ -354,7 +355,8 @@ class Emulator:
                 call.operation, call.body, self.store.supported_regions, validate=self.validate
             )
             if errors:
-                # klaviyo-api.md §3.1: all-or-nothing, one error per bad row, nothing applied.
+                # Klaviyo: bulk profile import: all-or-nothing, one error per bad row, nothing
+                # applied.
                 raise invalid(errors)
         handler = ROUTES[call.operation.operation_id]
         try:

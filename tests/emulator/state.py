@@ -26,8 +26,8 @@ from .rules import (
     parse_datetime,
 )
 
-# Identifiers Klaviyo keeps unique per account (SPEC.md §4: "unique email / phone /
-# external_id"), in the order they are matched.
+# Identifiers Klaviyo keeps unique per account (one profile per email, phone number or
+# external_id), in the order they are matched.
 INDEXED = ("email", "phone_number", "external_id", "_kx", "anonymous_id")
 STANDARD_FIELDS = (
     "email",
@@ -91,7 +91,7 @@ def now_utc() -> datetime:
 
 
 class ProfileConflictError(Exception):
-    """klaviyo-api.md §2.4: the payload's identifiers belong to different existing profiles."""
+    """Klaviyo: profiles API: the payload's identifiers belong to different existing profiles."""
 
     def __init__(self, duplicate_profile_id: str) -> None:
         super().__init__(duplicate_profile_id)
@@ -155,7 +155,8 @@ class KlaviyoList:
     opt_in_process: str
     created: str
     updated: str
-    # profile id -> joined_group_at. klaviyo-api.md §3.1: re-adding keeps the same joined_group_at.
+    # profile id -> joined_group_at. Klaviyo: bulk profile import: re-adding keeps the same
+    # joined_group_at.
     members: dict[str, str] = field(default_factory=dict)
     # Append-only slots (None after removal) so cursors stay valid while members change.
     slots: list[str | None] = field(default_factory=list)
@@ -219,12 +220,13 @@ class ImportJob:
     # or in progress holds about its request's size, not the parsed rows (up to 10,000 a job).
     rows: list[Any]
     list_ids: list[str]
-    status: str = "queued"  # klaviyo-api.md §3.2: queued | processing | complete | cancelled
+    # Klaviyo: bulk profile import: queued | processing | complete | cancelled
+    status: str = "queued"
     completed_count: int = 0
     failed_count: int = 0
     started_at: str | None = None
     completed_at: str | None = None
-    expires_at: str | None = None  # klaviyo-api.md §3.2: expiry is UNVERIFIED; left null
+    expires_at: str | None = None  # Klaviyo: bulk profile import: expiry is UNVERIFIED; left null
     errors: list[dict[str, Any]] = field(default_factory=list)
     profile_ids: list[str] = field(default_factory=list)
     cancel: bool = False
@@ -277,9 +279,9 @@ class Store:
             self.event_keys: set[tuple[str, str, str]] = set()
             self.jobs: dict[str, ImportJob] = {}
             # Data Klaviyo accepted but did not store, with no error to the client
-            # (klaviyo-api.md §3.1: invalid phones in bulk import are silently dropped).
+            # (Klaviyo: bulk profile import: invalid phones in bulk import are silently dropped).
             self.silent_drops: list[dict[str, Any]] = []
-            # klaviyo-api.md §5.3: later duplicates are dropped silently (first write wins).
+            # Klaviyo: events API: later duplicates are dropped silently (first write wins).
             self.duplicate_events: list[dict[str, Any]] = []
 
     # -- profiles -----------------------------------------------------------------------------
@@ -311,7 +313,7 @@ class Store:
     ) -> tuple[Profile, bool, list[str]]:
         """Create or update a profile. Returns (profile, created, identifiers not applied).
 
-        klaviyo-api.md §2.4: identifiers that belong to two different profiles raise
+        Klaviyo: profiles API: identifiers that belong to two different profiles raise
         ``ProfileConflictError`` (the 409 rule), unless ``keep_on_conflict``: then the first
         matched profile is updated and the identifiers owned by another profile are left out.
         """
@@ -347,7 +349,7 @@ class Store:
     def _apply(
         self, profile: Profile, attributes: dict[str, Any], meta: dict[str, Any] | None
     ) -> None:
-        # klaviyo-api.md §2.1: null clears a field, an absent field is left unchanged.
+        # Klaviyo: profiles API: null clears a field, an absent field is left unchanged.
         for name, value in attributes.items():
             if name == "properties":
                 if value is None:
@@ -380,7 +382,7 @@ class Store:
                 else:
                     profile.fields[name] = value
         patch = (meta or {}).get("patch_properties") or {}
-        # klaviyo-api.md §2.1: unset (a string or a list) removes keys; append / unappend add or
+        # Klaviyo: profiles API: unset (a string or a list) removes keys; append / unappend add or
         # remove values of array properties.
         unset = patch.get("unset")
         for key in [unset] if isinstance(unset, str) else unset or []:
@@ -423,7 +425,7 @@ class Store:
             created = KlaviyoList(
                 id=list_id,
                 name=name,
-                # klaviyo-api.md §4.2: the account default applies when omitted.
+                # Klaviyo: lists and subscriptions: the account default applies when omitted.
                 opt_in_process=opt_in_process or self.default_opt_in,
                 created=stamp,
                 updated=stamp,
@@ -451,14 +453,15 @@ class Store:
     def apply_import_row(
         self, job: ImportJob, index: int, row: dict[str, Any], stamp: str | None = None
     ) -> None:
-        """Apply one bulk-import row while its job is processing (klaviyo-api.md §3.1/§3.2)."""
+        """Apply one bulk-import row while its job is processing (Klaviyo: bulk profile import)."""
         base = f"/data/attributes/profiles/data/{index}"
         attributes = dict(row["attributes"])
         phone = attributes.get("phone_number")
         if isinstance(phone, str):
             check = check_phone(phone)
             if not check.ok:
-                # klaviyo-api.md §3.1: an invalid phone in a bulk import is silently dropped;
+                # Klaviyo: bulk profile import: an invalid phone in a bulk import is silently
+                # dropped;
                 # the profile is imported without it and no import error is recorded.
                 del attributes["phone_number"]
                 self.silent_drops.append(
@@ -472,7 +475,8 @@ class Store:
                     }
                 )
             elif check.region not in self.supported_regions:
-                # klaviyo-api.md §8: observed per-row error for a region the account can't use.
+                # Klaviyo: profile identifiers: observed per-row error for a region the account
+                # can't use.
                 self.import_error(
                     job,
                     "invalid",
@@ -496,7 +500,7 @@ class Store:
             stamp = stamp or iso(now_utc())
             profile, _, _ = self.upsert(attributes, row.get("meta"), row.get("id"), stamp=stamp)
         except ProfileConflictError:
-            # klaviyo-api.md §2.4: identifiers belonging to two profiles; the row is not applied.
+            # Klaviyo: profiles API: identifiers belonging to two profiles; the row is not applied.
             self.import_error(
                 job,
                 "duplicate_profile",
@@ -517,7 +521,7 @@ class Store:
             )
             return
         for list_id in job.list_ids:
-            # klaviyo-api.md §3.1: profiles join the job's lists; consent is unchanged.
+            # Klaviyo: bulk profile import: profiles join the job's lists; consent is unchanged.
             klaviyo_list = self.lists.get(list_id)
             if klaviyo_list is not None:
                 klaviyo_list.add(profile.id, stamp)
@@ -565,14 +569,14 @@ class Store:
     ) -> None:
         metric = event["metric"]["data"]["attributes"]["name"]
         raw_time = event.get("time")
-        # klaviyo-api.md §5.1: time is truncated to the second and defaults to the receive time.
+        # Klaviyo: events API: time is truncated to the second and defaults to the receive time.
         if isinstance(raw_time, str) and _IN_KLAVIYO_FORM.match(raw_time):
             stamp = raw_time  # already what iso() would render
         else:
             moment = parse_datetime(raw_time) if isinstance(raw_time, str) else None
             stamp = iso(moment.replace(microsecond=0)) if moment else received
         unique_id = event.get("unique_id")
-        # klaviyo-api.md §5.3: dedupe on (profile, metric, unique_id), or the time to the second
+        # Klaviyo: events API: dedupe on (profile, metric, unique_id), or the time to the second
         # without a unique_id; first write wins, later duplicates are dropped silently.
         key = (profile.id, metric, unique_id if unique_id is not None else f"time:{stamp}")
         if key in self.event_keys:
@@ -633,7 +637,8 @@ class Store:
         list_id = payload["list_id"]
         historical = payload["historical_import"]
         klaviyo_list = self.lists.get(list_id) if list_id else None
-        # klaviyo-api.md §4.3: a double opt-in list sends a confirmation first (skipped by
+        # Klaviyo: lists and subscriptions: a double opt-in list sends a confirmation first (skipped
+        # by
         # historical_import); the email consent stays pending, modelled as unchanged.
         double = (
             klaviyo_list is not None
@@ -660,7 +665,8 @@ class Store:
                     "historical_import": historical,
                     "last_updated": received,
                     "list_id": list_id,
-                    # klaviyo-api.md §4.3: subscribing removes UNSUBSCRIBE / SPAM_REPORT /
+                    # Klaviyo: lists and subscriptions: subscribing removes UNSUBSCRIBE /
+                    # SPAM_REPORT /
                     # USER_SUPPRESSED suppressions.
                     "suppression": [],
                 }
@@ -684,7 +690,8 @@ class Store:
                 current = profile.subscriptions.setdefault(channel, {})
                 for kind, leaf in params.items():
                     if isinstance(leaf, dict) and leaf.get("consent") == "UNSUBSCRIBED":
-                        # klaviyo-api.md §4.3: "Profiles not in the specified list will be
+                        # Klaviyo: lists and subscriptions: "Profiles not in the specified list will
+                        # be
                         # globally unsubscribed"; modelled as consent UNSUBSCRIBED (global) ...
                         current[kind] = {
                             "consent": "UNSUBSCRIBED",

@@ -57,7 +57,7 @@ class InFlight:
 class Worker(threading.Thread):
     """Applies queued work in submission order after ``job_delay_s``.
 
-    Bulk import jobs go queued -> processing -> complete (klaviyo-api.md §3.2); processing
+    Bulk import jobs go queued -> processing -> complete (Klaviyo: bulk profile import); processing
     takes ``job_delay_s * (0.5 + rows / 20000)`` and updates counts as rows are applied.
     """
 
@@ -183,7 +183,7 @@ class Worker(threading.Thread):
 
 
 def apply_rows(store: Store, job: ImportJob, start: int, end: int) -> None:
-    """Apply rows ``start`` to ``end - 1`` of a job (klaviyo-api.md §3.1), in row order."""
+    """Apply rows ``start`` to ``end - 1`` of a job (Klaviyo: bulk profile import), in row order."""
     decoded = [job.row(index) for index in range(start, end)]  # outside the lock
     with store.lock:
         stamp = iso(now_utc())
@@ -192,7 +192,8 @@ def apply_rows(store: Store, job: ImportJob, start: int, end: int) -> None:
 
 
 def finish(store: Store, job: ImportJob) -> None:
-    """End a job: complete, or cancelled under the cancel_job fault (klaviyo-api.md §3.2)."""
+    """End a job: complete, or cancelled under the cancel_job fault (Klaviyo: bulk profile
+    import)."""
     with store.lock:
         job.status = "cancelled" if job.cancel else "complete"
         job.completed_at = iso(now_utc())
@@ -226,7 +227,8 @@ class _TimedJob:
 class ConcurrentJobWorker(threading.Thread):
     """Runs bulk import jobs side by side, each ending ``latency_s`` after its own submission.
 
-    klaviyo-api.md §3.2: jobs are processed asynchronously (queued -> processing -> complete);
+    Klaviyo: bulk profile import: jobs are processed asynchronously (queued -> processing ->
+    complete);
     large imports take minutes and do not wait behind one another. A job shows ``queued`` for the
     first ``QUEUED_SHARE`` of its latency, then ``processing`` while its rows are applied in row
     order in proportion to the time elapsed (``completed_count`` / ``failed_count`` grow), then

@@ -1,4 +1,4 @@
-"""``GET /api/accounts`` (klaviyo-api.md §1: the account behind the key)."""
+"""``GET /api/accounts`` (Klaviyo: API overview: the account behind the key)."""
 
 from __future__ import annotations
 

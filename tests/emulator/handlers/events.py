@@ -1,4 +1,4 @@
-"""Events: ``POST /api/events`` and ``POST /api/event-bulk-create-jobs`` (klaviyo-api.md §5).
+"""Events: ``POST /api/events`` and ``POST /api/event-bulk-create-jobs`` (Klaviyo: events API).
 Both answer 202 and queue the events; the writes lane records them (``Store.apply_events``).
 """
 
@@ -20,7 +20,7 @@ def create_event(backend: Backend, call: Call) -> Reply:
         "backfill": bool(attributes.get("backfill")),
     }
     backend.submit(Work("events", time.monotonic(), [entry], iso(now_utc())))
-    # klaviyo-api.md §5.1: 202, no body: validated and queued, not processed.
+    # Klaviyo: events API: 202, no body: validated and queued, not processed.
     return Reply(202)
 
 
@@ -35,5 +35,5 @@ def bulk_create_events(backend: Backend, call: Call) -> Reply:
         for entry in call.body["data"]["attributes"]["events-bulk-create"]["data"]
     ]
     backend.submit(Work("events", time.monotonic(), entries, iso(now_utc())))
-    # klaviyo-api.md §5.2: 202, no body, no job id.
+    # Klaviyo: events API: 202, no body, no job id.
     return Reply(202)

@@ -1,5 +1,5 @@
 """Bulk profile import jobs: create, get one, and page through a job's import errors
-(klaviyo-api.md §3).
+(Klaviyo: bulk profile import).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def bulk_import_profiles(backend: Backend, call: Call) -> Reply:
         store.jobs[job.id] = job
         document = {"data": job_resource(job, call.base_url), "links": {"self": call.url}}
     backend.submit(Work("import", time.monotonic(), None, stamp, job))
-    # klaviyo-api.md §3.1: 202 with the job resource, status queued.
+    # Klaviyo: bulk profile import: 202 with the job resource, status queued.
     return Reply(202, document)
 
 

@@ -1,5 +1,5 @@
 """Lists and their members: find and create lists, list member ids, add and remove members
-(klaviyo-api.md §4.1, §4.2).
+(Klaviyo: lists and subscriptions).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from ..resources import ApiError, list_resource, with_relationship_data
 from ..state import Store, iso, now_utc
 
 LIST_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
-    # klaviyo-api.md §4.2: get_lists filters on name and id (any, equals), created/updated.
+    # Klaviyo: lists and subscriptions: get_lists filters on name and id (any, equals),
+    # created/updated.
     "name": (STRING, frozenset({"equals", "any"})),
     "id": (STRING, frozenset({"equals", "any"})),
     "created": (DATETIME, frozenset({"greater-than"})),
@@ -25,7 +26,7 @@ def require_lists(store: Store, list_ids: list[str]) -> None:
     """Refuse a request that names a list the account does not have."""
     missing = [list_id for list_id in list_ids if list_id not in store.lists]
     if missing:
-        # klaviyo-api.md §3.1: unknown list id -> 400 /data "List ID … does not exist."
+        # Klaviyo: bulk profile import: unknown list id -> 400 /data "List ID … does not exist."
         raise ApiResponseError(
             [
                 ApiError(400, "invalid", f"List ID {list_id} does not exist.", pointer="/data")
@@ -88,14 +89,15 @@ def get_lists(backend: Backend, call: Call) -> Reply:
 
 def create_list(backend: Backend, call: Call) -> Reply:
     attributes = call.body["data"]["attributes"]
-    # klaviyo-api.md §4.2: names are not checked for uniqueness (UNVERIFIED) -> duplicates
+    # Klaviyo: lists and subscriptions: names are not checked for uniqueness (UNVERIFIED) ->
+    # duplicates
     # are allowed. The 150/day cap is the operation's "daily" rate-limit window.
     created = backend.store.create_list(attributes["name"], attributes.get("opt_in_process"))
     return Reply(201, {"data": list_resource(created, call.base_url), "links": {"self": call.url}})
 
 
 MEMBER_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
-    # klaviyo-api.md §4.1: members filter on email, phone_number (any, equals), _kx,
+    # Klaviyo: lists and subscriptions: members filter on email, phone_number (any, equals), _kx,
     # joined_group_at.
     "email": (STRING, frozenset({"equals", "any"})),
     "phone_number": (STRING, frozenset({"equals", "any"})),
@@ -181,10 +183,11 @@ def _change_members(backend: Backend, call: Call, add: bool) -> Reply:
         stamp = iso(now_utc())
         for profile_id in ids:
             if add:
-                # klaviyo-api.md §4.1: adding an existing member is idempotent (UNVERIFIED).
+                # Klaviyo: lists and subscriptions: adding an existing member is idempotent
+                # (UNVERIFIED).
                 klaviyo_list.add(profile_id, stamp)
             else:
-                # klaviyo-api.md §4.1: removal does not change consent.
+                # Klaviyo: lists and subscriptions: removal does not change consent.
                 klaviyo_list.remove(profile_id)
     return Reply(204)
 

@@ -1,4 +1,6 @@
-"""Profiles: ``POST /api/profile-import`` (upsert) and ``GET /api/profiles`` (klaviyo-api.md §2)."""
+"""Profiles: ``POST /api/profile-import`` (upsert) and ``GET /api/profiles`` (Klaviyo: profiles
+API).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def create_or_update_profile(backend: Backend, call: Call) -> Reply:
         try:
             profile, created, _ = store.upsert(data["attributes"], data.get("meta"), data.get("id"))
         except ProfileConflictError as conflict:
-            # klaviyo-api.md §2.4: identifiers of two different profiles -> 409.
+            # Klaviyo: profiles API: identifiers of two different profiles -> 409.
             raise ApiResponseError(
                 [
                     ApiError(
@@ -40,7 +42,7 @@ def create_or_update_profile(backend: Backend, call: Call) -> Reply:
         except UnknownProfileError as unknown:
             raise not_found(f"Profile with id '{unknown.profile_id}' does not exist.") from None
         document = {"data": _document(profile, call), "links": {"self": call.url}}
-    # klaviyo-api.md §2.1: 201 when created, 200 when updated.
+    # Klaviyo: profiles API: 201 when created, 200 when updated.
     return Reply(201 if created else 200, document)
 
 
@@ -55,7 +57,7 @@ def _document(profile: Profile, call: Call, relationships: tuple[str, ...] = ())
 
 
 PROFILE_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
-    # klaviyo-api.md §2.3: filterable fields and operators of get_profiles.
+    # Klaviyo: profiles API: filterable fields and operators of get_profiles.
     "id": (STRING, frozenset({"equals", "any"})),
     "email": (STRING, frozenset({"equals", "any"})),
     "phone_number": (STRING, frozenset({"equals", "any"})),

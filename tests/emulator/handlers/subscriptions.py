@@ -1,4 +1,5 @@
-"""Consent: bulk subscribe and bulk unsubscribe (klaviyo-api.md §4.3). Both answer 202 with no
+"""Consent: bulk subscribe and bulk unsubscribe (Klaviyo: lists and subscriptions). Both answer 202
+with no
 body and queue the change; the writes lane applies it.
 """
 
@@ -35,7 +36,7 @@ def bulk_subscribe_profiles(backend: Backend, call: Call) -> Reply:
     if payload["historical_import"]:
         _check_backdated(backend.store, payload["rows"])
     backend.submit(Work("subscribe", time.monotonic(), payload, iso(now_utc())))
-    # klaviyo-api.md §4.3: 202 with no body, no job to poll.
+    # Klaviyo: lists and subscriptions: 202 with no body, no job to poll.
     return Reply(202)
 
 
@@ -48,7 +49,8 @@ def _check_backdated(store: Store, rows: list[dict[str, Any]]) -> None:
             stamp = store.unsubscribed_at(attributes, channel, kind)
             unsubscribed = rules.parse_datetime(stamp) if stamp else None
             if consented and unsubscribed and consented < unsubscribed:
-                # klaviyo-api.md §4.3: backdated consent older than a newer unsubscribe.
+                # Klaviyo: lists and subscriptions: backdated consent older than a newer
+                # unsubscribe.
                 errors.append(
                     ApiError(
                         400,
