@@ -185,10 +185,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "max_jobs_in_flight": _setting(
             "integer",
             "Max Jobs in Flight",
-            "Tuning: how much one stream may have outstanding while input is read, in full "
-            "profile import jobs (10,000 records each); streams of smaller requests (events, "
-            "list calls) queue as many requests as those records fill.",
-            default=4,
+            "Tuning: how many bulk jobs one stream may have open at Klaviyo (submitted, not yet "
+            "complete) before it waits for one to end. The default does not bind at Klaviyo's "
+            "rate limits; what an open job holds is on disk, not in memory.",
+            default=1000,
             minimum=1,
         ),
         "progress_interval_s": _setting(

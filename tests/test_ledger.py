@@ -249,7 +249,7 @@ def crash_input() -> str:
     [
         "bulk_import_profiles",  # a profile job submitted, not finished
         "bulk_create_events",  # events sent, profile jobs still running
-        "get_bulk_import_profiles_job",  # while polling
+        "get_bulk_import_profiles_jobs",  # while polling the open jobs
     ],
 )
 def test_sigkill_then_rerun_leaves_klaviyo_as_a_clean_run_would(

@@ -50,6 +50,13 @@ OPERATIONS: dict[str, Operation] = {
             ("lists:write", "profiles:write"),
         ),
         Operation(
+            "get_bulk_import_profiles_jobs",
+            "GET",
+            "/api/profile-bulk-import-jobs",
+            M,
+            ("lists:read", "profiles:read"),
+        ),
+        Operation(
             "get_bulk_import_profiles_job",
             "GET",
             "/api/profile-bulk-import-jobs/{id}",

@@ -2,18 +2,23 @@
 
 A chunk is filled up to Klaviyo's item and byte limits, then handed to one of the stream's own
 worker threads while reading goes on (a stream waiting for its rate-limit window never holds
-up another). Reading waits only where it must: when the stream already has
-`max_records_in_flight` records outstanding (memory stays bounded), and when a chunk holds a
-key that is still on its way in an earlier request (Klaviyo applies one key's writes in input
-order). The STATE gate asks how far the stream's records are accounted for.
+up another). A chunk that became a bulk job ends later, when the job ends: its records are then
+on disk (`spool.py`), not in memory, and the request thread is free for the next chunk.
+
+Reading waits only where it must: when the stream's request threads already hold
+`MAX_QUEUED_RECORDS` records (memory), when the stream has `max_open_jobs` jobs open, and when a
+chunk holds a key still on its way in an earlier request or job (Klaviyo applies one key's
+writes in input order). The STATE gate asks how far the stream's records are accounted for.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from target_klaviyo.klaviyo.client import KlaviyoAuthError
@@ -26,6 +31,21 @@ if TYPE_CHECKING:
 # Room left in each request for the JSON:API envelope around the items.
 ENVELOPE_BYTES = 4_096
 MAX_WORKERS = 16  # request threads per stream
+# Records a stream's request threads may hold (mapped, waiting for their rate-limit window or
+# on their way): four full profile import jobs. A stream of small requests (events, 1,000 a
+# request) queues many while its operation waits for its window.
+MAX_QUEUED_RECORDS = 40_000
+
+
+@dataclass(eq=False, slots=True)
+class Chunk:
+    """One request's records on their way; outstanding for the STATE gate until it ends."""
+
+    token: int
+    items: list[Item]  # emptied once a bulk job holds the records
+    keys: array[int]  # hashes of the items' keys, when the stream keeps one key's writes in order
+    count: int
+    job: bool = False  # a bulk job holds the records: the chunk ends when the job ends
 
 
 class Dispatcher:
@@ -36,15 +56,15 @@ class Dispatcher:
         max_items: int,
         max_bytes: int,
         ordered: bool,
-        max_records_in_flight: int,
+        max_open_jobs: int,
         prepare: Callable[[list[Item]], list[Item]],
-        send: Callable[[list[Item]], None],
+        send: Callable[[Chunk], bool],
         outcomes: Outcomes,
         run: Run,
     ) -> None:
         self.max_items = max_items
         self.ordered = ordered
-        self.max_records_in_flight = max_records_in_flight
+        self.max_open_jobs = max_open_jobs
         self._byte_limit = max_bytes - ENVELOPE_BYTES
         self._prepare = prepare
         self._send = send
@@ -54,14 +74,15 @@ class Dispatcher:
         self.seq = 0  # records read (written by the reading thread only)
         self._tokens = itertools.count(1)
         self._outstanding: dict[int, int] = {}  # chunk token -> lowest record seq it holds
-        self._inflight_keys: set[str] = set()  # keys of the chunks on their way
+        self._inflight_keys: set[int] = set()  # key hashes of the chunks on their way
         self._futures: dict[Future[None], int] = {}  # request -> records it carries
-        self._records_in_flight = 0
+        self._records_queued = 0  # records the request threads hold
+        self.open_jobs = 0  # chunks whose records a bulk job holds
         self._chunk: list[Item] = []
         self._chunk_bytes = 0
         self._chunk_token = 0
         self.executor = ThreadPoolExecutor(
-            max_workers=min(MAX_WORKERS, max(1, max_records_in_flight // max_items)),
+            max_workers=min(MAX_WORKERS, max(1, MAX_QUEUED_RECORDS // max_items)),
             thread_name_prefix=f"klaviyo-{name}",
         )
 
@@ -96,9 +117,11 @@ class Dispatcher:
             return
         items = self._prepare(items)
         if not items:
-            self._finish(token, ())
+            self._end(token, 0, (), job=False)
             return
-        keys = [item.key for item in items] if self.ordered else []
+        # 8 bytes a key (an open job holds 10,000 of them for minutes).
+        keys = array("q", [hash(item.key) for item in items] if self.ordered else ())
+        chunk = Chunk(token, items, keys, len(items))
         with self._lock:
             while self._no_room_for(len(items), keys):
                 self._lock.wait(timeout=1.0)
@@ -106,9 +129,9 @@ class Dispatcher:
             # One chunk's keys are distinct (the sink's prepare), and a chunk waits above while
             # any of its keys is on its way: a key is in at most one chunk in flight.
             self._inflight_keys.update(keys)
-            self._records_in_flight += len(items)
+            self._records_queued += len(items)
         self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=len(items))
-        future = self.executor.submit(self._send_chunk, token, items, keys)
+        future = self.executor.submit(self._send_chunk, chunk)
         with self._lock:
             self._futures[future] = len(items)
         future.add_done_callback(self._forget_future)
@@ -118,16 +141,18 @@ class Dispatcher:
         self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
         return items, token
 
-    def _no_room_for(self, records: int, keys: Iterable[str]) -> bool:
-        """Whether a chunk must wait for requests in flight (called holding the lock)."""
-        return bool(
-            self._futures and self._records_in_flight + records > self.max_records_in_flight
-        ) or not self._inflight_keys.isdisjoint(keys)
+    def _no_room_for(self, records: int, keys: Iterable[int]) -> bool:
+        """Whether a chunk must wait for requests or jobs in flight (holding the lock)."""
+        return (
+            bool(self._futures and self._records_queued + records > MAX_QUEUED_RECORDS)
+            or self.open_jobs >= self.max_open_jobs
+            or not self._inflight_keys.isdisjoint(keys)
+        )
 
     def must_wait(self) -> bool:
         """Whether handing over the current chunk would first wait for requests in flight."""
         with self._lock:
-            keys = [item.key for item in self._chunk] if self.ordered else []
+            keys = [hash(item.key) for item in self._chunk] if self.ordered else []
             return self._no_room_for(len(self._chunk), keys)
 
     def hold_unsent(self, reason: str) -> None:
@@ -136,21 +161,23 @@ class Dispatcher:
         items, token = self._take_chunk()
         if items:
             self._outcomes.hold(items, reason)
-            self._finish(token, ())
+            self._end(token, 0, (), job=False)
 
     def wait_idle(self) -> None:
-        """Flush and wait until every request of this stream has come back."""
+        """Flush and wait until every request and job of this stream has ended."""
         self.flush()
         with self._lock:
-            while self._futures:
+            while self._futures or self.open_jobs:
                 self._lock.wait(timeout=1.0)
         self._run.raise_if_failed()
 
     # -- the request threads --------------------------------------------------------------
 
-    def _send_chunk(self, token: int, items: list[Item], keys: list[str]) -> None:
+    def _send_chunk(self, chunk: Chunk) -> None:
+        items = chunk.items
+        ended = True
         try:
-            self._send(items)
+            ended = self._send(chunk)
         except KlaviyoAuthError as exc:
             self._outcomes.hold_unsettled(items, str(exc))
             self._run.fail(exc)
@@ -158,22 +185,33 @@ class Dispatcher:
             # Nothing is lost: the records wait on hold while the run stops with the error.
             self._outcomes.hold_unsettled(items, f"internal error: {type(exc).__name__}")
             self._run.fail(exc)
-        finally:
-            with self._lock:
-                self._inflight_keys.difference_update(keys)
-            self._finish(token, items)
+        if ended:
+            self.end(chunk)
 
-    def _finish(self, token: int, items: Sequence[Item]) -> None:
-        if items:
-            self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=-len(items))
+    def job_opened(self, chunk: Chunk) -> None:
+        """A bulk job holds the chunk's records now; `end(chunk)` comes when it ends."""
+        chunk.job = True
         with self._lock:
+            self.open_jobs += 1
+
+    def end(self, chunk: Chunk) -> None:
+        """Every record of the chunk has its outcome."""
+        self._end(chunk.token, chunk.count, chunk.keys, job=chunk.job)
+
+    def _end(self, token: int, count: int, keys: Iterable[int], *, job: bool) -> None:
+        if count:
+            self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=-count)
+        with self._lock:
+            self._inflight_keys.difference_update(keys)
             self._outstanding.pop(token, None)
+            if job:
+                self.open_jobs -= 1
             self._lock.notify_all()
         self._run.gate.check()
 
     def _forget_future(self, future: Future[None]) -> None:
         with self._lock:
-            self._records_in_flight -= self._futures.pop(future, 0)
+            self._records_queued -= self._futures.pop(future, 0)
             self._lock.notify_all()
 
     # -- the STATE gate's view ------------------------------------------------------------

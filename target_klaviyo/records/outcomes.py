@@ -17,6 +17,7 @@ from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.ledger.store import HeldRecord
 from target_klaviyo.mapping.values import to_json
 from target_klaviyo.records.item import Item
+from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.records.unchanged import UnchangedFilter
 
 if TYPE_CHECKING:
@@ -92,6 +93,14 @@ class Outcomes:
         self._settle(items)
         self.run.stats.add(self.stream, self.object, loaded=len(items))
         self._watch(items)
+
+    def mark_rows_loaded(self, rows: SubmittedRows) -> None:
+        """Every row of a bulk job was loaded (the job ended without errors)."""
+        ledger = self.run.ledger
+        if self.unchanged.enabled and len(rows.sent) and ledger is not None:
+            ledger.remember_sent(zip(rows.sent, rows.digests, strict=True))
+        self._release(held.id for held in rows.held.values())
+        self.run.stats.add(self.stream, self.object, loaded=rows.count)
 
     def mark_unchanged(self, items: Sequence[Item]) -> None:
         if not items:

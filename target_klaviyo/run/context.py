@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.ledger.rejects import RejectsFile
 from target_klaviyo.ledger.store import Ledger
+from target_klaviyo.records.jobs import JobWatcher
+from target_klaviyo.records.spool import Spool
 from target_klaviyo.run.gate import StateGate
 from target_klaviyo.run.stats import RunStats
 from target_klaviyo.settings import Settings
@@ -57,6 +59,25 @@ class Run:
         self.sinks: list[KlaviyoSink] = []  # every sink of the run, in creation order
         self.failure: BaseException | None = None  # the first error a request thread hit
         self._failure_lock = threading.Lock()
+        self._shared_lock = threading.Lock()
+        self._jobs: JobWatcher | None = None
+        self._spool: Spool | None = None
+
+    @property
+    def jobs(self) -> JobWatcher:
+        """Every open bulk job of the run, watched together (started on first use)."""
+        with self._shared_lock:
+            if self._jobs is None:
+                self._jobs = JobWatcher(self.client, fail=self.fail)
+            return self._jobs
+
+    @property
+    def spool(self) -> Spool:
+        """The records of submitted bulk jobs, on disk until their job ends."""
+        with self._shared_lock:
+            if self._spool is None:
+                self._spool = Spool()
+            return self._spool
 
     def register(self, sink: KlaviyoSink) -> None:
         """A new sink: the STATE gate waits for it, and a stopping run holds what it kept."""
@@ -84,6 +105,10 @@ class Run:
 
     def close(self) -> None:
         self.wait_for_requests()
+        if self._jobs is not None:
+            self._jobs.close()
+        if self._spool is not None:
+            self._spool.close()
         self.rejects.close()
         self.client.close()
         if self.ledger is not None:

@@ -21,7 +21,7 @@ from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.ledger.store import HeldRecord
 from target_klaviyo.mapping.identity import Rejection
-from target_klaviyo.records.dispatch import Dispatcher
+from target_klaviyo.records.dispatch import Chunk, Dispatcher
 from target_klaviyo.records.intake import Failure, Intake
 from target_klaviyo.records.item import Item, Mapped
 from target_klaviyo.records.outcomes import Outcomes
@@ -33,8 +33,6 @@ from target_klaviyo.sdk import count_records
 if TYPE_CHECKING:
     from target_klaviyo.run.context import Run
     from target_klaviyo.streams import StreamMapping
-
-RECORDS_PER_JOB = 10_000  # a full profile import job: the unit of max_jobs_in_flight
 
 
 class KlaviyoSink(BatchSink):
@@ -100,17 +98,14 @@ class KlaviyoSink(BatchSink):
             self.logger,
         )
         self.protocol = BulkProtocol(self.run.client, self.outcomes, self.MAX_BYTES, self.logger)
-        # Memory is bounded by records, not requests: a stream may have the records of
-        # `max_jobs_in_flight` full profile jobs outstanding, so that a stream of small requests
-        # (events: 1,000 a request) can queue many while one operation waits for its window.
         self.dispatch = Dispatcher(
             name=self.stream_name,
             max_items=self.MAX_ITEMS,
             max_bytes=self.MAX_BYTES,
             ordered=self.ORDERED,
-            max_records_in_flight=settings.max_jobs_in_flight * RECORDS_PER_JOB,
+            max_open_jobs=settings.max_jobs_in_flight,
             prepare=self.prepare_chunk,
-            send=self.send,
+            send=self.send_chunk,
             outcomes=self.outcomes,
             run=self.run,
         )
@@ -131,6 +126,12 @@ class KlaviyoSink(BatchSink):
     def send(self, items: list[Item]) -> None:  # pragma: no cover - abstract
         """Send one request-sized chunk and give every item an outcome (request thread)."""
         raise NotImplementedError
+
+    def send_chunk(self, chunk: Chunk) -> bool:
+        """Send a chunk; True when every record has its outcome, False when a bulk job holds
+        them (the sink then calls `dispatch.end(chunk)` once the job ended)."""
+        self.send(chunk.items)
+        return True
 
     def unchanged_namespace(self) -> str:
         """Where skip_unchanged keeps this sink's hashes (one namespace per stream)."""

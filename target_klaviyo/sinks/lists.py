@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
+from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.klaviyo.list_members import remove_members
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.profile import ProfileMapper
@@ -169,6 +170,12 @@ class ListMirrorSink(ListInsertSink):
 
     def _track_items(self, items: Sequence[Item]) -> None:
         self._track((item.key, dict(item.identifiers)) for item in items)
+
+    def job_accepted(self, submitting: Any, items: list[Item], result: ApiResult) -> None:
+        # The job's rows are seen by this pass now: a job that ends without errors settles
+        # them without their records in memory (and any other outcome tracks them again).
+        self._track_items(items)
+        super().job_accepted(submitting, items, result)
 
     # -- passes ---------------------------------------------------------------------------
 

@@ -1,32 +1,34 @@
 """Profiles: bulk upsert through profile import jobs, then the job's count check.
 
 A chunk of up to 10,000 profiles / 5 MB becomes one import job
-(`POST /api/profile-bulk-import-jobs`). The request thread polls the job, with a deadline and
-backoff, until it is complete or cancelled, pages through every import error and maps each
-back to its record (rejected with Klaviyo's detail). A handful of profiles goes through
+(`POST /api/profile-bulk-import-jobs`). The request thread submits it and moves on: the job
+joins the run's other open jobs (`records/jobs.py`, one poll for all of them) and its records
+wait on disk (`records/spool.py`). When it ends, every import error is mapped back to its
+record (rejected with Klaviyo's detail) and the rest are loaded. A handful of profiles goes through
 `POST /api/profile-import` instead (Klaviyo's guidance: bulk import is not for a few profiles;
 https://developers.klaviyo.com/en/docs/data-in).
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
 from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
 from target_klaviyo.mapping.profile import ProfileMapper
 from target_klaviyo.mapping.values import decode, encode
+from target_klaviyo.records.dispatch import Chunk, Dispatcher
 from target_klaviyo.records.item import Item, Mapped, Request, mapped
+from target_klaviyo.records.jobs import PROFILE_IMPORT, JobEnd
 from target_klaviyo.records.protocol import join_body, row_locator
+from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.sinks.base import KlaviyoSink
 
 # The pointer of a bad row names its index (a 400 of profile-bulk-import-jobs).
 ROWS_POINTER = "/data/attributes/profiles/data"
 JOB_HEAD = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
 
-POLL_FIRST_S = 0.5
-POLL_MAX_S = 10.0
 # Below this many profiles a chunk is sent with profile-import, one request per profile.
 SINGLE_UPSERT_MAX = 3
 
@@ -70,77 +72,108 @@ class ProfileUpsertSink(KlaviyoSink):
         return Request(body, row_locator(ROWS_POINTER, len(items)))
 
     def send(self, items: list[Item]) -> None:
+        """A handful of profiles: profile-import, one request each."""
+        self.upsert_each(items)
+
+    def send_chunk(self, chunk: Chunk) -> bool:
+        items = chunk.items
         if len(items) <= SINGLE_UPSERT_MAX and not self.list_relationships():
-            self.upsert_each(items)
-        else:
-            self.protocol.send("bulk_import_profiles", items, self.job_request, self.job_accepted)
+            return super().send_chunk(chunk)
+        submitting = _Submitting(chunk)
+        self.protocol.send(
+            "bulk_import_profiles",
+            items,
+            self.job_request,
+            lambda accepted, result: self.job_accepted(submitting, accepted, result),
+        )
+        chunk.items = []  # the jobs hold the records now (on disk), or they have outcomes
+        if not submitting.jobs:
+            return True
+        if submitting.release():  # every job ended already
+            self.dispatch.end(chunk)
+        return False
 
-    def job_accepted(self, items: list[Item], result: ApiResult) -> None:
-        self.await_job(str(result.body["data"]["id"]), items)
-
-    def await_job(self, job_id: str, items: list[Item]) -> None:
-        """Poll the job to its end, then check its counts and map its import errors."""
+    def job_accepted(self, submitting: _Submitting, items: list[Item], result: ApiResult) -> None:
+        """Klaviyo accepted an import job of these items: it is followed with the run's other
+        open jobs, and the items' records wait on disk until it ends."""
+        data = result.body["data"]
+        job_id = str(data["id"])
+        rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
+        submitting.opened(self.dispatch)
         ledger = self.run.ledger
-        outcomes = self.outcomes
         if ledger is not None:
-            ledger.job_started(job_id, "bulk_import_profiles", self.stream_name, len(items))
-        try:
-            job = self.poll_job(job_id)
-            if job is None:
-                return outcomes.hold(items, f"import job {job_id} did not finish in time")
-            if isinstance(job, ApiResult):
-                return outcomes.hold(items, job.describe())
-            if job.get("status") == "cancelled":
-                return outcomes.hold(items, f"Klaviyo cancelled import job {job_id}")
-            failed = int(job.get("failed_count") or 0)
-            errors: dict[int, str] = {}
-            if failed:
-                found = self.import_errors(job_id, items)
-                if isinstance(found, ApiResult):
-                    # The job ran but its errors could not be read: resending is safe (upsert).
-                    return outcomes.hold(items, found.describe())
-                errors = found
-            for index, detail in errors.items():
-                outcomes.reject(items[index], f"Klaviyo: {detail}")
-            outcomes.mark_loaded([item for index, item in enumerate(items) if index not in errors])
-            if failed != len(errors):
-                self.logger.warning(
-                    "import job %s reported %d failed rows; %d were matched to records",
-                    job_id,
-                    failed,
-                    len(errors),
-                )
-            return None
-        finally:
-            if ledger is not None:
-                ledger.job_finished(job_id)
+            ledger.job_started(job_id, "bulk_import_profiles", self.stream_name, rows.count)
+        self.run.jobs.watch(
+            PROFILE_IMPORT,
+            job_id,
+            (data.get("attributes") or {}).get("created_at"),
+            self.run.settings.job_timeout_s,
+            lambda end: self.job_ended(submitting, job_id, rows, end),
+        )
 
-    def poll_job(self, job_id: str) -> dict[str, Any] | ApiResult | None:
-        """The job's final attributes; an ApiResult if polling failed; None past the deadline."""
-        deadline = time.monotonic() + self.run.settings.job_timeout_s
-        delay = POLL_FIRST_S
-        progress: tuple[float, int] | None = None  # (when, rows done) at the previous poll
-        while True:
-            result = self.run.client.request(
-                "get_bulk_import_profiles_job", path_params={"id": job_id}
+    def job_ended(
+        self, submitting: _Submitting, job_id: str, rows: SubmittedRows, end: JobEnd
+    ) -> None:
+        """Give every row of an ended job its outcome, then let its chunk end."""
+        try:
+            self.settle_job(job_id, rows, end)
+        except Exception as exc:  # nothing is lost: the rows wait on hold
+            self.outcomes.hold(self.rebuilt(rows), f"internal error: {type(exc).__name__}")
+            self.run.fail(exc)
+        finally:
+            if self.run.ledger is not None:
+                self.run.ledger.job_finished(job_id)
+            if submitting.release():
+                self.dispatch.end(submitting.chunk)
+
+    def settle_job(self, job_id: str, rows: SubmittedRows, end: JobEnd) -> None:
+        outcomes = self.outcomes
+        job = end.attributes
+        if job is None:
+            return outcomes.hold(self.rebuilt(rows), str(end.failure))
+        if job.get("status") == "cancelled":
+            return outcomes.hold(self.rebuilt(rows), f"Klaviyo cancelled import job {job_id}")
+        failed = int(job.get("failed_count") or 0)
+        if not failed:
+            return outcomes.mark_rows_loaded(rows)
+        items = self.rebuilt(rows)
+        errors = self.import_errors(job_id, items)
+        if isinstance(errors, ApiResult):
+            # The job ran but its errors could not be read: resending is safe (upsert).
+            return outcomes.hold(items, errors.describe())
+        for index, detail in errors.items():
+            outcomes.reject(items[index], f"Klaviyo: {detail}")
+        outcomes.mark_loaded([item for index, item in enumerate(items) if index not in errors])
+        if failed != len(errors):
+            self.logger.warning(
+                "import job %s reported %d failed rows; %d were matched to records",
+                job_id,
+                failed,
+                len(errors),
             )
-            if not result.ok:
-                return result
-            attributes = result.body["data"]["attributes"]
-            if attributes.get("status") in ("complete", "cancelled"):
-                return dict(attributes)
-            now = time.monotonic()
-            done, total = attributes.get("completed_count"), attributes.get("total_count")
-            if isinstance(done, int) and isinstance(total, int) and done > 0:
-                if progress is not None and done > progress[1]:
-                    # Rows are being applied: poll when, at this pace, the job will be done.
-                    pace = (done - progress[1]) / (now - progress[0])
-                    delay = min(max((total - done) / pace, POLL_FIRST_S), POLL_MAX_S)
-                progress = (now, done)
-            if now + delay > deadline:
-                return None
-            time.sleep(delay)
-            delay = min(delay * 1.5, POLL_MAX_S)
+        return None
+
+    def rebuilt(self, rows: SubmittedRows) -> list[Item]:
+        """The items of a job's rows, from their spooled lines (mapped again for their keys
+        and identifiers)."""
+        items = []
+        unchanged = len(rows.sent) > 0
+        for row, line in enumerate(self.run.spool.lines(rows)):
+            record = self.intake.rebuild(line)
+            key, identifiers, *_ = self.map_record(record)
+            item = Item(
+                0,
+                record,
+                key,
+                identifiers,
+                None,
+                0,
+                rows.digests[row] if unchanged else None,
+                rows.held.get(row),
+            )
+            item.sent = rows.sent[row] if unchanged else None
+            items.append(item)
+        return items
 
     def import_errors(self, job_id: str, items: list[Item]) -> dict[int, str] | ApiResult:
         """Every import error of a job, mapped back to its row by its identifiers.
@@ -223,3 +256,27 @@ def _identifier_tuple(attributes: Any) -> tuple[str | None, ...]:
         None if attributes.get(field) is None else str(attributes[field])
         for field in IDENTIFIER_FIELDS
     )
+
+
+class _Submitting:
+    """A chunk whose records went out in one or more import jobs (a 413 splits a request):
+    it ends when its last job ended."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.jobs = 0
+        self._pending = 1  # the submission itself, until `send_chunk` is done
+        self._lock = threading.Lock()
+
+    def opened(self, dispatch: Dispatcher) -> None:
+        with self._lock:
+            if not self.jobs:
+                dispatch.job_opened(self.chunk)
+            self.jobs += 1
+            self._pending += 1
+
+    def release(self) -> bool:
+        """One job ended (or the submission finished); True when nothing is pending."""
+        with self._lock:
+            self._pending -= 1
+            return self._pending == 0

@@ -1,0 +1,273 @@
+"""Open bulk jobs, watched together.
+
+Klaviyo processes bulk jobs asynchronously: a profile import job of 10,000 rows can take
+minutes. Submitting a job does not wait for it: the job joins the run's `JobWatcher`, which
+learns the state of every open job of a kind from one request to the kind's job list
+(`GET /api/profile-bulk-import-jobs?sort=-created_at`, up to 100 jobs a page; the list has its
+own rate-limit window, so polling never spends what submissions need). A job the list no longer
+shows is asked for on its own. Polls follow the jobs' progress: when the rows done so far say a
+job will end, with bounds; a job that shows none yet is asked again with backoff. When a job
+ends (or fails, or passes its deadline), its owner's callback settles its records, on a small
+pool of threads so that reading import errors never holds up the polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from target_klaviyo.klaviyo.client import ApiResult, Requester, page_data, pages
+
+LOGGER = logging.getLogger("target-klaviyo")
+
+POLL_FIRST_S = 0.5  # a new job is first asked about this soon
+POLL_MAX_S = 10.0
+POLL_MIN_S = 0.25  # never more often (the list's window allows 10/s, 150/min)
+LIST_PAGE_SIZE = 100  # the largest page of the job lists
+FINAL = frozenset({"complete", "cancelled"})
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How to ask Klaviyo about one kind of bulk job."""
+
+    name: str  # for logs: "profile import"
+    list_operation: str
+    get_operation: str
+
+
+PROFILE_IMPORT = JobKind(
+    "profile import", "get_bulk_import_profiles_jobs", "get_bulk_import_profiles_job"
+)
+
+
+@dataclass
+class JobEnd:
+    """How a job ended: its final attributes, or why they are not known."""
+
+    attributes: dict[str, Any] | None = None
+    failure: str | None = None  # the job could not be followed (polls failed, deadline passed)
+
+
+@dataclass(eq=False)
+class OpenJob:
+    id: str
+    kind: JobKind
+    created_at: datetime | None
+    deadline: float
+    on_end: Callable[[JobEnd], None]
+    next_poll: float = 0.0
+    delay: float = POLL_FIRST_S
+    progress: tuple[float, int] | None = None  # (when, rows done) at the previous sighting
+    ended: bool = False
+
+    def saw(self, attributes: dict[str, Any], now: float) -> None:
+        """Plan the next poll from what the job showed now."""
+        done, total = attributes.get("completed_count"), attributes.get("total_count")
+        if isinstance(done, int) and isinstance(total, int) and done > 0:
+            if self.progress is not None and done > self.progress[1]:
+                # Rows are being applied: ask again when, at this pace, the job will be done.
+                pace = (done - self.progress[1]) / max(now - self.progress[0], 1e-3)
+                self.delay = min(max((total - done) / pace, POLL_FIRST_S), POLL_MAX_S)
+            else:
+                self.delay = min(self.delay * 1.5, POLL_MAX_S)
+            self.progress = (now, done)
+        else:
+            self.delay = min(self.delay * 1.5, POLL_MAX_S)
+        self.next_poll = now + self.delay
+
+
+def parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class JobWatcher:
+    """Every open bulk job of the run, followed by one thread."""
+
+    def __init__(
+        self,
+        client: Requester,
+        *,
+        fail: Callable[[BaseException], None] | None = None,
+        workers: int = 4,
+    ) -> None:
+        self._client = client
+        self._fail = fail  # an error in the watcher itself stops the run
+        self._lock = threading.Condition()
+        self._jobs: dict[str, OpenJob] = {}
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._endings = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="klaviyo-jobs")
+        self.polls = 0  # list and single-job requests, for the figures
+
+    def watch(
+        self,
+        kind: JobKind,
+        job_id: str,
+        created_at: Any,
+        timeout_s: float,
+        on_end: Callable[[JobEnd], None],
+    ) -> None:
+        """Follow a job Klaviyo accepted; `on_end` is called once, when it ends."""
+        now = time.monotonic()
+        job = OpenJob(job_id, kind, parse_time(created_at), now + timeout_s, on_end)
+        job.next_poll = now + POLL_FIRST_S
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the job watcher has stopped")
+            self._jobs[job_id] = job
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="klaviyo-job-watcher", daemon=True
+                )
+                self._thread.start()
+            self._lock.notify_all()
+
+    @property
+    def open_jobs(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def abandon(self, reason: str) -> None:
+        """End every open job now with `reason` (the run is stopping)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+            for job in jobs:
+                job.ended = True
+            self._lock.notify_all()
+        for job in jobs:
+            self._endings.submit(self._call_on_end, job, JobEnd(failure=reason))
+
+    def close(self) -> None:
+        """Stop polling (open jobs, if any, are abandoned first by the caller) and wait for
+        the endings under way."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._endings.shutdown(wait=True)
+
+    # -- the watcher's thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopped and not self._jobs:
+                    self._lock.wait()
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                soonest = min(min(job.next_poll, job.deadline) for job in self._jobs.values())
+                if soonest > now:
+                    self._lock.wait(timeout=soonest - now)
+                    continue
+                jobs = list(self._jobs.values())
+            try:
+                self._poll(jobs)
+            except Exception as exc:  # a bug must not leave jobs unwatched: they end unknown
+                LOGGER.exception("while following bulk jobs")
+                if self._fail is not None:
+                    self._fail(exc)
+                for job in jobs:
+                    self._finish(job, JobEnd(failure=f"internal error: {type(exc).__name__}"))
+            self._lock_free_wait(POLL_MIN_S)
+
+    def _lock_free_wait(self, seconds: float) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._lock.wait(timeout=seconds)
+
+    def _poll(self, jobs: list[OpenJob]) -> None:
+        now = time.monotonic()
+        for job in jobs:
+            if now >= job.deadline:
+                reason = f"{job.kind.name} job {job.id} did not finish in time"
+                self._finish(job, JobEnd(failure=reason))
+        by_kind: dict[JobKind, list[OpenJob]] = {}
+        for job in jobs:
+            if not job.ended:
+                by_kind.setdefault(job.kind, []).append(job)
+        for kind, open_jobs in by_kind.items():
+            unseen = self._poll_list(kind, open_jobs)
+            for job in unseen:
+                self._poll_one(job)
+
+    def _poll_list(self, kind: JobKind, jobs: list[OpenJob]) -> list[OpenJob]:
+        """Ask the job list about every open job of a kind; return those it does not show."""
+        wanted = {job.id: job for job in jobs}
+        oldest = min((job.created_at for job in jobs if job.created_at), default=None)
+        params = {"sort": "-created_at", "page[size]": LIST_PAGE_SIZE}
+        for page in pages(self._client, kind.list_operation, params):
+            self.polls += 1
+            if not page.ok:
+                self._fail_all(list(wanted.values()), page)
+                return []
+            now = time.monotonic()
+            passed_oldest = False
+            for resource in page_data(page):
+                job = wanted.pop(str(resource.get("id")), None)
+                attributes = resource.get("attributes") or {}
+                if job is not None:
+                    self._saw(job, attributes, now)
+                created = parse_time(attributes.get("created_at"))
+                if oldest is not None and created is not None and created < oldest:
+                    passed_oldest = True
+            if not wanted or passed_oldest:
+                break
+        return list(wanted.values())
+
+    def _poll_one(self, job: OpenJob) -> None:
+        result = self._client.request(job.kind.get_operation, path_params={"id": job.id})
+        self.polls += 1
+        if not result.ok:
+            self._fail_all([job], result)
+            return
+        self._saw(job, dict(result.body["data"].get("attributes") or {}), time.monotonic())
+
+    def _saw(self, job: OpenJob, attributes: dict[str, Any], now: float) -> None:
+        if attributes.get("status") in FINAL:
+            self._finish(job, JobEnd(attributes=dict(attributes)))
+        else:
+            with self._lock:
+                job.saw(attributes, now)
+
+    def _fail_all(self, jobs: list[OpenJob], result: ApiResult) -> None:
+        if result.exhausted:
+            for job in jobs:
+                self._finish(job, JobEnd(failure=result.describe()))
+        else:  # an answer that is not about the jobs (a 4xx on the list): ask again later
+            LOGGER.warning("polling %d bulk jobs: %s", len(jobs), result.describe())
+            now = time.monotonic()
+            with self._lock:
+                for job in jobs:
+                    job.delay = min(job.delay * 2, POLL_MAX_S)
+                    job.next_poll = now + job.delay
+
+    def _finish(self, job: OpenJob, end: JobEnd) -> None:
+        with self._lock:
+            if job.ended:
+                return
+            job.ended = True
+            self._jobs.pop(job.id, None)
+            self._lock.notify_all()
+        self._endings.submit(self._call_on_end, job, end)
+
+    @staticmethod
+    def _call_on_end(job: OpenJob, end: JobEnd) -> None:
+        try:
+            job.on_end(end)
+        except Exception:
+            LOGGER.exception("while settling %s job %s", job.kind.name, job.id)
