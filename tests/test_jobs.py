@@ -42,7 +42,7 @@ def completed_at(emulator: Any) -> list[datetime]:
     )
 
 
-@pytest.mark.emulator(job_latency_s=1.5)
+@pytest.mark.emulator(job_latency_s=5.0)
 def test_jobs_are_submitted_while_earlier_ones_run_and_polled_together(
     emulator: Any, tmp_path: Path
 ) -> None:
