@@ -385,7 +385,7 @@ MAPPING_SCHEMA: dict[str, Any] = {
         "mirror_on": _key(
             {"type": "string", "enum": list(MIRROR_ON)},
             "list (mirror)",
-            "when a full pass ends: the tap's ACTIVATE_VERSION message (default) or the end "
+            "when a full pass ends: the tap's `ACTIVATE_VERSION` message (default) or the end "
             "of the stream.",
         ),
         "mirror_max_removal_ratio": _key(

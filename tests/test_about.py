@@ -1,73 +1,46 @@
-"""`--about`, meltano.yml's loader definition and the README agree on the settings."""
+"""`--about` reads well as the Hub page, and the root meltano.yml agrees with it and the README.
+
+`tests/plugin_definitions.py` says how the three descriptions of the settings relate;
+`tests/test_hub.py` checks the Hub definition.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.plugin_definitions import (
+    HUB_DEFINITION,
+    NOT_IN_MELTANO_SCHEMA,
+    OWN_SETTINGS_SOURCE,
+    REPO,
+    about,
+    about_settings,
+    as_yaml,
+    expected_setting,
+    hub_definition,
+    json_type,
+    meltano_yml_loader,
+    settings_by_name,
+)
 
-# meltano.yml's setting kinds for the JSON types `--about` reports.
-KIND_FOR_TYPE = {
-    "string": {"string", "options"},
-    "integer": {"integer"},
-    "number": {"decimal"},
-    "boolean": {"boolean"},
-    "object": {"object"},
-    "array": {"array"},
-}
-# Capabilities the SDK prints that Meltano's meltano.yml schema does not accept for loaders.
-NOT_IN_MELTANO_SCHEMA = {"validate-records"}
-# Capabilities the target has that singer-sdk only prints when the Target class declares them.
-ONLY_IN_MELTANO_YML = {"activate-version"}
-
-
-@cache
-def about() -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "target_klaviyo", "--about", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
-
-
-@cache
-def loader() -> dict[str, Any]:
-    project = yaml.safe_load((REPO / "meltano.yml").read_text())
-    loaders = [p for p in project["plugins"]["loaders"] if p["name"] == "target-klaviyo"]
-    assert len(loaders) == 1, "meltano.yml needs exactly one target-klaviyo loader"
-    return loaders[0]
-
-
-def about_settings() -> dict[str, dict[str, Any]]:
-    return about()["settings"]["properties"]
+# singer-sdk 0.54 gives these built-in settings no title (singer_sdk/helpers/capabilities.py,
+# TARGET_LOAD_METHOD_CONFIG); the target shows singer-sdk's entry as it is. The Hub labels a
+# setting without a title from its name ("Load Method").
+SDK_SETTINGS_WITHOUT_TITLE = {"load_method"}
 
 
 def loader_settings() -> dict[str, dict[str, Any]]:
-    return {setting["name"]: setting for setting in loader()["settings"]}
+    return settings_by_name(meltano_yml_loader())
 
 
-def json_type(schema: dict[str, Any]) -> str:
-    types = schema.get("type", [])
-    types = [types] if isinstance(types, str) else types
-    concrete = [t for t in types if t != "null"]
-    assert len(concrete) == 1, schema
-    return concrete[0]
+# -- --about as the Hub page ----------------------------------------------------------------------
 
 
 def test_about_json_describes_the_target() -> None:
@@ -94,26 +67,130 @@ def test_about_markdown_lists_every_setting() -> None:
         assert f"| {name} " in proc.stdout, name
 
 
+def test_every_setting_in_about_has_a_title_and_a_description() -> None:
+    untitled = sorted(name for name, schema in about_settings().items() if not schema.get("title"))
+    assert set(untitled) <= SDK_SETTINGS_WITHOUT_TITLE, (
+        f"settings without a title in --about: {sorted(set(untitled) - SDK_SETTINGS_WITHOUT_TITLE)}"
+        f" (give each a title in {OWN_SETTINGS_SOURCE})"
+    )
+    assert set(untitled) == SDK_SETTINGS_WITHOUT_TITLE, (
+        f"{sorted(SDK_SETTINGS_WITHOUT_TITLE - set(untitled))} now have a title: "
+        "drop them from SDK_SETTINGS_WITHOUT_TITLE"
+    )
+    undescribed = sorted(n for n, s in about_settings().items() if not s.get("description"))
+    assert not undescribed, f"settings without a description in --about: {undescribed}"
+
+
+# Names of files, placeholders such as <state_dir> and snake_case names are code: outside
+# backticks a Markdown renderer (the Hub page, PyPI, GitHub) mangles them - `<key>` vanishes as
+# an HTML tag, `a_b_c` may turn italic - and a reader cannot tell them from prose.
+FILE_NAME = re.compile(r"[\w<>./-]*\w\.(?:json|jsonl|ya?ml|csv|toml|db|sqlite3?|singer|log|txt)\b")
+PLACEHOLDER = re.compile(r"<[^>\s]+>")
+SNAKE_CASE = re.compile(r"\b[A-Za-z0-9]+_[A-Za-z0-9_]+\b")
+
+
+def rendering_problems(description: str) -> list[str]:
+    """What would read badly once the description is rendered as Markdown."""
+    problems = []
+    if description.count("`") % 2:
+        problems.append("an unpaired backtick")
+    prose = re.sub(r"`[^`]*`", " ", description)
+    prose = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", prose)  # a link's text only
+    prose = re.sub(r"https?://\S+", " ", prose)
+    problems += [f"file name {m!r} outside backticks" for m in FILE_NAME.findall(prose)]
+    prose = FILE_NAME.sub(" ", prose)
+    problems += [f"placeholder {m!r} outside backticks" for m in PLACEHOLDER.findall(prose)]
+    prose = PLACEHOLDER.sub(" ", prose)
+    problems += [f"identifier {m!r} outside backticks" for m in SNAKE_CASE.findall(prose)]
+    if not description.rstrip().endswith((".", ")")):
+        problems.append("no full stop at the end")
+    return problems
+
+
+def test_about_descriptions_read_well_rendered() -> None:
+    streams = about_settings()["streams"]
+    mapping_keys = streams["additionalProperties"]["properties"]
+    described = {name: schema["description"] for name, schema in about_settings().items()}
+    described |= {f"streams.*.{key}": schema["description"] for key, schema in mapping_keys.items()}
+    problems = {name: rendering_problems(text) for name, text in described.items()}
+    problems = {name: found for name, found in problems.items() if found}
+    assert not problems, (
+        f"descriptions in {OWN_SETTINGS_SOURCE} or target_klaviyo/streams.py (MAPPING_SCHEMA) "
+        f"that render badly: {problems}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("Writes `last_run.json` under `state_dir`.", []),
+        ("Writes last_run.json.", ["file name 'last_run.json' outside backticks"]),
+        (
+            "Default: <state_dir>/rejects.jsonl.",
+            ["file name '<state_dir>/rejects.jsonl' outside backticks"],
+        ),
+        (
+            "Waits (0: do not wait) for <key> or max_retries.",
+            [
+                "placeholder '<key>' outside backticks",
+                "identifier 'max_retries' outside backticks",
+            ],
+        ),
+        ("See [Stream Maps](https://sdk.meltano.com/en/latest/stream_maps.html).", []),
+        ("Sent as `revision", ["an unpaired backtick", "no full stop at the end"]),
+    ],
+)
+def test_rendering_problems(description: str, expected: list[str]) -> None:
+    assert rendering_problems(description) == expected
+
+
+def test_no_setting_is_a_decimal() -> None:
+    """Meltano 4.4.1 crashes on a `kind: decimal` setting set from an environment variable
+    (tests/test_meltano_hub.py sets every setting that way)."""
+    numbers = [n for n, s in about_settings().items() if json_type(s) == "number"]
+    assert not numbers, (
+        f"--about settings of JSON type number: {numbers}; Meltano would need kind decimal, "
+        f"which it cannot pass from the environment - make them integers in {OWN_SETTINGS_SOURCE}"
+    )
+    for where, plugin in (
+        ("meltano.yml", meltano_yml_loader()),
+        (HUB_DEFINITION.name, hub_definition()),
+    ):
+        decimals = [s["name"] for s in plugin["settings"] if s.get("kind") == "decimal"]
+        assert not decimals, f"{where}: settings of kind decimal: {decimals}"
+
+
+# -- the root meltano.yml -------------------------------------------------------------------------
+
+
 def test_meltano_yml_lists_exactly_the_settings_of_about() -> None:
     in_about, in_meltano = set(about_settings()), set(loader_settings())
-    assert not in_about - in_meltano, f"missing from meltano.yml: {sorted(in_about - in_meltano)}"
-    assert not in_meltano - in_about, f"not in --about: {sorted(in_meltano - in_about)}"
+    missing = sorted(in_about - in_meltano)
+    assert not missing, (
+        f"settings of --about missing from meltano.yml: {missing}; add under the loader's "
+        "settings:\n"
+        + as_yaml([expected_setting(n, about_settings()[n], hub=False) for n in missing])
+    )
+    extra = sorted(in_meltano - in_about)
+    assert not extra, (
+        f"settings in meltano.yml that --about lacks: {extra}; remove them from meltano.yml, or "
+        f"define them in {OWN_SETTINGS_SOURCE}"
+    )
 
 
-def test_meltano_yml_settings_have_kind_label_description_and_matching_defaults() -> None:
+def test_meltano_yml_settings_copy_about() -> None:
+    """Kind, label (the title), description, default value, options and secrecy: meltano.yml
+    says what --about says, so `meltano config list` shows the Hub page's text."""
+    differences = []
     for name, schema in about_settings().items():
-        setting = loader_settings()[name]
-        assert setting.get("label"), f"{name}: no label"
-        assert setting.get("description"), f"{name}: no description"
-        kind = setting.get("kind")
-        assert kind not in ("password", "hidden"), f"{name}: deprecated kind {kind}"
-        expected = KIND_FOR_TYPE[json_type(schema)]
-        assert kind in expected, f"{name}: kind {kind!r}, --about type needs one of {expected}"
-        if "default" in schema and schema["default"] is not None:
-            assert setting.get("value") == schema["default"], f"{name}: default differs"
-        if "enum" in schema:
-            assert kind == "options", name
-            assert [o["value"] for o in setting["options"]] == schema["enum"], name
+        expected = expected_setting(name, schema, hub=False)
+        actual = dict(sorted(loader_settings()[name].items()))
+        if actual != expected:
+            differences.append((name, actual, expected))
+    assert not differences, "meltano.yml settings that differ from --about:\n" + "\n".join(
+        f"- {name}: meltano.yml has\n{as_yaml([actual])}  --about makes it\n{as_yaml([expected])}"
+        for name, actual, expected in differences
+    )
 
 
 def test_private_api_key_is_secret_in_about_and_sensitive_in_meltano_yml() -> None:
@@ -125,22 +202,18 @@ def test_private_api_key_is_secret_in_about_and_sensitive_in_meltano_yml() -> No
         assert bool(schema.get("secret")) == bool(loader_settings()[name].get("sensitive")), name
 
 
-def test_meltano_yml_loader_definition_is_fit_for_the_hub() -> None:
-    plugin = loader()
-    assert plugin["namespace"] == "target_klaviyo"
+def test_meltano_yml_loader_is_the_hub_definition_installed_from_the_checkout() -> None:
+    plugin, hub = meltano_yml_loader(), hub_definition()
     assert plugin["pip_url"] == "-e ."
-    assert plugin["executable"] == "target-klaviyo"
-    assert plugin.get("label") and plugin.get("description")
-    assert plugin["settings_group_validation"] == [["private_api_key", "streams"]]
-    assert sorted(plugin["settings_group_validation"][0]) == sorted(about()["settings"]["required"])
+    for key in ("namespace", "executable", "label", "description", "settings_group_validation"):
+        assert plugin[key] == hub[key], f"meltano.yml {key} {plugin[key]!r} != Hub's {hub[key]!r}"
+    assert plugin["settings_group_validation"] == [sorted(about()["settings"]["required"])]
 
 
 def test_meltano_yml_capabilities_match_about() -> None:
-    in_meltano = set(loader()["capabilities"])
+    in_meltano = set(meltano_yml_loader()["capabilities"])
     in_about = set(about()["capabilities"])
-    assert not in_meltano & NOT_IN_MELTANO_SCHEMA
-    assert in_about - NOT_IN_MELTANO_SCHEMA <= in_meltano, in_about - in_meltano
-    assert in_meltano - in_about <= ONLY_IN_MELTANO_YML, in_meltano - in_about
+    assert in_meltano == in_about - NOT_IN_MELTANO_SCHEMA
     assert {"about", "stream-maps", "schema-flattening", "structured-logging"} <= in_meltano
     assert "activate-version" in in_meltano
 
@@ -150,6 +223,9 @@ def test_meltano_yml_is_a_project_file() -> None:
     assert project["default_environment"] in {env["name"] for env in project["environments"]}
     assert project["project_id"]
     assert "version" not in project  # deprecated in Meltano 4
+
+
+# -- the README -----------------------------------------------------------------------------------
 
 
 def readme_setting_names(text: str) -> set[str] | None:
