@@ -23,6 +23,11 @@ from typing import Any
 
 import yaml
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parent.parent
 MELTANO_YML = REPO / "meltano.yml"
 HUB_DEFINITION = REPO / "hub" / "target-klaviyo.yml"
@@ -31,6 +36,12 @@ OWN_SETTINGS_SOURCE = "target_klaviyo/settings.py (CONFIG_SCHEMA)"
 # Capabilities singer-sdk prints that Meltano's own meltano.yml schema does not accept for
 # loaders (the Hub's loaders_specific.schema.json does).
 NOT_IN_MELTANO_SCHEMA = {"validate-records"}
+
+
+@cache
+def pyproject() -> dict[str, Any]:
+    """pyproject.toml: the package's name, version (the one place it lives) and URLs."""
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 @cache

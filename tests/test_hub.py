@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,6 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from target_klaviyo.settings import Settings
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 from tests.plugin_definitions import (
     HUB_DEFINITION,
     OWN_SETTINGS_SOURCE,
@@ -42,13 +35,13 @@ from tests.plugin_definitions import (
     expected_setting,
     hub_definition,
     meltano_yml_loader,
+    pyproject,
     settings_by_name,
 )
 
 HUB_CHECKS = REPO / "tests" / "data" / "meltano_hub"
 REAL_HUB_LOADERS = sorted((HUB_CHECKS / "loaders").glob("*/*.yml"))
 HUB_FILE = HUB_DEFINITION.relative_to(REPO)
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 # -- the Hub's checks -----------------------------------------------------------------------------
@@ -162,13 +155,13 @@ def test_secrets_are_passwords_in_the_hub_definition_and_sensitive_everywhere() 
 
 
 def test_hub_definition_describes_the_plugin() -> None:
-    hub, info = hub_definition(), about()
-    homepage = PYPROJECT["project"]["urls"]["Homepage"]
-    assert hub["name"] == info["name"] == PYPROJECT["project"]["name"]
+    hub, info, project = hub_definition(), about(), pyproject()["project"]
+    homepage = project["urls"]["Homepage"]
+    assert hub["name"] == info["name"] == project["name"]
     assert hub["namespace"] == hub["name"].replace("-", "_")
-    assert hub["executable"] in PYPROJECT["project"]["scripts"]
+    assert hub["executable"] in project["scripts"]
     # A Hub user installs the release from PyPI.
-    assert hub["pip_url"] == PYPROJECT["project"]["name"]
+    assert hub["pip_url"] == project["name"]
     # The Hub names a variant after the owner of the repository it lives in.
     assert hub["repo"] == homepage
     assert hub["variant"] == homepage.rstrip("/").split("/")[-2].lower()
