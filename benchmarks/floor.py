@@ -38,14 +38,14 @@ class OperationFloor:
 
 def bulk_requests(workload: Workload) -> dict[str, int]:
     """Requests per operation at Klaviyo's batch maxima (profiles and members both go through
-    profile import jobs; every job is polled at least once)."""
+    profile import jobs; the job list is polled at least once)."""
     jobs = math.ceil(workload.profiles / PROFILES_PER_JOB) + math.ceil(
         workload.members / PROFILES_PER_JOB
     )
     counts = {
         "get_profiles": 1,  # the start-up check of the key
         "bulk_import_profiles": jobs,
-        "get_bulk_import_profiles_job": jobs,
+        "get_bulk_import_profiles_jobs": 1 if jobs else 0,
         "bulk_create_events": math.ceil(workload.events / EVENTS_PER_REQUEST),
     }
     if workload.members:
@@ -66,14 +66,14 @@ def per_record_requests(workload: Workload) -> dict[str, int]:
 def floor(counts: dict[str, int], job_seconds: float = 0.0) -> tuple[float, list[OperationFloor]]:
     """The workload's floor (seconds) and each operation's share of it.
 
-    ``job_seconds`` is added to the poll operation: the time the server takes to process the
+    ``job_seconds`` is added to the job submissions: the time the server takes to process the
     last job, which the tiers do not cover.
     """
     rows = []
     for name, n in counts.items():
         tier = OPERATIONS[name].tier
         seconds = tier_time(n, tier)
-        if name == "get_bulk_import_profiles_job":
+        if name == "bulk_import_profiles":
             seconds += job_seconds
         rows.append(OperationFloor(name, n, tier, seconds))
     return max((row.seconds for row in rows), default=0.0), rows

@@ -10,6 +10,9 @@ Sections (all by default, in this order):
   against a no-op singer-sdk BatchSink target on the same input, with and without validation.
 - ``memory``: peak RSS at a small and a large number of profiles, the ledger's size after the
   large run, and the throughput of a second, all-unchanged run of the same input.
+- ``profiles``: a customers table alone at Klaviyo's real tier rates, with import jobs that take
+  the emulator a set time (as Klaviyo's do); wall time divided by the least time to submit the
+  jobs plus one job's latency, polls per job, peak RSS, and 429s.
 
 Every figure is a ratio of two measurements taken in the same run, printed with its goal and
 PASS or MISS. The command exits 0 unless a run crashed.
@@ -21,6 +24,7 @@ import argparse
 import compileall
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -46,9 +50,10 @@ from benchmarks.procs import (
     tail,
     target_args,
 )
-from benchmarks.workload import Workload, config_streams, write_input
+from benchmarks.workload import PROFILES_PER_JOB, Workload, config_streams, write_input
+from target_klaviyo.klaviyo.operations import OPERATIONS
 
-SECTIONS = ("rate", "baseline", "cpu", "memory")
+SECTIONS = ("rate", "baseline", "cpu", "memory", "profiles")
 LEDGER_GLOB = "ledger.sqlite3*"  # the database and its WAL files
 EMULATOR_FAST = ("--unthrottled", "--no-validate", "--job-delay", "0")
 EMULATOR_REAL_RATES = ("--no-validate", "--job-delay", "0")
@@ -246,8 +251,6 @@ class Bench:
             )
         # Extrapolate: each operation needs at least what its tier allows, and at least what
         # the loader managed per second; the operations run in parallel.
-        from target_klaviyo.klaviyo.operations import OPERATIONS
-
         per_op = {}
         for operation, n in per_record_requests(workload).items():
             tier = OPERATIONS[operation].tier
@@ -410,6 +413,71 @@ class Bench:
             speed >= 1,
         )
 
+    # -- 5. profile import jobs at Klaviyo's latency --------------------------------------
+
+    def profiles(self) -> None:
+        args = self.args
+        latencies = [float(x) for x in args.job_latencies.split(",") if x.strip()]
+        runs = [(args.job_profiles, latency) for latency in latencies]
+        runs.append((args.job_memory_profiles, max(latencies)))
+        sizes = ", ".join(f"{n:,} at L = {lat:g} s" for n, lat in runs)
+        print(
+            "\n[profiles] a customers table alone at Klaviyo's real tier rates, import jobs "
+            f"completing a set time L after submission: {sizes}"
+        )
+        for profiles, latency in runs:
+            workload = Workload(profiles, 0, 0)
+            input_path = self.input_file("profiles", workload)
+            jobs = math.ceil(profiles / PROFILES_PER_JOB)
+            submit_s = tier_time(jobs, OPERATIONS["bulk_import_profiles"].tier)
+            floor_s = submit_s + latency
+            flags = (*EMULATOR_REAL_RATES, "--job-latency", f"{latency:g}")
+            with self.emulator(*flags) as emulator:
+                measured, summary = self.run_target(
+                    emulator, input_path, validate=None, label=f"profiles-{latency:g}"
+                )
+                log = emulator.control("GET", "/requests")
+            calls = Counter(entry["operation"] for entry in log)
+            throttled = Counter(entry["operation"] for entry in log if entry["status"] == 429)
+            polls = calls["get_bulk_import_profiles_jobs"] + calls["get_bulk_import_profiles_job"]
+            loaded = sum(s["loaded"] for s in summary["streams"].values())
+            ratio = measured.wall_s / floor_s
+            print(
+                f"  {profiles:,} profiles, L = {latency:g} s: {jobs} jobs, floor {submit_s:,.0f} s"
+                f" to submit + {latency:g} s = {floor_s:,.0f} s; wall {measured.wall_s:,.1f} s,"
+                f" CPU {measured.cpu_s:,.1f} s, peak RSS {measured.peak_rss_mb:,.0f} MB;"
+                f" {loaded:,} loaded; polls {calls['get_bulk_import_profiles_jobs']} of the job"
+                f" list + {calls['get_bulk_import_profiles_job']} of single jobs ="
+                f" {polls / jobs:.2f} a job; 429s: {sum(throttled.values())}"
+                + (f" ({dict(throttled)})" if throttled else "")
+            )
+            if profiles == args.job_profiles:
+                self.figure(
+                    "profiles",
+                    f"wall time / floor, {profiles:,} profiles, job latency {latency:g} s",
+                    f"{measured.wall_s:,.1f} s / {floor_s:,.0f} s",
+                    ratio,
+                    "<= 1.2",
+                    ratio <= 1.2,
+                )
+            if (profiles, latency) == runs[-1]:
+                self.figure(
+                    "profiles",
+                    f"peak RSS at {profiles:,} profiles, job latency {latency:g} s, MB",
+                    f"{measured.peak_rss_mb:,.0f} MB",
+                    measured.peak_rss_mb,
+                    "<= 300",
+                    measured.peak_rss_mb <= 300,
+                )
+            self.figure(
+                "profiles",
+                f"429s, {profiles:,} profiles, job latency {latency:g} s",
+                str(sum(throttled.values())),
+                sum(throttled.values()),
+                "0",
+                not throttled,
+            )
+
 
 def _spans(log: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
     """Per operation: calls, first start and last end, in seconds from the first request."""
@@ -512,6 +580,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mem.add_argument("--memory-small", type=int, default=100_000)
     mem.add_argument("--memory-large", type=int, default=1_000_000)
     mem.add_argument("--quick", action="store_true", help="memory at 20,000 and 200,000")
+    jobs = parser.add_argument_group("profile import jobs at Klaviyo's latency")
+    jobs.add_argument("--job-profiles", type=int, default=500_000)
+    jobs.add_argument(
+        "--job-latencies", default="20,60", help="seconds a job takes, comma-separated"
+    )
+    jobs.add_argument(
+        "--job-memory-profiles",
+        type=int,
+        default=1_000_000,
+        help="profiles of the memory run, at the longest latency",
+    )
     parser.add_argument("--workdir", type=Path, help="keep inputs and logs here")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]

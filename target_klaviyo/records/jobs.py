@@ -108,6 +108,7 @@ class JobWatcher:
         self._jobs: dict[str, OpenJob] = {}
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._no_list: set[JobKind] = set()  # kinds whose job list answered with an error
         self._endings = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="klaviyo-jobs")
         self.polls = 0  # list and single-job requests, for the figures
 
@@ -201,7 +202,7 @@ class JobWatcher:
             if not job.ended:
                 by_kind.setdefault(job.kind, []).append(job)
         for kind, open_jobs in by_kind.items():
-            unseen = self._poll_list(kind, open_jobs)
+            unseen = open_jobs if kind in self._no_list else self._poll_list(kind, open_jobs)
             for job in unseen:
                 self._poll_one(job)
 
@@ -212,9 +213,18 @@ class JobWatcher:
         params = {"sort": "-created_at", "page[size]": LIST_PAGE_SIZE}
         for page in pages(self._client, kind.list_operation, params):
             self.polls += 1
-            if not page.ok:
+            if page.exhausted:
                 self._fail_all(list(wanted.values()), page)
                 return []
+            if not page.ok:
+                # The list is not served here (an older revision, a proxy): ask job by job.
+                LOGGER.warning(
+                    "the %s job list answered %s; following each job on its own",
+                    kind.name,
+                    page.describe(),
+                )
+                self._no_list.add(kind)
+                return list(wanted.values())
             now = time.monotonic()
             passed_oldest = False
             for resource in page_data(page):
@@ -232,8 +242,8 @@ class JobWatcher:
     def _poll_one(self, job: OpenJob) -> None:
         result = self._client.request(job.kind.get_operation, path_params={"id": job.id})
         self.polls += 1
-        if not result.ok:
-            self._fail_all([job], result)
+        if not result.ok:  # retries exhausted, or Klaviyo does not know the job (404)
+            self._finish(job, JobEnd(failure=result.describe()))
             return
         self._saw(job, dict(result.body["data"].get("attributes") or {}), time.monotonic())
 
@@ -245,16 +255,8 @@ class JobWatcher:
                 job.saw(attributes, now)
 
     def _fail_all(self, jobs: list[OpenJob], result: ApiResult) -> None:
-        if result.exhausted:
-            for job in jobs:
-                self._finish(job, JobEnd(failure=result.describe()))
-        else:  # an answer that is not about the jobs (a 4xx on the list): ask again later
-            LOGGER.warning("polling %d bulk jobs: %s", len(jobs), result.describe())
-            now = time.monotonic()
-            with self._lock:
-                for job in jobs:
-                    job.delay = min(job.delay * 2, POLL_MAX_S)
-                    job.next_poll = now + job.delay
+        for job in jobs:
+            self._finish(job, JobEnd(failure=result.describe()))
 
     def _finish(self, job: OpenJob, end: JobEnd) -> None:
         with self._lock:
