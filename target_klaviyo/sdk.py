@@ -88,6 +88,14 @@ class ReaderHooks(t.Protocol):
     ) -> t.Callable[[dict, str], None]: ...
 
 
+class StopReading(BaseException):
+    """A signal asked the run to stop: no further line is read."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class MessageReader(GenericSingerReader[str]):
     """singer-sdk's reader loop, counting lines for clear error messages.
 
@@ -100,7 +108,8 @@ class MessageReader(GenericSingerReader[str]):
         super().__init__()
         self.hooks = hooks
         self.line_number = 0
-        self.stop_requested = False  # set by a signal handler: read no further line
+        self.stop_requested: int | None = None  # a signal's number: read no further line
+        self.reading = False  # blocked on the input: a signal may interrupt the read
 
     @property
     def default_input(self) -> t.IO[str]:
@@ -131,8 +140,15 @@ class MessageReader(GenericSingerReader[str]):
             }
         stats: dict[str, int] = defaultdict(int)
         decode = _decoder.decode
-        for line in file_input or self.default_input:
-            if self.stop_requested:
+        readline = (file_input or self.default_input).readline
+        while True:
+            if self.stop_requested is not None:
+                raise StopReading(self.stop_requested)
+            # A signal that arrives while the tap is silent interrupts the read (on_signal).
+            self.reading = True
+            line = readline()
+            self.reading = False
+            if not line:
                 break
             self.line_number += 1
             try:
@@ -318,7 +334,9 @@ def invoke(
 
 def install_signal_handlers(on_signal: Callable[[int], None]) -> None:
     """Replace singer-sdk's SIGTERM / SIGINT handlers (`PluginBase._setup_signal_handlers`),
-    which drain every sink inside the handler and exit 0."""
+    which drain every sink inside the handler and exit 0. `on_signal` runs in the main thread,
+    between two bytecodes of whatever it was doing; it may raise `StopReading` where that is
+    safe (the reader blocked on its input)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for name in ("SIGTERM", "SIGINT"):

@@ -8,7 +8,7 @@ from pathlib import PurePath
 
 import click
 from singer_sdk import Target
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_klaviyo import sdk
@@ -84,6 +84,7 @@ class TargetKlaviyo(Target):
             rejects=RejectsFile(settings.rejects_path),
         )
         self.lifecycle = Lifecycle(self)
+        sdk.install_signal_handlers(self.lifecycle.on_signal)
         self._direct_sinks: dict[str, KlaviyoSink] = {}  # streams whose records skip the SDK
         self._schema_sinks: dict[str, KlaviyoSink] = {}  # the current sink of each stream
 
@@ -146,6 +147,12 @@ class TargetKlaviyo(Target):
             sink = direct.get(message.get("stream"))  # type: ignore[arg-type]
             record = message.get("record")
             if sink is None or type(record) is not dict:
+                if message.get("stream") not in self.mapper.stream_maps:
+                    # singer-sdk's own check would miss a stream whose sink exists only
+                    # because its records on hold were replayed.
+                    raise RecordsWithoutSchemaException(
+                        f"a RECORD of stream {message.get('stream')!r} came before its SCHEMA"
+                    )
                 through_sdk(message)
             else:
                 sink.receive(record, line)

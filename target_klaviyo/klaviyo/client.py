@@ -219,6 +219,22 @@ class KlaviyoClient:
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.rate_limit_wait_s = 0.0
+        self._stopping = threading.Event()
+
+    def stop_sending(self) -> None:
+        """The run is stopping: writes not yet sent (waiting for their rate-limit window or a
+        retry) are not sent; reads go on, so that what was sent can still be followed."""
+        self._stopping.set()
+
+    def _held_back(self, operation: Operation) -> bool:
+        return self._stopping.is_set() and operation.method != "GET"
+
+    def _pause(self, seconds: float, operation: Operation) -> None:
+        """Sleep before a retry; a write wakes when the run stops."""
+        if operation.method != "GET" and self._sleep is time.sleep:
+            self._stopping.wait(seconds)
+        else:
+            self._sleep(seconds)
 
     def close(self) -> None:
         self._session.close()
@@ -278,8 +294,18 @@ class KlaviyoClient:
                     self.max_retries,
                     wait,
                 )
-                self._sleep(wait)
-            self._account_wait(self._pacer.acquire(operation))
+                self._pause(wait, operation)
+            waited = self._pacer.acquire(operation, give_up=lambda: self._held_back(operation))
+            if waited is None or self._held_back(operation):
+                if waited is not None:
+                    self._pacer.release(operation)
+                return ApiResult(
+                    operation_name,
+                    last.status if last else None,
+                    exhausted=True,
+                    message=f"{operation_name}: not sent, the run is stopping",
+                )
+            self._account_wait(waited)
             try:
                 return self._attempt(operation, target, query, body)
             except _Retry as retry:

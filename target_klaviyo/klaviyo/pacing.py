@@ -69,15 +69,22 @@ class Pacer:
             self._windows[operation.name] = windows
         return windows
 
-    def acquire(self, operation: Operation) -> float:
-        """Wait for a slot for `operation`; return the seconds spent waiting.
+    def acquire(
+        self, operation: Operation, give_up: Callable[[], bool] | None = None
+    ) -> float | None:
+        """Wait for a slot for `operation`; return the seconds spent waiting, or None when
+        `give_up()` became true while waiting (no slot was taken).
 
-        Every `acquire` must be followed by one `release` once the request is answered (or
-        has failed).
+        Every `acquire` that returns a number must be followed by one `release` once the
+        request is answered (or has failed).
         """
         started = self._clock()
         waited = False
+        # Waits are cut into slices when the caller may give up (a stopping run).
+        slice_s = 0.25 if give_up is not None else None
         while True:
+            if give_up is not None and give_up():
+                return None
             with self._lock:
                 now = self._clock()
                 windows = self._windows_for(operation)
@@ -89,10 +96,10 @@ class Pacer:
                 waited = True
                 if None in delays:
                     # Every free slot is held by a request in flight: wait for an answer.
-                    self._lock.wait(timeout=1.0)
+                    self._lock.wait(timeout=slice_s or 1.0)
                     continue
                 delay = max(d for d in delays if d is not None)
-            self._sleep(delay)
+            self._sleep(min(delay, slice_s) if slice_s else delay)
 
     def release(self, operation: Operation) -> None:
         """The request that `acquire` admitted has been answered: its window starts now."""

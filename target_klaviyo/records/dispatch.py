@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from target_klaviyo.klaviyo.client import KlaviyoAuthError
 from target_klaviyo.records.item import Item
 from target_klaviyo.records.outcomes import Outcomes
+from target_klaviyo.sdk import StopReading
 
 if TYPE_CHECKING:
     from target_klaviyo.run.context import Run
@@ -46,6 +47,7 @@ class Chunk:
     keys: array[int]  # hashes of the items' keys, when the stream keeps one key's writes in order
     count: int
     job: bool = False  # a bulk job holds the records: the chunk ends when the job ends
+    ended: bool = False
 
 
 class Dispatcher:
@@ -76,6 +78,7 @@ class Dispatcher:
         self._outstanding: dict[int, int] = {}  # chunk token -> lowest record seq it holds
         self._inflight_keys: set[int] = set()  # key hashes of the chunks on their way
         self._futures: dict[Future[None], int] = {}  # request -> records it carries
+        self._live: set[Chunk] = set()  # chunks handed to a request thread, not ended
         self._records_queued = 0  # records the request threads hold
         self.open_jobs = 0  # chunks whose records a bulk job holds
         self._chunk: list[Item] = []
@@ -130,6 +133,7 @@ class Dispatcher:
             # any of its keys is on its way: a key is in at most one chunk in flight.
             self._inflight_keys.update(keys)
             self._records_queued += len(items)
+            self._live.add(chunk)
         self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=len(items))
         future = self.executor.submit(self._send_chunk, chunk)
         with self._lock:
@@ -169,6 +173,8 @@ class Dispatcher:
         with self._lock:
             while self._futures or self.open_jobs:
                 self._lock.wait(timeout=1.0)
+                if self._run.stopping is not None:
+                    raise StopReading(self._run.stopping)
         self._run.raise_if_failed()
 
     # -- the request threads --------------------------------------------------------------
@@ -179,11 +185,11 @@ class Dispatcher:
         try:
             ended = self._send(chunk)
         except KlaviyoAuthError as exc:
-            self._outcomes.hold_unsettled(items, str(exc))
+            self._outcomes.hold(items, str(exc))
             self._run.fail(exc)
         except Exception as exc:
             # Nothing is lost: the records wait on hold while the run stops with the error.
-            self._outcomes.hold_unsettled(items, f"internal error: {type(exc).__name__}")
+            self._outcomes.hold(items, f"internal error: {type(exc).__name__}")
             self._run.fail(exc)
         if ended:
             self.end(chunk)
@@ -196,7 +202,28 @@ class Dispatcher:
 
     def end(self, chunk: Chunk) -> None:
         """Every record of the chunk has its outcome."""
+        with self._lock:
+            if chunk.ended:
+                return
+            chunk.ended = True
+            self._live.discard(chunk)
         self._end(chunk.token, chunk.count, chunk.keys, job=chunk.job)
+
+    def abandon(self, reason: str) -> int:
+        """The run is stopping and its grace is over: records of requests still on their way
+        go on hold (an answer that comes later settles none of them). Jobs are abandoned by
+        their watcher. Returns how many chunks were still out."""
+        with self._lock:
+            live = [chunk for chunk in self._live if not chunk.job]
+        for chunk in live:
+            self._outcomes.hold(chunk.items, reason)
+            self.end(chunk)
+        return len(live)
+
+    def idle(self) -> bool:
+        """No request or job of this stream is out."""
+        with self._lock:
+            return not self._futures and not self.open_jobs
 
     def _end(self, token: int, count: int, keys: Iterable[int], *, job: bool) -> None:
         if count:
@@ -225,5 +252,5 @@ class Dispatcher:
                 return min(self._outstanding.values()) - 1
             return self.seq
 
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=True)
+    def shutdown(self, *, wait: bool = True) -> None:
+        self.executor.shutdown(wait=wait, cancel_futures=not wait)

@@ -10,6 +10,7 @@ published in bulk, per chunk.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ class Outcomes:
         self.replayed = 0  # records replayed from hold (they are read before any input)
         self._published = [0, 0, 0]  # read, replayed, warnings in the run's figures
         self._warnings = 0
+        self._claims = threading.Lock()
 
     # -- the reading thread's counts --------------------------------------------------------
 
@@ -68,14 +70,18 @@ class Outcomes:
 
     # -- outcomes ---------------------------------------------------------------------------
 
+    def _claim(self, items: Sequence[Item]) -> list[Item]:
+        """The items that had no outcome yet, which now have one. A record gets exactly one:
+        when a stopping run put a request's records on hold, its late answer settles none."""
+        with self._claims:
+            fresh = [item for item in items if not item.settled]
+            for item in fresh:
+                item.settled = True
+        return fresh
+
     def _settle(self, items: Sequence[Item]) -> None:
-        """Outcome reached: settled, and no longer on hold if it came from there."""
-        held_ids = []
-        for item in items:
-            item.settled = True
-            if item.held is not None:
-                held_ids.append(item.held.id)
-        self._release(held_ids)
+        """Outcome reached: no longer on hold if it came from there."""
+        self._release(item.held.id for item in items if item.held is not None)
 
     def _release(self, held_ids: Iterable[int]) -> None:
         held_ids = list(held_ids)
@@ -87,6 +93,7 @@ class Outcomes:
             self.on_settled(items)
 
     def mark_loaded(self, items: Sequence[Item]) -> None:
+        items = self._claim(items)
         if not items:
             return
         self.unchanged.remember(items)
@@ -103,6 +110,7 @@ class Outcomes:
         self.run.stats.add(self.stream, self.object, loaded=rows.count)
 
     def mark_unchanged(self, items: Sequence[Item]) -> None:
+        items = self._claim(items)
         if not items:
             return
         self._settle(items)
@@ -110,6 +118,8 @@ class Outcomes:
         self._watch(items)
 
     def reject(self, item: Item, reason: str) -> None:
+        if not self._claim([item]):
+            return
         self._write_reject(item.identifiers, reason, self.record_of(item))
         self._settle([item])
         self.unchanged.forget([item])
@@ -118,6 +128,7 @@ class Outcomes:
 
     def reject_all(self, items: Sequence[Item], result: ApiResult) -> None:
         reason = result.describe()
+        items = [item for item in items if not item.settled]
         for item in items:
             self.reject(item, reason)
         self.logger.warning("%d records rejected: %s", len(items), reason)
@@ -144,10 +155,9 @@ class Outcomes:
 
     def hold(self, items: Sequence[Item], reason: str) -> None:
         """Klaviyo kept refusing (or the run stopped): keep the records for the next run."""
+        items = self._claim(items)
         if not items:
             return
-        for item in items:
-            item.settled = True
         ledger = self.run.ledger
         if ledger is not None:
             ledger.hold(
@@ -162,6 +172,3 @@ class Outcomes:
         self.run.stats.add(self.stream, self.object, on_hold=len(items))
         self.logger.warning("%d records on hold: %s", len(items), reason)
         self._watch(items)
-
-    def hold_unsettled(self, items: Sequence[Item], reason: str) -> None:
-        self.hold([item for item in items if not item.settled], reason)

@@ -23,9 +23,10 @@ from target_klaviyo.records.item import Item
 class SubmittedRows:
     """The rows of one submitted job: where their lines are, and what a success needs."""
 
-    offset: int  # the lines, UTF-8, in the spool
+    offset: int  # the lines, then the keys, UTF-8, in the spool
     size: int
     lengths: array[int]  # characters of each line
+    key_lengths: array[int]  # characters of each key
     sent: array[int]  # skip_unchanged: each row's key and payload hashes (empty when off)
     digests: array[int]
     held: dict[int, HeldRecord] = field(default_factory=dict)  # row -> its record on hold
@@ -51,7 +52,8 @@ class Spool:
     def write(self, items: list[Item], *, unchanged: bool) -> SubmittedRows:
         """Spool the records of a job Klaviyo accepted; `unchanged`: keep their hashes."""
         lines = [_line(item.source) for item in items]
-        data = "".join(lines).encode()
+        keys = [item.key for item in items]
+        data = ("".join(lines) + "".join(keys)).encode()
         with self._lock:
             self._file.seek(self._end)
             self._file.write(data)
@@ -60,6 +62,7 @@ class Spool:
             offset,
             len(data),
             array("I", map(len, lines)),
+            array("I", map(len, keys)),
             array("q", [item.sent or 0 for item in items] if unchanged else ()),
             array("q", [item.digest or 0 for item in items] if unchanged else ()),
         )
@@ -68,18 +71,23 @@ class Spool:
                 rows.held[row] = item.held
         return rows
 
-    def lines(self, rows: SubmittedRows) -> list[str]:
-        """The rows' lines, in row order."""
+    def rows(self, rows: SubmittedRows) -> list[tuple[str, str]]:
+        """(line, key) of each row, in row order."""
         with self._lock:
             self._file.seek(rows.offset)
             text = self._file.read(rows.size).decode()
-        out = []
-        start = 0
-        for length in rows.lengths:
-            out.append(text[start : start + length])
-            start += length
-        return out
+        lines, start = _cut(text, rows.lengths, 0)
+        keys, _ = _cut(text, rows.key_lengths, start)
+        return list(zip(lines, keys, strict=True))
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+def _cut(text: str, lengths: array[int], start: int) -> tuple[list[str], int]:
+    out = []
+    for length in lengths:
+        out.append(text[start : start + length])
+        start += length
+    return out, start

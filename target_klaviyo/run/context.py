@@ -14,6 +14,7 @@ from target_klaviyo.records.jobs import JobWatcher
 from target_klaviyo.records.spool import Spool
 from target_klaviyo.run.gate import StateGate
 from target_klaviyo.run.stats import RunStats
+from target_klaviyo.sdk import StopReading
 from target_klaviyo.settings import Settings
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Run:
         self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
         self.sinks: list[KlaviyoSink] = []  # every sink of the run, in creation order
         self.failure: BaseException | None = None  # the first error a request thread hit
+        self.stopping: int | None = None  # the signal that asked the run to stop
         self._failure_lock = threading.Lock()
         self._shared_lock = threading.Lock()
         self._jobs: JobWatcher | None = None
@@ -91,17 +93,28 @@ class Run:
                 self.failure = exc
 
     def raise_if_failed(self) -> None:
+        """Where the reading thread waits: a request thread's error, or a stop, ends the wait."""
         if self.failure is not None:
             raise self.failure
+        if self.stopping is not None:
+            raise StopReading(self.stopping)
 
     @property
     def failed(self) -> bool:
         return self.failure is not None
 
+    def abandon_jobs(self, reason: str) -> None:
+        """Every open bulk job ends now, its records on hold (a stopping run's grace is over)."""
+        with self._shared_lock:
+            jobs = self._jobs
+        if jobs is not None:
+            jobs.abandon(reason)
+            jobs.close()
+
     def wait_for_requests(self) -> None:
         """Every stream's requests in flight come back (their records get an outcome)."""
         for sink in self.sinks:
-            sink.dispatch.shutdown()
+            sink.dispatch.shutdown(wait=self.stopping is None)
 
     def close(self) -> None:
         self.wait_for_requests()

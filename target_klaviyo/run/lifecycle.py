@@ -10,7 +10,11 @@ user errors end in one line and exit 1, never a traceback.
 from __future__ import annotations
 
 import gc
+import logging
+import os
+import signal
 import sys
+import time
 import typing as t
 
 from singer_sdk.exceptions import (
@@ -25,6 +29,7 @@ from target_klaviyo.klaviyo.startup import StartupError, check_account
 from target_klaviyo.run.context import Run
 from target_klaviyo.run.progress import Progress
 from target_klaviyo.run.stats import render_table, write_summary_file
+from target_klaviyo.sdk import StopReading
 from target_klaviyo.streams import MappingConfigError
 
 if t.TYPE_CHECKING:
@@ -159,10 +164,10 @@ class Lifecycle:
         self.run.gate.check()
         self.finish()
 
-    def finish(self) -> None:
-        """Stop workers, print the summary and write last_run.json (once)."""
+    def finish(self) -> dict[str, t.Any] | None:
+        """Stop workers, print the summary and write last_run.json (once); the summary."""
         if self._finished:
-            return
+            return None
         self._finished = True
         run = self.run
         self.progress.stop()
@@ -177,6 +182,7 @@ class Lifecycle:
             summary["dry_run_plan"] = str(run.settings.state_dir / "dry_run.jsonl")
         self.logger.info("%s", render_table(summary))
         run.close()
+        return summary
 
     def shutdown_after_error(self, error: BaseException, *, send_what_was_read: bool) -> None:
         """Give every record read an outcome, then summarise.
@@ -202,11 +208,14 @@ class Lifecycle:
     # -- the command line -----------------------------------------------------------------
 
     def listen(self, file_input: t.IO[str] | None) -> None:
-        """Read the input to its end; a user error ends the run in one line and exit 1."""
+        """Read the input to its end; a user error ends the run in one line and exit 1, a
+        signal in `stop`."""
         _tune_garbage_collector()
         target = self.target
         try:
             target.listen(file_input)
+        except StopReading as stop:
+            self.stop(stop.signum)
         except USER_ERRORS as exc:
             on_input = isinstance(exc, INPUT_ERRORS)
             where = f"input line {target.reader.line_number}: " if on_input else ""
@@ -216,6 +225,55 @@ class Lifecycle:
         except BaseException as exc:
             self.shutdown_after_error(exc, send_what_was_read=False)
             raise
+
+    # -- stopped by a signal ----------------------------------------------------------------
+
+    def on_signal(self, signum: int) -> None:
+        """SIGTERM / SIGINT (in the main thread): read no more; a second signal stops at once."""
+        name = signal.Signals(signum).name
+        if self.run.stopping is not None:
+            # The ledger is consistent at any instant (one transaction per change); what was
+            # read and not settled was not passed on in STATE, so the tap sends it again.
+            self.logger.error("second %s: stopping at once", name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        self.run.stopping = signum
+        self.target.reader.stop_requested = signum
+        stop_sending = getattr(self.run.client, "stop_sending", None)
+        if stop_sending is not None:
+            stop_sending()
+        if self.target.reader.reading:
+            raise StopReading(signum)  # the tap is silent: leave the read now
+
+    def stop(self, signum: int) -> t.NoReturn:
+        """Stopped by a signal: what was sent gets `stop_grace_s` to finish, every record read
+        and not settled goes on hold, the summary is written, accounted STATE passed on."""
+        name = signal.Signals(signum).name
+        grace = self.run.settings.stop_grace_s
+        run = self.run
+        self.logger.warning(
+            "%s received: no more input is read; requests already sent have %d s to finish",
+            name,
+            grace,
+        )
+        for sink in run.sinks:
+            sink.hold_unsent(f"not sent: the run was stopped by {name}")
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and not all(s.dispatch.idle() for s in run.sinks):
+            time.sleep(0.05)
+        late = f"not settled within stop_grace_s ({grace} s) after {name}"
+        run.abandon_jobs(late)
+        for sink in run.sinks:
+            sink.dispatch.abandon(late)
+        run.gate.check()
+        summary = self.finish()
+        waiting = summary.get("on_hold_total", 0) if summary else 0
+        self.logger.error("stopped by %s: %d records wait on hold for the next run", name, waiting)
+        logging.shutdown()
+        sys.stdout.flush()
+        # Request threads still blocked on Klaviyo would hold the interpreter's exit; every
+        # record they carry is on hold already.
+        os._exit(128 + signum)
 
     def test_connection(self) -> t.NoReturn:
         """`--test-connection`: the start-up check alone, then exit 0 or 1."""

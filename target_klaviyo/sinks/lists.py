@@ -169,7 +169,9 @@ class ListMirrorSink(ListInsertSink):
         ledger.track_members(self.list_id, self._pass, members)
 
     def _track_items(self, items: Sequence[Item]) -> None:
-        self._track((item.key, dict(item.identifiers)) for item in items)
+        # Rows of a job held from the spool carry no identifiers: their job's acceptance
+        # tracked them already.
+        self._track((item.key, dict(item.identifiers)) for item in items if item.identifiers)
 
     def job_accepted(self, submitting: Any, items: list[Item], result: ApiResult) -> None:
         # The job's rows are seen by this pass now: a job that ends without errors settles

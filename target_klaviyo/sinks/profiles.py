@@ -121,7 +121,8 @@ class ProfileUpsertSink(KlaviyoSink):
             self.outcomes.hold(self.rebuilt(rows), f"internal error: {type(exc).__name__}")
             self.run.fail(exc)
         finally:
-            if self.run.ledger is not None:
+            # A job whose end Klaviyo did not report stays recorded: the next run asks about it.
+            if self.run.ledger is not None and end.attributes is not None:
                 self.run.ledger.job_finished(job_id)
             if submitting.release():
                 self.dispatch.end(submitting.chunk)
@@ -136,7 +137,7 @@ class ProfileUpsertSink(KlaviyoSink):
         failed = int(job.get("failed_count") or 0)
         if not failed:
             return outcomes.mark_rows_loaded(rows)
-        items = self.rebuilt(rows)
+        items = self.rebuilt(rows, identifiers=True)
         errors = self.import_errors(job_id, items)
         if isinstance(errors, ApiResult):
             # The job ran but its errors could not be read: resending is safe (upsert).
@@ -153,19 +154,22 @@ class ProfileUpsertSink(KlaviyoSink):
             )
         return None
 
-    def rebuilt(self, rows: SubmittedRows) -> list[Item]:
-        """The items of a job's rows, from their spooled lines (mapped again for their keys
-        and identifiers)."""
+    def rebuilt(self, rows: SubmittedRows, *, identifiers: bool = False) -> list[Item]:
+        """The items of a job's rows, from the spool; `identifiers`: mapped again for them
+        (to match import errors), else kept as their lines (to hold them)."""
         items = []
         unchanged = len(rows.sent) > 0
-        for row, line in enumerate(self.run.spool.lines(rows)):
-            record = self.intake.rebuild(line)
-            key, identifiers, *_ = self.map_record(record)
+        for row, (line, key) in enumerate(self.run.spool.rows(rows)):
+            source: dict[str, Any] | str = line
+            found: dict[str, Any] = {}
+            if identifiers:
+                source = self.intake.rebuild(line)
+                found = self.map_record(source).identifiers
             item = Item(
                 0,
-                record,
+                source,
                 key,
-                identifiers,
+                found,
                 None,
                 0,
                 rows.digests[row] if unchanged else None,

@@ -1,0 +1,227 @@
+"""Stopped by SIGTERM or SIGINT, as Meltano, Airflow and Kubernetes stop a run: no more input
+is read, what was sent gets `stop_grace_s` to finish, every record read and not settled goes
+on hold, the summary adds up, only accounted-for STATE is passed on, and the exit code is
+128 + the signal's number. A second signal stops at once, the ledger consistent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    INTEGER,
+    REPO,
+    STRING,
+    base_config,
+    record_message,
+    run_target,
+    schema_message,
+    singer_lines,
+    state_message,
+)
+
+SCHEMA = {"id": INTEGER, "email": STRING}
+STREAMS = {
+    "customers": {"object": "profile", "fields": {"external_id": "id"}},
+    "orders": {"object": "event", "event_name": "Placed Order"},
+}
+
+
+def customer_lines(start: int, stop: int, state_every: int = 5_000) -> str:
+    messages: list[dict[str, Any]] = []
+    for i in range(start, stop):
+        messages.append(record_message("customers", {"id": i, "email": f"p{i}@example.com"}))
+        if (i + 1) % state_every == 0:
+            messages.append(state_message({"customers": i}))
+    return singer_lines(messages)
+
+
+class Running:
+    """target-klaviyo in a process whose stdin the test writes at its own pace."""
+
+    def __init__(self, config: dict[str, Any], tmp_path: Path) -> None:
+        self.state_dir = Path(config["state_dir"])
+        path = tmp_path / f"config-{os.urandom(3).hex()}.json"
+        path.write_text(json.dumps(config))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "target_klaviyo", "--config", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    def write(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def close_input(self) -> None:
+        """The tap finished: end of input."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.stdin = None
+
+    def signal(self, number: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(number)
+
+    def finish(self, timeout: float = 60) -> tuple[int, list[dict[str, Any]], str]:
+        stdout, stderr = self.proc.communicate(timeout=timeout)
+        states = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        return self.proc.returncode, states, stderr
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.state_dir / "last_run.json").read_text())
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.02)
+
+
+def seen(emulator: Any, operation: str) -> Callable[[], bool]:
+    return lambda: any(entry.operation == operation for entry in emulator.request_log)
+
+
+def assert_adds_up(summary: dict[str, Any]) -> None:
+    for name, stats in summary["streams"].items():
+        settled = stats["loaded"] + stats["unchanged"] + stats["rejected"] + stats["on_hold"]
+        assert stats["read"] == settled, f"{name}: {stats}"
+
+
+def stop_line(stderr: str, name: str) -> str:
+    lines = [line for line in stderr.splitlines() if f"| stopped by {name}:" in line]
+    assert len(lines) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+def test_sigterm_while_the_tap_is_silent(emulator: Any, tmp_path: Path) -> None:
+    config = base_config(emulator, tmp_path / "state", STREAMS, batch_size_rows=5_000)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 5_020))  # a job's worth and STATE, then 20 records, then silence
+    wait_for(seen(emulator, "bulk_import_profiles"), "the first import job")
+    time.sleep(0.5)
+
+    run.signal(signal.SIGTERM)
+    code, states, stderr = run.finish()
+
+    assert code == 128 + signal.SIGTERM
+    line = stop_line(stderr, "SIGTERM")
+    summary = run.summary()
+    assert_adds_up(summary)
+    stats = summary["streams"]["customers"]
+    assert stats["read"] == 5_020
+    assert f"{summary['on_hold_total']} records wait on hold" in line
+    # STATE moved as far as records were accounted for, which here is all of them.
+    assert states[-1] == {"customers": 4_999}
+
+    # The next run replays what waited; Klaviyo ends as a clean run would leave it.
+    rerun = run_target(
+        config,
+        singer_lines([schema_message("customers", SCHEMA, ["id"])]) + customer_lines(5_020, 5_040),
+        tmp_path,
+    )
+    assert rerun.exit_code == 0, rerun.stderr
+    assert rerun.stream("customers")["replayed"] == stats["on_hold"]
+    assert emulator.wait_idle()
+    ids = {p["attributes"]["external_id"] for p in emulator.dump()["profiles"]}
+    assert ids == {str(i) for i in range(5_040)}
+
+
+@pytest.mark.emulator(job_latency_s=60)
+def test_sigterm_with_jobs_open_holds_them_after_the_grace(emulator: Any, tmp_path: Path) -> None:
+    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=1)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 20_000))
+    wait_for(
+        lambda: sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 2,
+        "two import jobs",
+    )
+
+    started = time.monotonic()
+    run.signal(signal.SIGTERM)
+    code, states, stderr = run.finish()
+
+    assert code == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 30  # the jobs' 60 s were not waited out
+    stop_line(stderr, "SIGTERM")
+    assert "not settled within stop_grace_s (1 s)" in stderr
+    summary = run.summary()
+    assert_adds_up(summary)
+    assert summary["streams"]["customers"]["on_hold"] == 20_000
+    assert states[-1] == {"customers": 19_999}  # every record is durably on hold
+
+    # The jobs stay recorded: the next run asks Klaviyo about them.
+    rerun = run_target(config, "", tmp_path)
+    assert rerun.exit_code == 0, rerun.stderr
+    assert rerun.stderr.count("was in flight when an earlier run stopped") == 2
+
+
+def test_sigint_while_waiting_on_a_rate_limit(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_fault("429", operation="bulk_create_events", count=None, retry_after=120)
+    config = base_config(emulator, tmp_path / "state", STREAMS)
+    run = Running(config, tmp_path)
+    orders = [
+        schema_message("orders", {"id": INTEGER, "email": STRING}, ["id"]),
+        *(record_message("orders", {"id": i, "email": f"p{i}@example.com"}) for i in range(30)),
+    ]
+    run.write(singer_lines(orders))
+    run.close_input()  # the last request goes out and meets the 429
+    wait_for(seen(emulator, "bulk_create_events"), "the events request")
+
+    started = time.monotonic()
+    run.signal(signal.SIGINT)
+    code, _, stderr = run.finish()
+
+    assert code == 128 + signal.SIGINT
+    assert time.monotonic() - started < 20  # the 120 s Retry-After was not waited out
+    stop_line(stderr, "SIGINT")
+    summary = run.summary()
+    assert_adds_up(summary)
+    assert summary["streams"]["orders"]["on_hold"] == 30
+
+
+@pytest.mark.emulator(job_latency_s=60)
+def test_a_second_signal_stops_at_once_and_the_ledger_stays_usable(
+    emulator: Any, tmp_path: Path
+) -> None:
+    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=120)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 10_000))
+    wait_for(seen(emulator, "bulk_import_profiles"), "the import job")
+
+    run.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    started = time.monotonic()
+    run.signal(signal.SIGTERM)
+    code, _, stderr = run.finish()
+
+    assert code == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 10
+    assert "second SIGTERM" in stderr
+
+    emulator.reset()
+    rerun = run_target(
+        config,
+        singer_lines([schema_message("customers", SCHEMA, ["id"])]) + customer_lines(0, 10_000),
+        tmp_path,
+    )
+    assert rerun.exit_code == 0, rerun.stderr
+    rerun.assert_accounted()
