@@ -55,6 +55,18 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "bulk_create_events": ("POST", "/api/event-bulk-create-jobs"),
     "bulk_subscribe_profiles": ("POST", "/api/profile-subscription-bulk-create-jobs"),
     "bulk_unsubscribe_profiles": ("POST", "/api/profile-subscription-bulk-delete-jobs"),
+    "bulk_suppress_profiles": ("POST", "/api/profile-suppression-bulk-create-jobs"),
+    "get_bulk_suppress_profiles_jobs": ("GET", "/api/profile-suppression-bulk-create-jobs"),
+    "get_bulk_suppress_profiles_job": (
+        "GET",
+        "/api/profile-suppression-bulk-create-jobs/{job_id}",
+    ),
+    "bulk_unsuppress_profiles": ("POST", "/api/profile-suppression-bulk-delete-jobs"),
+    "get_bulk_unsuppress_profiles_jobs": ("GET", "/api/profile-suppression-bulk-delete-jobs"),
+    "get_bulk_unsuppress_profiles_job": (
+        "GET",
+        "/api/profile-suppression-bulk-delete-jobs/{job_id}",
+    ),
 }
 
 MEDIA_TYPE = "application/vnd.api+json"

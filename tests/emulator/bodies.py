@@ -23,6 +23,8 @@ ROW_PATTERNS: dict[str, re.Pattern[str]] = {
     "bulk_import_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
     "bulk_subscribe_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
     "bulk_unsubscribe_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
+    "bulk_suppress_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
+    "bulk_unsuppress_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
     "bulk_create_events": re.compile(
         r"^/data/attributes/events-bulk-create/data/\d+(?:/attributes/events/data/\d+)?"
     ),
@@ -107,6 +109,8 @@ def _rule_errors(op_id: str, body: Any, regions: frozenset[str]) -> list[tuple[s
         "bulk_create_events": lambda: rules.bulk_events_errors(body, regions, now),
         "bulk_subscribe_profiles": lambda: rules.subscribe_errors(body, regions, now),
         "bulk_unsubscribe_profiles": lambda: rules.unsubscribe_errors(body, regions),
+        "bulk_suppress_profiles": lambda: rules.suppression_errors(body),
+        "bulk_unsuppress_profiles": lambda: rules.suppression_errors(body),
     }
     check = checks.get(op_id)
     return check() if check else []
@@ -160,6 +164,8 @@ def count_items(operation: str, body: Any) -> int:
             "bulk_import_profiles",
             "bulk_subscribe_profiles",
             "bulk_unsubscribe_profiles",
+            "bulk_suppress_profiles",
+            "bulk_unsuppress_profiles",
         ):
             return len(data["attributes"]["profiles"]["data"])
     except (KeyError, TypeError, AttributeError):

@@ -175,3 +175,29 @@ def consent_row(
     if phone is not None:
         attributes["phone_number"] = phone
     return profile(attributes)
+
+
+def suppression(
+    emails: list[str] | None = None,
+    *,
+    list_id: str | None = None,
+    segment_id: str | None = None,
+    remove: bool = False,
+) -> dict[str, Any]:
+    """A bulk suppress body (``remove=True``: bulk unsuppress) by emails, list or segment."""
+    kind = (
+        "profile-suppression-bulk-delete-job" if remove else "profile-suppression-bulk-create-job"
+    )
+    attributes: dict[str, Any] = {}
+    if emails is not None:
+        rows = [{"type": "profile", "attributes": {"email": email}} for email in emails]
+        attributes["profiles"] = {"data": rows}
+    data: dict[str, Any] = {"type": kind, "attributes": attributes}
+    relationships: dict[str, Any] = {}
+    if list_id is not None:
+        relationships["list"] = {"data": {"type": "list", "id": list_id}}
+    if segment_id is not None:
+        relationships["segment"] = {"data": {"type": "segment", "id": segment_id}}
+    if relationships:
+        data["relationships"] = relationships
+    return {"data": data}

@@ -45,6 +45,9 @@ LIST_MEMBERS_MAX_IDS = 1_000
 SUBSCRIBE_MAX_PROFILES = 1_000
 UNSUBSCRIBE_MAX_PROFILES = 100
 
+# Klaviyo: profile suppressions: "Email address per request limit: 100" (suppress and unsuppress).
+SUPPRESSION_MAX_EMAILS = 100
+
 # Whole-body byte limits per operation. Over the limit answers 413: Klaviyo: rate limits and errors
 # lists
 # 413 "payload too large" (observed by a third-party tool that splits the batch on it) and §7.4
@@ -686,4 +689,55 @@ def _channel_identifier_errors(
                 "'email' must not be empty when the email channel is included in 'subscriptions'.",
             )
         )
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Suppressions
+# ---------------------------------------------------------------------------------------------
+
+
+def suppression_errors(body: dict[str, Any]) -> list[Error]:
+    """Bulk suppress / unsuppress: emails, or a list or a segment (Klaviyo: profile
+    suppressions)."""
+    data = body["data"]
+    profiles = data["attributes"].get("profiles")
+    relationships = data.get("relationships") or {}
+    sources = [name for name in ("list", "segment") if (relationships.get(name) or {}).get("data")]
+    rows = profiles["data"] if isinstance(profiles, dict) else None
+    if rows is not None and sources:
+        # Emulator choice: Klaviyo takes emails "or" a list/segment; both at once is refused.
+        return [
+            (
+                "/data/relationships",
+                "Provide either profiles or a list or segment relationship, not both.",
+            )
+        ]
+    if len(sources) > 1:
+        return [("/data/relationships", "Provide a list or a segment, not both.")]
+    if rows is None:
+        if not sources:
+            return [
+                (
+                    "/data/attributes/profiles",
+                    "Provide profiles (emails) or a list or segment relationship.",
+                )
+            ]
+        return []
+    if len(rows) > SUPPRESSION_MAX_EMAILS:
+        return [
+            (
+                "/data/attributes/profiles/data",
+                f"A maximum of {SUPPRESSION_MAX_EMAILS} email addresses is allowed per request.",
+            )
+        ]
+    if not rows:
+        return [("/data/attributes/profiles/data", "At least one profile is required.")]
+    errors: list[Error] = []
+    for index, row in enumerate(rows):
+        problem = email_error(row["attributes"]["email"])
+        if problem:
+            # Klaviyo: profile identifiers: malformed email -> 400 with pointer .../email.
+            where = pointer("data", "attributes", "profiles", "data", index, "attributes", "email")
+            errors.append((where, problem))
     return errors

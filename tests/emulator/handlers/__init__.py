@@ -6,7 +6,7 @@ handler. Each handler takes the account's ``Backend`` and an admitted ``Call`` a
 from __future__ import annotations
 
 from ..calls import Handler
-from . import accounts, events, import_jobs, lists, profiles, subscriptions
+from . import accounts, events, import_jobs, lists, profiles, subscriptions, suppressions
 
 ROUTES: dict[str, Handler] = {
     "get_accounts": accounts.get_accounts,
@@ -25,4 +25,10 @@ ROUTES: dict[str, Handler] = {
     "bulk_create_events": events.bulk_create_events,
     "bulk_subscribe_profiles": subscriptions.bulk_subscribe_profiles,
     "bulk_unsubscribe_profiles": subscriptions.bulk_unsubscribe_profiles,
+    "bulk_suppress_profiles": suppressions.bulk_suppress_profiles,
+    "get_bulk_suppress_profiles_jobs": suppressions.get_bulk_suppress_profiles_jobs,
+    "get_bulk_suppress_profiles_job": suppressions.get_bulk_suppress_profiles_job,
+    "bulk_unsuppress_profiles": suppressions.bulk_unsuppress_profiles,
+    "get_bulk_unsuppress_profiles_jobs": suppressions.get_bulk_unsuppress_profiles_jobs,
+    "get_bulk_unsuppress_profiles_job": suppressions.get_bulk_unsuppress_profiles_job,
 }

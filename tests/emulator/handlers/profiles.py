@@ -134,7 +134,9 @@ def _sort_key(field: str) -> Callable[[Profile], tuple[Any, ...]]:
         if field == "email":
             return profile.fields.get("email")
         # subscriptions.email.marketing.suppression.timestamp / list_suppressions.timestamp
-        marketing = subscriptions_resource(profile.subscriptions)["email"]["marketing"]
+        marketing = subscriptions_resource(profile.subscriptions, profile.suppressions)["email"][
+            "marketing"
+        ]
         entries = marketing[field.split(".")[-2]]
         return max((entry["timestamp"] for entry in entries), default=None)
 
