@@ -67,6 +67,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
         "GET",
         "/api/profile-suppression-bulk-delete-jobs/{job_id}",
     ),
+    "request_profile_deletion": ("POST", "/api/data-privacy-deletion-jobs"),
 }
 
 MEDIA_TYPE = "application/vnd.api+json"

@@ -111,6 +111,7 @@ def _rule_errors(op_id: str, body: Any, regions: frozenset[str]) -> list[tuple[s
         "bulk_unsubscribe_profiles": lambda: rules.unsubscribe_errors(body, regions),
         "bulk_suppress_profiles": lambda: rules.suppression_errors(body),
         "bulk_unsuppress_profiles": lambda: rules.suppression_errors(body),
+        "request_profile_deletion": lambda: rules.deletion_errors(body),
     }
     check = checks.get(op_id)
     return check() if check else []
@@ -149,7 +150,12 @@ def loads_quietly(raw: bytes) -> Any:
 
 def count_items(operation: str, body: Any) -> int:
     """Profiles / events / ids carried by a request body, for the request log."""
-    if operation in ("create_or_update_profile", "create_event", "create_list"):
+    if operation in (
+        "create_or_update_profile",
+        "create_event",
+        "create_list",
+        "request_profile_deletion",
+    ):
         return 1
     try:
         data = body["data"]

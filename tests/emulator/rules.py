@@ -741,3 +741,46 @@ def suppression_errors(body: dict[str, Any]) -> list[Error]:
             where = pointer("data", "attributes", "profiles", "data", index, "attributes", "email")
             errors.append((where, problem))
     return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Privacy deletion
+# ---------------------------------------------------------------------------------------------
+
+DELETION_IDENTIFIERS = ("id", "email", "phone_number")
+
+
+def deletion_identifier(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The identifiers a deletion request names, as (field, value)."""
+    data = body["data"]["attributes"]["profile"]["data"]
+    attributes = data.get("attributes") or {}
+    found = [("id", data["id"])] if isinstance(data.get("id"), str) else []
+    found.extend(
+        (name, attributes[name])
+        for name in ("email", "phone_number")
+        if isinstance(attributes.get(name), str)
+    )
+    return found
+
+
+def deletion_errors(body: dict[str, Any]) -> list[Error]:
+    """Klaviyo: data privacy: one of email, phone_number or id; "If multiple identifiers are
+    provided, we will return an error"."""
+    found = deletion_identifier(body)
+    base = "/data/attributes/profile/data"
+    if len(found) != 1:
+        detail = "Exactly one of email, phone_number or id must be provided"
+        return [(base, f"{detail}; got {len(found)}.")]
+    name, value = found[0]
+    if name == "email":
+        problem = email_error(value)
+        if problem:
+            return [(f"{base}/attributes/email", problem)]
+    elif name == "phone_number":
+        check = check_phone(value)
+        if not check.ok:
+            # Klaviyo: profile identifiers: phone numbers must be E.164.
+            return [(f"{base}/attributes/phone_number", check.detail)]
+    elif not value.strip():
+        return [(f"{base}/id", "'id' must not be blank.")]
+    return []

@@ -345,6 +345,33 @@ class SuppressionJob(Job):
         }
 
 
+@dataclass(kw_only=True)
+class DeletionJob(Job):
+    """A privacy deletion request (Klaviyo: data privacy): one row, the identifier; applied at
+    once on the writes lane, or all at the end of ``job_latency_s``."""
+
+    identifier: tuple[str, str]  # ("id" | "email" | "phone_number", value)
+    deleted_profile_ids: list[str] = field(default_factory=list)
+
+    lane = "writes"  # after the events and subscriptions sent before it
+    paced = False
+    gradual = False
+
+    def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
+        store.delete_matching(self, stamp)
+        self.completed_count += 1
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "identifier": {self.identifier[0]: self.identifier[1]},
+            "status": self.status,
+            "requested_at": self.created_at,
+            "completed_at": self.completed_at,
+            "deleted_profile_ids": list(self.deleted_profile_ids),
+        }
+
+
 class Store:
     """All account state. Every public method takes ``self.lock``."""
 
@@ -357,7 +384,8 @@ class Store:
     def clear(self) -> None:
         with self.lock:
             self.profiles: dict[str, Profile] = {}
-            self.profile_order: list[str] = []
+            # Profile ids in creation order; a deleted profile leaves None (cursors stay valid).
+            self.profile_order: list[str | None] = []
             self.profile_position: dict[str, int] = {}
             self.index: dict[str, dict[str, str]] = {name: {} for name in INDEXED}
             self.lists: dict[str, KlaviyoList] = {}
@@ -367,6 +395,8 @@ class Store:
             # The other bulk jobs (suppressions, catalogs) by JSON:API job type, then id, in
             # creation order.
             self.bulk_jobs: dict[str, dict[str, Job]] = collections.defaultdict(dict)
+            # Privacy deletion requests in the order received (Klaviyo: data privacy).
+            self.deletions: list[DeletionJob] = []
             # Data Klaviyo accepted but did not store, with no error to the client
             # (Klaviyo: bulk profile import: invalid phones in bulk import are silently dropped).
             self.silent_drops: list[dict[str, Any]] = []
@@ -855,6 +885,30 @@ class Store:
                 profile.suppressions.append({"reason": reason, "timestamp": stamp})
             return profile
 
+    # -- privacy deletion (Klaviyo: data privacy) -----------------------------------------------
+
+    def delete_matching(self, job: DeletionJob, stamp: str) -> None:
+        """Delete the profile the request's identifier matches, with everything about it."""
+        field_name, value = job.identifier
+        profile = self.find_by(field_name, value)
+        if profile is None:
+            return  # Emulator choice: accepted (202) and nothing deleted; recorded in dump()
+        pid = profile.id
+        del self.profiles[pid]
+        self.profile_order[self.profile_position.pop(pid)] = None
+        for name in INDEXED:
+            owned = profile.fields.get(name)
+            if owned is not None and self.index[name].get(owned) == pid:
+                del self.index[name][owned]
+        # Klaviyo: data privacy: the profile is erased: its events, list memberships and
+        # consent (kept on the profile) go with it.
+        for klaviyo_list in self.lists.values():
+            klaviyo_list.remove(pid)
+        if any(event.profile_id == pid for event in self.events):
+            self.events = [event for event in self.events if event.profile_id != pid]
+            self.event_keys = {key for key in self.event_keys if key[0] != pid}
+        job.deleted_profile_ids.append(pid)
+
     def unsubscribed_at(
         self, row_attributes: dict[str, Any], channel: str, kind: str
     ) -> str | None:
@@ -875,7 +929,9 @@ class Store:
             memberships = self.lists_of()
             return {
                 "profiles": [
-                    self.profiles[pid].dump(memberships.get(pid, [])) for pid in self.profile_order
+                    self.profiles[pid].dump(memberships.get(pid, []))
+                    for pid in self.profile_order
+                    if pid is not None
                 ],
                 "lists": {
                     list_id: {
@@ -894,6 +950,7 @@ class Store:
                     for job_id, job in self.bulk_jobs.get(kind, {}).items()
                     if isinstance(job, SuppressionJob)
                 },
+                "deletions": [deletion.dump() for deletion in self.deletions],
                 "silent_drops": _copy(self.silent_drops),
                 "duplicate_events": _copy(self.duplicate_events),
             }

@@ -6,7 +6,16 @@ handler. Each handler takes the account's ``Backend`` and an admitted ``Call`` a
 from __future__ import annotations
 
 from ..calls import Handler
-from . import accounts, events, import_jobs, lists, profiles, subscriptions, suppressions
+from . import (
+    accounts,
+    events,
+    import_jobs,
+    lists,
+    privacy,
+    profiles,
+    subscriptions,
+    suppressions,
+)
 
 ROUTES: dict[str, Handler] = {
     "get_accounts": accounts.get_accounts,
@@ -31,4 +40,5 @@ ROUTES: dict[str, Handler] = {
     "bulk_unsuppress_profiles": suppressions.bulk_unsuppress_profiles,
     "get_bulk_unsuppress_profiles_jobs": suppressions.get_bulk_unsuppress_profiles_jobs,
     "get_bulk_unsuppress_profiles_job": suppressions.get_bulk_unsuppress_profiles_job,
+    "request_profile_deletion": privacy.request_profile_deletion,
 }
