@@ -184,7 +184,7 @@ def test_the_fourth_request_of_a_burst_window_is_429(api: Client) -> None:
     assert statuses == [202, 202, 202, 429]
 
 
-# -- resolving external ids ------------------------------------------------------------------------
+# -- resolving external ids ---------------------------------------------------------------------
 
 
 @pytest.mark.emulator(throttle=False)

@@ -60,7 +60,7 @@ def only_error(response: requests.Response) -> dict[str, Any]:
     return dict(error)
 
 
-# -- suppress ----------------------------------------------------------------------------------
+# -- suppress -----------------------------------------------------------------------------------
 
 
 @pytest.mark.emulator(throttle=False)
@@ -135,7 +135,7 @@ def test_suppress_by_list_suppresses_its_current_members(emulator: Emulator, api
     assert all(reasons(api, f"m{i}@example.com") == ["USER_SUPPRESSED"] for i in range(3))
 
 
-# -- unsuppress --------------------------------------------------------------------------------
+# -- unsuppress ---------------------------------------------------------------------------------
 
 
 @pytest.mark.emulator(throttle=False, job_delay_s=0)
@@ -210,7 +210,7 @@ def test_seeded_suppressions_through_the_control_api(emulator: Emulator, api: Cl
     assert refused.status_code == 400 and "BORED" in refused.json()["error"]
 
 
-# -- jobs ----------------------------------------------------------------------------------------
+# -- jobs ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.emulator(throttle=False, job_latency_s=0.2)
@@ -258,7 +258,7 @@ def test_job_lists_filter_sort_and_404(emulator: Emulator, api: Client) -> None:
     assert api.get(SUPPRESS, filter="any(status,['complete'])").status_code == 400
 
 
-# -- limits, scopes, rate limits -----------------------------------------------------------------
+# -- limits, scopes, rate limits ----------------------------------------------------------------
 
 
 @pytest.mark.emulator(throttle=False)

@@ -30,6 +30,10 @@ ROW_PATTERNS: dict[str, re.Pattern[str]] = {
     ),
     "add_profiles_to_list": re.compile(r"^/data/\d+"),
     "remove_profiles_from_list": re.compile(r"^/data/\d+"),
+    **{
+        operation: re.compile(rf"^/data/attributes/{plural}/data/\d+")
+        for operation, (plural, _) in rules.CATALOG_BULK_OPERATIONS.items()
+    },
 }
 
 
@@ -113,6 +117,8 @@ def _rule_errors(op_id: str, body: Any, regions: frozenset[str]) -> list[tuple[s
         "bulk_unsuppress_profiles": lambda: rules.suppression_errors(body),
         "request_profile_deletion": lambda: rules.deletion_errors(body),
     }
+    if op_id in rules.CATALOG_BULK_OPERATIONS:
+        return rules.catalog_errors(body, op_id)
     check = checks.get(op_id)
     return check() if check else []
 
@@ -174,6 +180,9 @@ def count_items(operation: str, body: Any) -> int:
             "bulk_unsuppress_profiles",
         ):
             return len(data["attributes"]["profiles"]["data"])
+        if operation in rules.CATALOG_BULK_OPERATIONS:
+            plural, _ = rules.CATALOG_BULK_OPERATIONS[operation]
+            return len(data["attributes"][plural]["data"])
     except (KeyError, TypeError, AttributeError):
         pass
     return 0

@@ -6,10 +6,13 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
+from .catalog import CATEGORY, ITEM, PATHS, PLURALS, RESOURCE_TYPES, VARIANT, Entry
 from .state import (
     LOCATION_FIELDS,
     RESPONSE_FIELDS,
+    CatalogJob,
     ImportJob,
     KlaviyoList,
     Profile,
@@ -348,6 +351,82 @@ def suppression_job_resource(job: SuppressionJob, base_url: str) -> dict[str, An
                 ("lists", "list", job.list_id),
                 ("segments", "segment", job.segment_id),
             )
+        },
+        "links": {"self": self_link},
+    }
+
+
+def _links(self_link: str, name: str) -> dict[str, str]:
+    return {"self": f"{self_link}relationships/{name}/", "related": f"{self_link}{name}/"}
+
+
+def catalog_self_link(kind: str, entry_id: str, base_url: str) -> str:
+    # Compound ids keep "$" and ":" (allowed in a path); anything else is percent-encoded.
+    return f"{base_url}/api/{PATHS[kind]}/{quote(entry_id, safe='$:')}/"
+
+
+def catalog_resource(
+    kind: str, entry: Entry, base_url: str, variants: bool = False
+) -> dict[str, Any]:
+    """A catalog item, variant or category as the spec's Catalog*ResponseObjectResource.
+
+    ``variants``: an item's ``relationships.variants.data`` (``include=variants``).
+    """
+    self_link = catalog_self_link(kind, entry.id, base_url)
+    attributes: dict[str, Any] = {"external_id": entry.external_id, **entry.attributes}
+    if kind != CATEGORY:
+        attributes["created"] = entry.created
+    attributes["updated"] = entry.updated
+    relationships: dict[str, Any]
+    if kind == ITEM:
+        relationships = {"variants": {"links": _links(self_link, "variants")}}
+        if variants:
+            relationships["variants"]["data"] = [
+                {"type": RESOURCE_TYPES[VARIANT], "id": variant_id} for variant_id in entry.variants
+            ]
+    elif kind == VARIANT:
+        relationships = {
+            "item": {
+                "data": {"type": RESOURCE_TYPES[ITEM], "id": entry.item_id},
+                "links": _links(self_link, "item"),
+            }
+        }
+    else:
+        relationships = {"items": {"links": _links(self_link, "items")}}
+    return {
+        "type": RESOURCE_TYPES[kind],
+        "id": entry.id,
+        "attributes": attributes,
+        "relationships": relationships,
+        "links": {"self": self_link},
+    }
+
+
+def catalog_job_resource(job: CatalogJob, base_url: str) -> dict[str, Any]:
+    """The spec's Catalog{Item,Variant,Category}{Create,Update,Delete}JobResponseObjectResource."""
+    self_link = f"{base_url}/api/{RESOURCE_TYPES[job.kind]}-bulk-{job.action}-jobs/{job.id}/"
+    plural = PLURALS[job.kind]
+    return {
+        "type": job.type,
+        "id": job.id,
+        "attributes": {
+            "status": job.status,
+            "created_at": job.created_at,
+            "total_count": job.total_count,
+            "completed_count": job.completed_count,
+            "failed_count": job.failed_count,
+            "completed_at": job.completed_at,
+            "errors": [dict(error) for error in job.errors],
+            "expires_at": job.expires_at,
+        },
+        "relationships": {
+            plural: {
+                "data": [
+                    {"type": RESOURCE_TYPES[job.kind], "id": resource_id}
+                    for resource_id in job.resource_ids
+                ],
+                "links": _links(self_link, plural),
+            }
         },
         "links": {"self": self_link},
     }

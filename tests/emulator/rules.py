@@ -48,6 +48,18 @@ UNSUBSCRIBE_MAX_PROFILES = 100
 # Klaviyo: profile suppressions: "Email address per request limit: 100" (suppress and unsuppress).
 SUPPRESSION_MAX_EMAILS = 100
 
+# Klaviyo: catalogs API: bulk catalog jobs take "up to 100" items (variants, categories) and
+# "The maximum allowed payload size is 5MB"; custom_metadata "May not exceed 100kb".
+CATALOG_MAX_RESOURCES = 100
+CATALOG_MAX_BYTES = 5_000_000
+CUSTOM_METADATA_MAX_BYTES = 100_000
+# Klaviyo: catalogs API: bulk job operation -> (resource plural, action).
+CATALOG_BULK_OPERATIONS: dict[str, tuple[str, str]] = {
+    f"bulk_{action}_catalog_{plural}": (plural, action)
+    for plural in ("items", "variants", "categories")
+    for action in ("create", "update", "delete")
+}
+
 # Whole-body byte limits per operation. Over the limit answers 413: Klaviyo: rate limits and errors
 # lists
 # 413 "payload too large" (observed by a third-party tool that splits the batch on it) and §7.4
@@ -57,6 +69,7 @@ MAX_BODY_BYTES: dict[str, int] = {
     "bulk_import_profiles": BULK_IMPORT_MAX_BYTES,
     "create_event": EVENTS_MAX_BYTES,
     "bulk_create_events": EVENTS_MAX_BYTES,
+    **dict.fromkeys(CATALOG_BULK_OPERATIONS, CATALOG_MAX_BYTES),
 }
 
 # Klaviyo: events API: event `time` must be after 1990 and at most 1 year in the future.
@@ -784,3 +797,50 @@ def deletion_errors(body: dict[str, Any]) -> list[Error]:
     elif not value.strip():
         return [(f"{base}/id", "'id' must not be blank.")]
     return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogs
+# ---------------------------------------------------------------------------------------------
+
+
+def catalog_errors(body: dict[str, Any], operation: str) -> list[Error]:
+    """A bulk catalog job body (Klaviyo: catalogs API); the ids it names are checked when the
+    job runs (job errors), not here."""
+    plural, action = CATALOG_BULK_OPERATIONS[operation]
+    rows = body["data"]["attributes"][plural]["data"]
+    where = f"/data/attributes/{plural}/data"
+    if len(rows) > CATALOG_MAX_RESOURCES:
+        return [(where, f"A maximum of {CATALOG_MAX_RESOURCES} {plural} is allowed per request.")]
+    if not rows:
+        return [(where, f"At least one of {plural} is required.")]
+    errors: list[Error] = []
+    for index, row in enumerate(rows):
+        base = ("data", "attributes", plural, "data", index)
+        attributes = row.get("attributes") or {}
+        if action == "create":
+            catalog_type = attributes.get("catalog_type")
+            if catalog_type is not None and catalog_type != "$default":
+                # Klaviyo: catalogs API: "the only supported catalog type is `$default`".
+                errors.append(
+                    (pointer(*base, "attributes", "catalog_type"), "catalog_type must be $default.")
+                )
+            if not attributes["external_id"].strip():
+                errors.append(
+                    (pointer(*base, "attributes", "external_id"), "external_id may not be blank.")
+                )
+            item = (row.get("relationships") or {}).get("item")
+            if plural == "variants" and not (item or {}).get("data"):
+                # Klaviyo's OpenAPI spec: a variant is created for "The original catalog item".
+                errors.append(
+                    (pointer(*base, "relationships", "item", "data"), "'data' is a required field.")
+                )
+        metadata = attributes.get("custom_metadata")
+        if isinstance(metadata, dict) and measure_row(metadata) > CUSTOM_METADATA_MAX_BYTES:
+            errors.append(
+                (
+                    pointer(*base, "attributes", "custom_metadata"),
+                    f"custom_metadata may not exceed {CUSTOM_METADATA_MAX_BYTES} bytes.",
+                )
+            )
+    return errors

@@ -18,6 +18,9 @@ from typing import Any
 
 import msgspec
 
+from .catalog import PLURALS as CATALOG_PLURALS
+from .catalog import Catalog
+from .catalog import job_type as catalog_job_type
 from .rules import (
     UNSUPPORTED_REGION,
     check_phone,
@@ -263,6 +266,10 @@ class Job:
         """Apply one row (the store's lock is held)."""
         raise NotImplementedError
 
+    def ended(self, store: Store) -> None:
+        """What the account does when the job ends (the store's lock is held): nothing, but
+        for catalog jobs, which stop counting towards the jobs in progress."""
+
 
 @dataclass(kw_only=True)
 class ImportJob(Job):
@@ -372,6 +379,42 @@ class DeletionJob(Job):
         }
 
 
+@dataclass(kw_only=True)
+class CatalogJob(Job):
+    """A catalog bulk create, update or delete job of items, variants or categories
+    (Klaviyo: catalogs API). Its rows are the request's resource objects."""
+
+    kind: str  # catalog.ITEM | VARIANT | CATEGORY
+    action: str  # create | update | delete
+    # Klaviyo's OpenAPI spec: relationships of the job: "IDs of the created catalog items" (of
+    # the updated / deleted ones): the rows applied without error so far.
+    resource_ids: list[str] = field(default_factory=list)
+
+    @property
+    def type(self) -> str:
+        return catalog_job_type(self.kind, self.action)
+
+    def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
+        store.catalog.apply(self, index, row, stamp)
+
+    def ended(self, store: Store) -> None:
+        store.catalog.open_jobs.discard(self.id)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": self.status,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "total_count": self.total_count,
+            "completed_count": self.completed_count,
+            "failed_count": self.failed_count,
+            CATALOG_PLURALS[self.kind]: list(self.resource_ids),
+            "errors": _copy(self.errors),
+        }
+
+
 class Store:
     """All account state. Every public method takes ``self.lock``."""
 
@@ -395,6 +438,8 @@ class Store:
             # The other bulk jobs (suppressions, catalogs) by JSON:API job type, then id, in
             # creation order.
             self.bulk_jobs: dict[str, dict[str, Job]] = collections.defaultdict(dict)
+            # Items, variants, categories and the catalog jobs in progress.
+            self.catalog = Catalog()
             # Privacy deletion requests in the order received (Klaviyo: data privacy).
             self.deletions: list[DeletionJob] = []
             # Data Klaviyo accepted but did not store, with no error to the client
@@ -885,7 +930,7 @@ class Store:
                 profile.suppressions.append({"reason": reason, "timestamp": stamp})
             return profile
 
-    # -- privacy deletion (Klaviyo: data privacy) -----------------------------------------------
+    # -- privacy deletion (Klaviyo: data privacy) ---------------------------------------------
 
     def delete_matching(self, job: DeletionJob, stamp: str) -> None:
         """Delete the profile the request's identifier matches, with everything about it."""
@@ -951,6 +996,13 @@ class Store:
                     if isinstance(job, SuppressionJob)
                 },
                 "deletions": [deletion.dump() for deletion in self.deletions],
+                "catalog": self.catalog.dump(),
+                "catalog_jobs": {
+                    job_id: job.dump()
+                    for jobs in self.bulk_jobs.values()
+                    for job_id, job in jobs.items()
+                    if isinstance(job, CatalogJob)
+                },
                 "silent_drops": _copy(self.silent_drops),
                 "duplicate_events": _copy(self.duplicate_events),
             }

@@ -202,6 +202,7 @@ def finish(store: Store, job: Job) -> None:
         job.status = "cancelled" if job.cancel else "complete"
         job.completed_at = iso(now_utc())
         job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
+        job.ended(store)
 
 
 def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..calls import Handler
 from . import (
     accounts,
+    catalogs,
     events,
     import_jobs,
     lists,
@@ -41,4 +42,5 @@ ROUTES: dict[str, Handler] = {
     "get_bulk_unsuppress_profiles_jobs": suppressions.get_bulk_unsuppress_profiles_jobs,
     "get_bulk_unsuppress_profiles_job": suppressions.get_bulk_unsuppress_profiles_job,
     "request_profile_deletion": privacy.request_profile_deletion,
+    **catalogs.ROUTES,
 }

@@ -9,14 +9,16 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import paging
-from ..calls import Backend, Call, bad_parameter, not_found
+from ..calls import ApiResponseError, Backend, Call, bad_parameter, not_found
 from ..filters import STRING, Condition
+from ..resources import ApiError
 from ..state import Job, Store
 from ..work import Work
 
 # Klaviyo's OpenAPI spec: the status enum of every bulk job.
 JOB_STATUSES = ("cancelled", "complete", "processing", "queued")
-# Emulator choice: the job lists have no page[size] in the spec; a page holds 100 jobs.
+# Klaviyo: catalogs API: a catalog job list "Returns a maximum of 100 jobs per request"; the
+# suppression job lists (no page[size] in the spec either) are given the same page.
 JOB_PAGE_SIZE = 100
 
 Render = Callable[[Any, str], dict[str, Any]]
@@ -77,3 +79,19 @@ def list_jobs(
 
 def _matches(values: dict[str, Any], conditions: list[Condition]) -> bool:
     return all(values.get(condition.field) == condition.value for condition in conditions)
+
+
+def too_many_in_progress(limit: int) -> ApiResponseError:
+    """Klaviyo: catalogs API: "The maximum number of jobs in progress at one time is 500". What
+    Klaviyo answers beyond it is not documented: the emulator throttles (429, Retry-After 1)."""
+    return ApiResponseError(
+        [
+            ApiError(
+                429,
+                "throttled",
+                f"Too many jobs in progress: at most {limit} catalog jobs can be queued or "
+                "processing at one time. Try again when some have completed.",
+            )
+        ],
+        headers={"Retry-After": "1", "X-Emulator-Retry-After-Exact": "1.000"},
+    )
