@@ -101,6 +101,11 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "get_catalog_variant": ("GET", "/api/catalog-variants/{id}"),
     "get_catalog_categories": ("GET", "/api/catalog-categories"),
     "get_catalog_category": ("GET", "/api/catalog-categories/{id}"),
+    "get_data_sources": ("GET", "/api/data-sources"),
+    "create_data_source": ("POST", "/api/data-sources"),
+    "get_data_source": ("GET", "/api/data-sources/{id}"),
+    "delete_data_source": ("DELETE", "/api/data-sources/{id}"),
+    "bulk_create_data_source_records": ("POST", "/api/data-source-record-bulk-create-jobs"),
 }
 
 MEDIA_TYPE = "application/vnd.api+json"

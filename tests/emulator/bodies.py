@@ -34,6 +34,9 @@ ROW_PATTERNS: dict[str, re.Pattern[str]] = {
         operation: re.compile(rf"^/data/attributes/{plural}/data/\d+")
         for operation, (plural, _) in rules.CATALOG_BULK_OPERATIONS.items()
     },
+    "bulk_create_data_source_records": re.compile(
+        r"^/data/attributes/data-source-records/data/\d+"
+    ),
 }
 
 
@@ -116,6 +119,8 @@ def _rule_errors(op_id: str, body: Any, regions: frozenset[str]) -> list[tuple[s
         "bulk_suppress_profiles": lambda: rules.suppression_errors(body),
         "bulk_unsuppress_profiles": lambda: rules.suppression_errors(body),
         "request_profile_deletion": lambda: rules.deletion_errors(body),
+        "create_data_source": lambda: rules.data_source_errors(body),
+        "bulk_create_data_source_records": lambda: rules.records_errors(body),
     }
     if op_id in rules.CATALOG_BULK_OPERATIONS:
         return rules.catalog_errors(body, op_id)
@@ -161,6 +166,7 @@ def count_items(operation: str, body: Any) -> int:
         "create_event",
         "create_list",
         "request_profile_deletion",
+        "create_data_source",
     ):
         return 1
     try:
@@ -180,6 +186,8 @@ def count_items(operation: str, body: Any) -> int:
             "bulk_unsuppress_profiles",
         ):
             return len(data["attributes"]["profiles"]["data"])
+        if operation == "bulk_create_data_source_records":
+            return len(data["attributes"]["data-source-records"]["data"])
         if operation in rules.CATALOG_BULK_OPERATIONS:
             plural, _ = rules.CATALOG_BULK_OPERATIONS[operation]
             return len(data["attributes"][plural]["data"])

@@ -13,6 +13,7 @@ from .state import (
     LOCATION_FIELDS,
     RESPONSE_FIELDS,
     CatalogJob,
+    DataSource,
     ImportJob,
     KlaviyoList,
     Profile,
@@ -429,4 +430,19 @@ def catalog_job_resource(job: CatalogJob, base_url: str) -> dict[str, Any]:
             }
         },
         "links": {"self": self_link},
+    }
+
+
+def data_source_resource(source: DataSource, base_url: str) -> dict[str, Any]:
+    """The spec's DataSourceResponseObjectResource."""
+    return {
+        "type": "data-source",
+        "id": source.id,
+        "attributes": {
+            "title": source.title,
+            "visibility": source.visibility,
+            "description": source.description,
+            "namespace": source.namespace,
+        },
+        "links": {"self": f"{base_url}/api/data-sources/{source.id}/"},
     }

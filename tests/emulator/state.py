@@ -352,6 +352,31 @@ class SuppressionJob(Job):
         }
 
 
+@dataclass
+class DataSource:
+    """A custom objects data source and the records ingested into it (Klaviyo: custom
+    objects)."""
+
+    id: str
+    title: str
+    visibility: str
+    description: str
+    namespace: str
+    position: int
+    # Klaviyo: custom objects: records are JSON documents with no schema and no key at the data
+    # source (an object type's source mapping picks them apart later): kept in arrival order.
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "visibility": self.visibility,
+            "description": self.description,
+            "namespace": self.namespace,
+            "records": _copy(self.records),
+        }
+
+
 @dataclass(kw_only=True)
 class DeletionJob(Job):
     """A privacy deletion request (Klaviyo: data privacy): one row, the identifier; applied at
@@ -440,6 +465,10 @@ class Store:
             self.bulk_jobs: dict[str, dict[str, Job]] = collections.defaultdict(dict)
             # Items, variants, categories and the catalog jobs in progress.
             self.catalog = Catalog()
+            # Custom objects data sources by id, and their ids in creation order (None where one
+            # was deleted, so cursors stay valid).
+            self.data_sources: dict[str, DataSource] = {}
+            self.data_source_order: list[str | None] = []
             # Privacy deletion requests in the order received (Klaviyo: data privacy).
             self.deletions: list[DeletionJob] = []
             # Data Klaviyo accepted but did not store, with no error to the client
@@ -954,6 +983,25 @@ class Store:
             self.event_keys = {key for key in self.event_keys if key[0] != pid}
         job.deleted_profile_ids.append(pid)
 
+    # -- custom objects (Klaviyo: custom objects) ---------------------------------------------
+
+    def apply_records(self, payload: dict[str, Any], received: str) -> None:
+        """Keep the records of one bulk create request in their data source."""
+        source = self.data_sources.get(payload["data_source_id"])
+        records = payload["records"]
+        if source is None:
+            # Deleted between the request (204) and its processing: nothing to keep them in.
+            self.silent_drops.append(
+                {
+                    "operation": "bulk_create_data_source_records",
+                    "reason": "data source deleted",
+                    "value": payload["data_source_id"],
+                    "records": len(records),
+                }
+            )
+            return
+        source.records.extend(records)
+
     def unsubscribed_at(
         self, row_attributes: dict[str, Any], channel: str, kind: str
     ) -> str | None:
@@ -997,6 +1045,9 @@ class Store:
                 },
                 "deletions": [deletion.dump() for deletion in self.deletions],
                 "catalog": self.catalog.dump(),
+                "data_sources": {
+                    source_id: source.dump() for source_id, source in self.data_sources.items()
+                },
                 "catalog_jobs": {
                     job_id: job.dump()
                     for jobs in self.bulk_jobs.values()

@@ -22,7 +22,7 @@ _T = TypeVar("_T")
 class Work:
     """One unit of asynchronous work, applied by the worker in submission order."""
 
-    kind: str  # "job" | "events" | "subscribe" | "unsubscribe"
+    kind: str  # "job" | "events" | "subscribe" | "unsubscribe" | "records"
     submitted: float  # time.monotonic()
     payload: Any
     received: str
@@ -161,6 +161,8 @@ class Worker(threading.Thread):
                 store.apply_subscribe(work.payload, work.received)
             elif work.kind == "unsubscribe":
                 store.apply_unsubscribe(work.payload, work.received)
+            elif work.kind == "records":
+                store.apply_records(work.payload, work.received)
 
     def _process_job(self, job: Job) -> None:
         store = self.store

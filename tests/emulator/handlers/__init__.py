@@ -9,6 +9,7 @@ from ..calls import Handler
 from . import (
     accounts,
     catalogs,
+    data_sources,
     events,
     import_jobs,
     lists,
@@ -43,4 +44,9 @@ ROUTES: dict[str, Handler] = {
     "get_bulk_unsuppress_profiles_job": suppressions.get_bulk_unsuppress_profiles_job,
     "request_profile_deletion": privacy.request_profile_deletion,
     **catalogs.ROUTES,
+    "get_data_sources": data_sources.get_data_sources,
+    "create_data_source": data_sources.create_data_source,
+    "get_data_source": data_sources.get_data_source,
+    "delete_data_source": data_sources.delete_data_source,
+    "bulk_create_data_source_records": data_sources.bulk_create_data_source_records,
 }
