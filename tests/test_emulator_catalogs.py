@@ -506,3 +506,29 @@ def test_answers_match_the_spec_response_schemas(emulator: Emulator, api: Client
     check("get_catalog_categories", api.get("/api/catalog-categories"))
     check("get_catalog_category", api.get(f"/api/catalog-categories/{cid('C')}"))
     check("get_catalog_item", api.get(f"/api/catalog-items/{cid('NOPE')}"))
+
+
+@pytest.mark.emulator(throttle=False, job_delay_s=0)
+def test_the_official_sdk_reads_the_answers(emulator: Emulator) -> None:
+    sdk = pytest.importorskip("klaviyo_api")
+    models = pytest.importorskip("openapi_client.models")
+    klaviyo = sdk.KlaviyoAPI(emulator.private_key, max_retries=0, test_host=emulator.base_url)
+    catalogs = klaviyo.Catalogs
+    body = kl.catalog_job(
+        "items", "create", [kl.catalog_item("A", price=2.5), kl.catalog_item("A")]
+    )
+    job_id = catalogs.bulk_create_catalog_items(
+        models.CatalogItemCreateJobCreateQuery.from_dict(body)
+    ).data.id
+    variants = kl.catalog_job("variants", "create", [kl.catalog_variant("V", cid("A"))])
+    catalogs.bulk_create_catalog_variants(
+        models.CatalogVariantCreateJobCreateQuery.from_dict(variants)
+    )
+    assert emulator.wait_idle()
+    job = catalogs.get_bulk_create_catalog_items_job(job_id, include=["items"])
+    assert (job.data.attributes.completed_count, job.data.attributes.failed_count) == (1, 1)
+    assert job.data.attributes.errors[0].source.pointer.endswith("/1/attributes/external_id")
+    found = catalogs.get_catalog_items(filter=f"any(ids,['{cid('A')}'])", include=["variants"])
+    assert [item.attributes.price for item in found.data] == [2.5]
+    assert catalogs.get_catalog_item(cid("A")).data.id == cid("A")
+    assert catalogs.get_catalog_variant(cid("V")).data.relationships.item.data.id == cid("A")

@@ -207,3 +207,23 @@ def test_answers_match_the_spec_response_schemas(emulator: Emulator, api: Client
     check("get_data_sources", api.get(SOURCES))
     check("get_data_source", api.get(f"{SOURCES}/01NOPE"))
     check("create_data_source", api.post(SOURCES, source_body("Pets")))
+
+
+@pytest.mark.emulator(throttle=False, job_delay_s=0)
+def test_the_official_sdk_reads_the_answers(emulator: Emulator) -> None:
+    sdk = pytest.importorskip("klaviyo_api")
+    models = pytest.importorskip("openapi_client.models")
+    klaviyo = sdk.KlaviyoAPI(emulator.private_key, max_retries=0, test_host=emulator.base_url)
+    objects = klaviyo.Custom_Objects
+    created = objects.create_data_source(
+        models.DataSourceCreateQuery.from_dict(source_body("Pets"))
+    )
+    source_id = created.data.id
+    assert objects.get_data_source(source_id).data.attributes.namespace == "custom-objects"
+    assert [source.id for source in objects.get_data_sources().data] == [source_id]
+    query = models.DataSourceRecordBulkCreateJobCreateQuery.from_dict(
+        records_body(source_id, [{"pet_id": "p1"}])
+    )
+    assert objects.bulk_create_data_source_records(query) is None
+    assert emulator.wait_idle()
+    assert emulator.dump()["data_sources"][source_id]["records"] == [{"pet_id": "p1"}]

@@ -200,3 +200,15 @@ def test_external_ids_resolve_in_one_request_with_a_sparse_fieldset(api: Client)
     assert response.status_code == 200, response.text
     found = {item["id"]: item["attributes"] for item in response.json()["data"]}
     assert found == {pid: {"external_id": external} for pid, external in wanted.items()}
+
+
+@pytest.mark.emulator(throttle=False, job_delay_s=0)
+def test_the_official_sdk_requests_a_deletion(emulator: Emulator, api: Client) -> None:
+    sdk = pytest.importorskip("klaviyo_api")
+    models = pytest.importorskip("openapi_client.models")
+    klaviyo = sdk.KlaviyoAPI(emulator.private_key, max_retries=0, test_host=emulator.base_url)
+    target = upsert(api, email="ann@example.com")
+    query = models.DataPrivacyCreateDeletionJobQuery.from_dict(deletion(profile_id=target))
+    assert klaviyo.Data_Privacy.request_profile_deletion(query) is None
+    assert emulator.wait_idle()
+    assert profile_ids(api) == []

@@ -352,3 +352,23 @@ def test_answers_match_the_spec_response_schemas(emulator: Emulator, api: Client
     emulator.suppress("b@example.com", "HARD_BOUNCE")
     profiles = api.get("/api/profiles", **{"additional-fields[profile]": "subscriptions"})
     check("get_profiles", profiles)
+
+
+@pytest.mark.emulator(throttle=False, job_delay_s=0)
+def test_the_official_sdk_reads_the_answers(emulator: Emulator) -> None:
+    sdk = pytest.importorskip("klaviyo_api")
+    models = pytest.importorskip("openapi_client.models")
+    klaviyo = sdk.KlaviyoAPI(emulator.private_key, max_retries=0, test_host=emulator.base_url)
+    body = models.SuppressionCreateJobCreateQuery.from_dict(kl.suppression(["a@example.com"]))
+    job_id = klaviyo.Profiles.bulk_suppress_profiles(body).data.id
+    assert emulator.wait_idle()
+    job = klaviyo.Profiles.get_bulk_suppress_profiles_job(job_id).data.attributes
+    assert (job.status, job.completed_count, job.skipped_count) == ("complete", 1, 0)
+    assert [j.id for j in klaviyo.Profiles.get_bulk_suppress_profiles_jobs().data] == [job_id]
+    removal = kl.suppression(["a@example.com"], remove=True)
+    klaviyo.Profiles.bulk_unsuppress_profiles(
+        models.SuppressionDeleteJobCreateQuery.from_dict(removal)
+    )
+    assert emulator.wait_idle()
+    (profile,) = klaviyo.Profiles.get_profiles(additional_fields_profile=["subscriptions"]).data
+    assert profile.attributes.subscriptions.email.marketing.suppression == []

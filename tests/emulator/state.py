@@ -1,4 +1,5 @@
-"""The emulated Klaviyo account: profiles, lists, events and bulk import jobs (``Store``)."""
+"""The emulated Klaviyo account (``Store``): profiles, lists, events, suppressions, bulk jobs,
+privacy deletions, the catalog (``catalog.py``) and custom objects data sources."""
 
 from __future__ import annotations
 
