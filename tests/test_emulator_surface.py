@@ -38,7 +38,7 @@ def ids(response: Any) -> list[str]:
         ("GET", "/api/lists/AbC123", "get_list"),
         ("PATCH", "/api/profiles/01ABC", "update_profile"),
         ("GET", "/api/events", "get_events"),
-        ("POST", "/api/profile-suppression-bulk-create-jobs", "bulk_suppress_profiles"),
+        ("POST", "/api/back-in-stock-subscriptions", "create_back_in_stock_subscription"),
         ("POST", "/client/subscriptions", "create_client_subscription"),
     ],
 )

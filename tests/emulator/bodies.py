@@ -23,11 +23,20 @@ ROW_PATTERNS: dict[str, re.Pattern[str]] = {
     "bulk_import_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
     "bulk_subscribe_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
     "bulk_unsubscribe_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
+    "bulk_suppress_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
+    "bulk_unsuppress_profiles": re.compile(r"^/data/attributes/profiles/data/\d+"),
     "bulk_create_events": re.compile(
         r"^/data/attributes/events-bulk-create/data/\d+(?:/attributes/events/data/\d+)?"
     ),
     "add_profiles_to_list": re.compile(r"^/data/\d+"),
     "remove_profiles_from_list": re.compile(r"^/data/\d+"),
+    **{
+        operation: re.compile(rf"^/data/attributes/{plural}/data/\d+")
+        for operation, (plural, _) in rules.CATALOG_BULK_OPERATIONS.items()
+    },
+    "bulk_create_data_source_records": re.compile(
+        r"^/data/attributes/data-source-records/data/\d+"
+    ),
 }
 
 
@@ -107,7 +116,14 @@ def _rule_errors(op_id: str, body: Any, regions: frozenset[str]) -> list[tuple[s
         "bulk_create_events": lambda: rules.bulk_events_errors(body, regions, now),
         "bulk_subscribe_profiles": lambda: rules.subscribe_errors(body, regions, now),
         "bulk_unsubscribe_profiles": lambda: rules.unsubscribe_errors(body, regions),
+        "bulk_suppress_profiles": lambda: rules.suppression_errors(body),
+        "bulk_unsuppress_profiles": lambda: rules.suppression_errors(body),
+        "request_profile_deletion": lambda: rules.deletion_errors(body),
+        "create_data_source": lambda: rules.data_source_errors(body),
+        "bulk_create_data_source_records": lambda: rules.records_errors(body),
     }
+    if op_id in rules.CATALOG_BULK_OPERATIONS:
+        return rules.catalog_errors(body, op_id)
     check = checks.get(op_id)
     return check() if check else []
 
@@ -145,7 +161,13 @@ def loads_quietly(raw: bytes) -> Any:
 
 def count_items(operation: str, body: Any) -> int:
     """Profiles / events / ids carried by a request body, for the request log."""
-    if operation in ("create_or_update_profile", "create_event", "create_list"):
+    if operation in (
+        "create_or_update_profile",
+        "create_event",
+        "create_list",
+        "request_profile_deletion",
+        "create_data_source",
+    ):
         return 1
     try:
         data = body["data"]
@@ -160,8 +182,15 @@ def count_items(operation: str, body: Any) -> int:
             "bulk_import_profiles",
             "bulk_subscribe_profiles",
             "bulk_unsubscribe_profiles",
+            "bulk_suppress_profiles",
+            "bulk_unsuppress_profiles",
         ):
             return len(data["attributes"]["profiles"]["data"])
+        if operation == "bulk_create_data_source_records":
+            return len(data["attributes"]["data-source-records"]["data"])
+        if operation in rules.CATALOG_BULK_OPERATIONS:
+            plural, _ = rules.CATALOG_BULK_OPERATIONS[operation]
+            return len(data["attributes"][plural]["data"])
     except (KeyError, TypeError, AttributeError):
         pass
     return 0

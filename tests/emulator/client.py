@@ -175,3 +175,114 @@ def consent_row(
     if phone is not None:
         attributes["phone_number"] = phone
     return profile(attributes)
+
+
+def suppression(
+    emails: list[str] | None = None,
+    *,
+    list_id: str | None = None,
+    segment_id: str | None = None,
+    remove: bool = False,
+) -> dict[str, Any]:
+    """A bulk suppress body (``remove=True``: bulk unsuppress) by emails, list or segment."""
+    kind = (
+        "profile-suppression-bulk-delete-job" if remove else "profile-suppression-bulk-create-job"
+    )
+    attributes: dict[str, Any] = {}
+    if emails is not None:
+        rows = [{"type": "profile", "attributes": {"email": email}} for email in emails]
+        attributes["profiles"] = {"data": rows}
+    data: dict[str, Any] = {"type": kind, "attributes": attributes}
+    relationships: dict[str, Any] = {}
+    if list_id is not None:
+        relationships["list"] = {"data": {"type": "list", "id": list_id}}
+    if segment_id is not None:
+        relationships["segment"] = {"data": {"type": "segment", "id": segment_id}}
+    if relationships:
+        data["relationships"] = relationships
+    return {"data": data}
+
+
+CATALOG_PREFIX = "$custom:::$default:::"
+CATALOG_TYPES = {
+    "items": "catalog-item",
+    "variants": "catalog-variant",
+    "categories": "catalog-category",
+}
+
+
+def catalog_item(
+    external_id: str, categories: list[str] | None = None, **attributes: Any
+) -> dict[str, Any]:
+    """An item to create: the spec's required title, description and url, and ``attributes``."""
+    values = {
+        "title": f"Item {external_id}",
+        "description": "",
+        "url": f"https://shop.example/{external_id}",
+    }
+    resource: dict[str, Any] = {
+        "type": "catalog-item",
+        "attributes": {"external_id": external_id, **values, **attributes},
+    }
+    if categories is not None:
+        resource["relationships"] = {
+            "categories": {"data": [{"type": "catalog-category", "id": c} for c in categories]}
+        }
+    return resource
+
+
+def catalog_variant(external_id: str, item_id: str, **attributes: Any) -> dict[str, Any]:
+    values = {
+        "title": f"Variant {external_id}",
+        "description": "",
+        "sku": external_id,
+        "inventory_quantity": 1,
+        "price": 1.0,
+        "url": f"https://shop.example/v/{external_id}",
+    }
+    return {
+        "type": "catalog-variant",
+        "attributes": {"external_id": external_id, **values, **attributes},
+        "relationships": {"item": {"data": {"type": "catalog-item", "id": item_id}}},
+    }
+
+
+def catalog_category(
+    external_id: str, name: str | None = None, items: list[str] | None = None
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "type": "catalog-category",
+        "attributes": {"external_id": external_id, "name": name or external_id},
+    }
+    if items is not None:
+        resource["relationships"] = {
+            "items": {"data": [{"type": "catalog-item", "id": i} for i in items]}
+        }
+    return resource
+
+
+def catalog_update(
+    plural: str, resource_id: str, relationships: dict[str, Any] | None = None, **attributes: Any
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "type": CATALOG_TYPES[plural],
+        "id": resource_id,
+        "attributes": attributes,
+    }
+    if relationships is not None:
+        resource["relationships"] = relationships
+    return resource
+
+
+def catalog_delete(plural: str, resource_id: str) -> dict[str, Any]:
+    return {"type": CATALOG_TYPES[plural], "id": resource_id}
+
+
+def catalog_job(plural: str, action: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A bulk catalog job body, e.g. ``catalog_job("items", "create", [catalog_item("A")])``."""
+    return {
+        "data": {
+            "type": f"{CATALOG_TYPES[plural]}-bulk-{action}-job",
+            "attributes": {plural: {"data": resources}},
+        }
+    }

@@ -1,5 +1,6 @@
 """The control API under ``/_emulator/`` (no auth): state, request log, violations, faults,
-keys, reset and wait-idle, for a test or a demo driving the emulator from another process.
+keys, seeded suppressions, reset and wait-idle, for a test or a demo driving the emulator from
+another process.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def _control(
     if (method, route) == ("POST", "/keys"):
         granted = emulator.add_key(str(payload["key"]), list(payload.get("scopes", [])))
         return {"key": payload["key"], "scopes": sorted(granted)}
+    if (method, route) == ("POST", "/suppressions"):
+        reason = str(payload.get("reason", "HARD_BOUNCE"))
+        profile_id = emulator.suppress(str(payload["email"]), reason, payload.get("timestamp"))
+        return {"profile_id": profile_id}
     if (method, route) == ("GET", "/config"):
         return {"job_latency_s": emulator.job_latency_s}
     if (method, route) == ("POST", "/config"):

@@ -139,7 +139,7 @@ class _Parser:
 
 
 # How each field's values must be written.
-STRING, DATETIME = "string", "datetime"
+STRING, DATETIME, BOOLEAN = "string", "datetime", "boolean"
 
 
 def parse_filter(text: str, allowed: dict[str, tuple[str, frozenset[str]]]) -> list[Condition]:
@@ -171,11 +171,16 @@ def parse_filter(text: str, allowed: dict[str, tuple[str, frozenset[str]]]) -> l
     return typed
 
 
-def _typed(raw: Any, kind: str, field: str) -> str | datetime:
+def _typed(raw: Any, kind: str, field: str) -> str | datetime | bool:
     if kind == STRING:
         if not isinstance(raw, Quoted):
             raise FilterError(f"Values for '{field}' must be quoted strings.")
         return raw.text
+    if kind == BOOLEAN:
+        # Klaviyo: API overview: booleans are unquoted true / false.
+        if not isinstance(raw, Bare) or raw.text not in ("true", "false"):
+            raise FilterError(f"Values for '{field}' must be true or false.")
+        return raw.text == "true"
     # Klaviyo: API overview: datetimes are unquoted.
     if not isinstance(raw, Bare):
         raise FilterError(f"Values for '{field}' must be unquoted datetimes.")

@@ -6,8 +6,19 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from .state import LOCATION_FIELDS, RESPONSE_FIELDS, ImportJob, KlaviyoList, Profile
+from .catalog import CATEGORY, ITEM, PATHS, PLURALS, RESOURCE_TYPES, VARIANT, Entry
+from .state import (
+    LOCATION_FIELDS,
+    RESPONSE_FIELDS,
+    CatalogJob,
+    DataSource,
+    ImportJob,
+    KlaviyoList,
+    Profile,
+    SuppressionJob,
+)
 
 JSONAPI = "application/vnd.api+json"
 
@@ -82,7 +93,9 @@ def profile_resource(
         properties=dict(profile.properties),
     )
     if additional and "subscriptions" in additional:
-        attributes["subscriptions"] = subscriptions_resource(profile.subscriptions)
+        attributes["subscriptions"] = subscriptions_resource(
+            profile.subscriptions, profile.suppressions
+        )
     if additional and "predictive_analytics" in additional:
         # Predictions are not modelled: every figure is null (the spec makes each nullable).
         attributes["predictive_analytics"] = dict.fromkeys(PREDICTIVE_ANALYTICS)
@@ -119,28 +132,31 @@ PREDICTIVE_ANALYTICS = (
 )
 
 
-def subscriptions_resource(stored: dict[str, Any]) -> dict[str, Any]:
+def subscriptions_resource(
+    stored: dict[str, Any], suppressions: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     """A profile's consent as the spec's ``Subscriptions`` object (additional-fields[profile]).
 
     The spec's descriptions: ``can_receive_email_marketing`` is "True if [the] profile does not
     have any global suppressions"; ``can_receive_sms_marketing`` "whether or not this profile is
     subscribed"; ``custom_method_detail`` is the detail the caller gave when subscribing (bulk
     subscribe's ``custom_source``). An email unsubscribe is a global UNSUBSCRIBE suppression,
-    which a later subscribe removes (Klaviyo: lists and subscriptions).
+    which a later subscribe removes (Klaviyo: lists and subscriptions); the other suppressions
+    (USER_SUPPRESSED from bulk suppress, HARD_BOUNCE, ...) are kept on the profile
+    (Klaviyo: profile suppressions). Entries are in time order.
     """
     email = _leaf(stored, "email", "marketing")
-    suppressed = email.get("consent") == "UNSUBSCRIBED"
+    entries: list[dict[str, Any]] = [dict(entry) for entry in suppressions or ()]
+    if email.get("consent") == "UNSUBSCRIBED":
+        entries.append({"reason": "UNSUBSCRIBE", "timestamp": email.get("last_updated")})
+    entries.sort(key=lambda entry: entry["timestamp"] or "")
     return {
         "email": {
             "marketing": {
-                **_consent(email, "can_receive_email_marketing", can_receive=not suppressed),
+                **_consent(email, "can_receive_email_marketing", can_receive=not entries),
                 "custom_method_detail": email.get("method_detail"),
                 "double_optin": False if email.get("consent") == "SUBSCRIBED" else None,
-                "suppression": (
-                    [{"reason": "UNSUBSCRIBE", "timestamp": email.get("last_updated")}]
-                    if suppressed
-                    else []
-                ),
+                "suppression": entries,
                 "list_suppressions": [],
             },
         },
@@ -304,4 +320,129 @@ def account_resource(public_key: str, base_url: str) -> dict[str, Any]:
             "locale": "en-US",
         },
         "links": {"self": f"{base_url}/api/accounts/{public_key}/"},
+    }
+
+
+def suppression_job_resource(job: SuppressionJob, base_url: str) -> dict[str, Any]:
+    """The spec's BulkProfileSuppressionsCreateJob / ...RemoveJob response object."""
+    path = "profile-suppression-bulk-create-jobs"
+    if job.type != "profile-suppression-bulk-create-job":
+        path = "profile-suppression-bulk-delete-jobs"
+    self_link = f"{base_url}/api/{path}/{job.id}/"
+    return {
+        "type": job.type,
+        "id": job.id,
+        "attributes": {
+            "status": job.status,
+            "created_at": job.created_at,
+            "total_count": job.total_count,
+            "completed_count": job.completed_count,
+            "skipped_count": job.skipped_count,
+            "completed_at": job.completed_at,
+        },
+        "relationships": {
+            name: {
+                "data": [{"type": kind, "id": related}] if related else [],
+                "links": {
+                    "self": f"{self_link}relationships/{name}/",
+                    "related": f"{self_link}{name}/",
+                },
+            }
+            for name, kind, related in (
+                ("lists", "list", job.list_id),
+                ("segments", "segment", job.segment_id),
+            )
+        },
+        "links": {"self": self_link},
+    }
+
+
+def _links(self_link: str, name: str) -> dict[str, str]:
+    return {"self": f"{self_link}relationships/{name}/", "related": f"{self_link}{name}/"}
+
+
+def catalog_self_link(kind: str, entry_id: str, base_url: str) -> str:
+    # Compound ids keep "$" and ":" (allowed in a path); anything else is percent-encoded.
+    return f"{base_url}/api/{PATHS[kind]}/{quote(entry_id, safe='$:')}/"
+
+
+def catalog_resource(
+    kind: str, entry: Entry, base_url: str, variants: bool = False
+) -> dict[str, Any]:
+    """A catalog item, variant or category as the spec's Catalog*ResponseObjectResource.
+
+    ``variants``: an item's ``relationships.variants.data`` (``include=variants``).
+    """
+    self_link = catalog_self_link(kind, entry.id, base_url)
+    attributes: dict[str, Any] = {"external_id": entry.external_id, **entry.attributes}
+    if kind != CATEGORY:
+        attributes["created"] = entry.created
+    attributes["updated"] = entry.updated
+    relationships: dict[str, Any]
+    if kind == ITEM:
+        relationships = {"variants": {"links": _links(self_link, "variants")}}
+        if variants:
+            relationships["variants"]["data"] = [
+                {"type": RESOURCE_TYPES[VARIANT], "id": variant_id} for variant_id in entry.variants
+            ]
+    elif kind == VARIANT:
+        relationships = {
+            "item": {
+                "data": {"type": RESOURCE_TYPES[ITEM], "id": entry.item_id},
+                "links": _links(self_link, "item"),
+            }
+        }
+    else:
+        relationships = {"items": {"links": _links(self_link, "items")}}
+    return {
+        "type": RESOURCE_TYPES[kind],
+        "id": entry.id,
+        "attributes": attributes,
+        "relationships": relationships,
+        "links": {"self": self_link},
+    }
+
+
+def catalog_job_resource(job: CatalogJob, base_url: str) -> dict[str, Any]:
+    """The spec's Catalog{Item,Variant,Category}{Create,Update,Delete}JobResponseObjectResource."""
+    self_link = f"{base_url}/api/{RESOURCE_TYPES[job.kind]}-bulk-{job.action}-jobs/{job.id}/"
+    plural = PLURALS[job.kind]
+    return {
+        "type": job.type,
+        "id": job.id,
+        "attributes": {
+            "status": job.status,
+            "created_at": job.created_at,
+            "total_count": job.total_count,
+            "completed_count": job.completed_count,
+            "failed_count": job.failed_count,
+            "completed_at": job.completed_at,
+            "errors": [dict(error) for error in job.errors],
+            "expires_at": job.expires_at,
+        },
+        "relationships": {
+            plural: {
+                "data": [
+                    {"type": RESOURCE_TYPES[job.kind], "id": resource_id}
+                    for resource_id in job.resource_ids
+                ],
+                "links": _links(self_link, plural),
+            }
+        },
+        "links": {"self": self_link},
+    }
+
+
+def data_source_resource(source: DataSource, base_url: str) -> dict[str, Any]:
+    """The spec's DataSourceResponseObjectResource."""
+    return {
+        "type": "data-source",
+        "id": source.id,
+        "attributes": {
+            "title": source.title,
+            "visibility": source.visibility,
+            "description": source.description,
+            "namespace": source.namespace,
+        },
+        "links": {"self": f"{base_url}/api/data-sources/{source.id}/"},
     }

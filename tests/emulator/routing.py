@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from .schemas import Operation, compile_path
 
@@ -51,7 +52,9 @@ class Router:
                 continue
             path_found = True
             if route.method == method:
-                return Routed(route, match.groupdict())
+                # Path parameters as sent percent-encoded (catalog ids hold "$" and ":").
+                params = {name: unquote(value) for name, value in match.groupdict().items()}
+                return Routed(route, params)
         return "method" if path_found else "path"
 
 

@@ -45,6 +45,29 @@ LIST_MEMBERS_MAX_IDS = 1_000
 SUBSCRIBE_MAX_PROFILES = 1_000
 UNSUBSCRIBE_MAX_PROFILES = 100
 
+# Klaviyo: profile suppressions: "Email address per request limit: 100" (suppress and unsuppress).
+SUPPRESSION_MAX_EMAILS = 100
+
+# Klaviyo: catalogs API: bulk catalog jobs take "up to 100" items (variants, categories) and
+# "The maximum allowed payload size is 5MB"; custom_metadata "May not exceed 100kb".
+CATALOG_MAX_RESOURCES = 100
+CATALOG_MAX_BYTES = 5_000_000
+CUSTOM_METADATA_MAX_BYTES = 100_000
+# Klaviyo: catalogs API: bulk job operation -> (resource plural, action).
+CATALOG_BULK_OPERATIONS: dict[str, tuple[str, str]] = {
+    f"bulk_{action}_catalog_{plural}": (plural, action)
+    for plural in ("items", "variants", "categories")
+    for action in ("create", "update", "delete")
+}
+
+# Klaviyo: custom objects: bulk_create_data_source_records "Accepts up to 500 records per
+# request. The maximum allowed payload size is 4MB. The maximum allowed payload size per-record is
+# 512KB"; a data source title "Must be between 1 and 255 characters".
+DATA_SOURCE_MAX_RECORDS = 500
+DATA_SOURCE_MAX_BYTES = 4_000_000
+DATA_SOURCE_RECORD_MAX_BYTES = 512_000
+DATA_SOURCE_TITLE_MAX_CHARS = 255
+
 # Whole-body byte limits per operation. Over the limit answers 413: Klaviyo: rate limits and errors
 # lists
 # 413 "payload too large" (observed by a third-party tool that splits the batch on it) and §7.4
@@ -54,6 +77,8 @@ MAX_BODY_BYTES: dict[str, int] = {
     "bulk_import_profiles": BULK_IMPORT_MAX_BYTES,
     "create_event": EVENTS_MAX_BYTES,
     "bulk_create_events": EVENTS_MAX_BYTES,
+    **dict.fromkeys(CATALOG_BULK_OPERATIONS, CATALOG_MAX_BYTES),
+    "bulk_create_data_source_records": DATA_SOURCE_MAX_BYTES,
 }
 
 # Klaviyo: events API: event `time` must be after 1990 and at most 1 year in the future.
@@ -686,4 +711,194 @@ def _channel_identifier_errors(
                 "'email' must not be empty when the email channel is included in 'subscriptions'.",
             )
         )
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Suppressions
+# ---------------------------------------------------------------------------------------------
+
+
+def suppression_errors(body: dict[str, Any]) -> list[Error]:
+    """Bulk suppress / unsuppress: emails, or a list or a segment (Klaviyo: profile
+    suppressions)."""
+    data = body["data"]
+    profiles = data["attributes"].get("profiles")
+    relationships = data.get("relationships") or {}
+    sources = [name for name in ("list", "segment") if (relationships.get(name) or {}).get("data")]
+    rows = profiles["data"] if isinstance(profiles, dict) else None
+    if rows is not None and sources:
+        # Emulator choice: Klaviyo takes emails "or" a list/segment; both at once is refused.
+        return [
+            (
+                "/data/relationships",
+                "Provide either profiles or a list or segment relationship, not both.",
+            )
+        ]
+    if len(sources) > 1:
+        return [("/data/relationships", "Provide a list or a segment, not both.")]
+    if rows is None:
+        if not sources:
+            return [
+                (
+                    "/data/attributes/profiles",
+                    "Provide profiles (emails) or a list or segment relationship.",
+                )
+            ]
+        return []
+    if len(rows) > SUPPRESSION_MAX_EMAILS:
+        return [
+            (
+                "/data/attributes/profiles/data",
+                f"A maximum of {SUPPRESSION_MAX_EMAILS} email addresses is allowed per request.",
+            )
+        ]
+    if not rows:
+        return [("/data/attributes/profiles/data", "At least one profile is required.")]
+    errors: list[Error] = []
+    for index, row in enumerate(rows):
+        problem = email_error(row["attributes"]["email"])
+        if problem:
+            # Klaviyo: profile identifiers: malformed email -> 400 with pointer .../email.
+            where = pointer("data", "attributes", "profiles", "data", index, "attributes", "email")
+            errors.append((where, problem))
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Privacy deletion
+# ---------------------------------------------------------------------------------------------
+
+DELETION_IDENTIFIERS = ("id", "email", "phone_number")
+
+
+def deletion_identifier(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The identifiers a deletion request names, as (field, value)."""
+    data = body["data"]["attributes"]["profile"]["data"]
+    attributes = data.get("attributes") or {}
+    found = [("id", data["id"])] if isinstance(data.get("id"), str) else []
+    found.extend(
+        (name, attributes[name])
+        for name in ("email", "phone_number")
+        if isinstance(attributes.get(name), str)
+    )
+    return found
+
+
+def deletion_errors(body: dict[str, Any]) -> list[Error]:
+    """Klaviyo: data privacy: one of email, phone_number or id; "If multiple identifiers are
+    provided, we will return an error"."""
+    found = deletion_identifier(body)
+    base = "/data/attributes/profile/data"
+    if len(found) != 1:
+        detail = "Exactly one of email, phone_number or id must be provided"
+        return [(base, f"{detail}; got {len(found)}.")]
+    name, value = found[0]
+    if name == "email":
+        problem = email_error(value)
+        if problem:
+            return [(f"{base}/attributes/email", problem)]
+    elif name == "phone_number":
+        check = check_phone(value)
+        if not check.ok:
+            # Klaviyo: profile identifiers: phone numbers must be E.164.
+            return [(f"{base}/attributes/phone_number", check.detail)]
+    elif not value.strip():
+        return [(f"{base}/id", "'id' must not be blank.")]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogs
+# ---------------------------------------------------------------------------------------------
+
+
+def catalog_errors(body: dict[str, Any], operation: str) -> list[Error]:
+    """A bulk catalog job body (Klaviyo: catalogs API); the ids it names are checked when the
+    job runs (job errors), not here."""
+    plural, action = CATALOG_BULK_OPERATIONS[operation]
+    rows = body["data"]["attributes"][plural]["data"]
+    where = f"/data/attributes/{plural}/data"
+    if len(rows) > CATALOG_MAX_RESOURCES:
+        return [(where, f"A maximum of {CATALOG_MAX_RESOURCES} {plural} is allowed per request.")]
+    if not rows:
+        return [(where, f"At least one of {plural} is required.")]
+    errors: list[Error] = []
+    for index, row in enumerate(rows):
+        base = ("data", "attributes", plural, "data", index)
+        attributes = row.get("attributes") or {}
+        if action == "create":
+            catalog_type = attributes.get("catalog_type")
+            if catalog_type is not None and catalog_type != "$default":
+                # Klaviyo: catalogs API: "the only supported catalog type is `$default`".
+                errors.append(
+                    (pointer(*base, "attributes", "catalog_type"), "catalog_type must be $default.")
+                )
+            if not attributes["external_id"].strip():
+                errors.append(
+                    (pointer(*base, "attributes", "external_id"), "external_id may not be blank.")
+                )
+            item = (row.get("relationships") or {}).get("item")
+            if plural == "variants" and not (item or {}).get("data"):
+                # Klaviyo's OpenAPI spec: a variant is created for "The original catalog item".
+                errors.append(
+                    (pointer(*base, "relationships", "item", "data"), "'data' is a required field.")
+                )
+        metadata = attributes.get("custom_metadata")
+        if isinstance(metadata, dict) and measure_row(metadata) > CUSTOM_METADATA_MAX_BYTES:
+            errors.append(
+                (
+                    pointer(*base, "attributes", "custom_metadata"),
+                    f"custom_metadata may not exceed {CUSTOM_METADATA_MAX_BYTES} bytes.",
+                )
+            )
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom objects
+# ---------------------------------------------------------------------------------------------
+
+
+def data_source_errors(body: dict[str, Any]) -> list[Error]:
+    title = body["data"]["attributes"]["title"]
+    if not title.strip() or len(title) > DATA_SOURCE_TITLE_MAX_CHARS:
+        # Klaviyo: custom objects: "Must be between 1 and 255 characters".
+        detail = f"title must be between 1 and {DATA_SOURCE_TITLE_MAX_CHARS} characters."
+        return [("/data/attributes/title", detail)]
+    return []
+
+
+def records_errors(body: dict[str, Any]) -> list[Error]:
+    data = body["data"]
+    container = data["attributes"].get("data-source-records")
+    where = "/data/attributes/data-source-records"
+    if container is None:
+        return [(where, "'data-source-records' is a required field.")]
+    rows = container["data"]
+    if len(rows) > DATA_SOURCE_MAX_RECORDS:
+        return [
+            (
+                f"{where}/data",
+                f"A maximum of {DATA_SOURCE_MAX_RECORDS} records is allowed per request.",
+            )
+        ]
+    if not rows:
+        return [(f"{where}/data", "At least one record is required.")]
+    errors: list[Error] = []
+    if not ((data.get("relationships") or {}).get("data-source") or {}).get("data"):
+        # Emulator choice: the spec leaves the relationship optional, but records need a data
+        # source to go to.
+        errors.append(("/data/relationships/data-source/data", "'data' is a required field."))
+    for index, row in enumerate(rows):
+        size = measure_row(row)
+        if size > DATA_SOURCE_RECORD_MAX_BYTES:
+            # Klaviyo: custom objects: at most 512KB a record; measured like a bulk-import row.
+            errors.append(
+                (
+                    pointer("data", "attributes", "data-source-records", "data", index),
+                    f"Record payload is {size} bytes; the maximum is "
+                    f"{DATA_SOURCE_RECORD_MAX_BYTES} bytes.",
+                )
+            )
     return errors

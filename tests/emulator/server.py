@@ -23,8 +23,9 @@ from .ratelimit import Decision, RateLimiter
 from .request_log import LoggedRequest, RequestInfo, RequestLog
 from .resources import ApiError, error_document
 from .routing import Router
+from .rules import iso, parse_datetime
 from .schemas import Operation, load_operations, load_spec_routes
-from .state import Store
+from .state import Store, now_utc
 from .transport import HttpServer, RequestHandler
 from .work import ConcurrentJobWorker, InFlight, Work, Worker
 
@@ -167,11 +168,11 @@ class Emulator:
 
     def _submit(self, work: Work) -> None:
         latency = self.job_latency_s
-        if work.kind == "import" and latency is not None:
+        if work.job is not None and latency is not None:
             if self._timed_jobs is not None:
                 self._timed_jobs.submit(work, latency)
             return
-        worker = self._workers.get("jobs" if work.kind == "import" else "writes")
+        worker = self._workers.get("writes" if work.job is None else work.job.lane)
         if worker is not None:
             worker.submit(work)
 
@@ -223,6 +224,20 @@ class Emulator:
 
     def dump(self) -> dict[str, Any]:
         return self.store.dump()
+
+    def suppress(
+        self, email: str, reason: str = "HARD_BOUNCE", timestamp: str | None = None
+    ) -> str:
+        """Give the profile of ``email`` (created when missing) an email suppression, as
+        Klaviyo records bounces, spam complaints and unsubscribes; returns the profile id.
+
+        ``reason``: one of the spec's HARD_BOUNCE, INVALID_EMAIL, SPAM_COMPLAINT, UNSUBSCRIBE
+        (the consent UNSUBSCRIBED) and USER_SUPPRESSED; ``timestamp`` defaults to now.
+        """
+        stamp = timestamp or iso(now_utc())
+        if parse_datetime(stamp) is None:
+            raise ValueError(f"timestamp {stamp!r} is not an ISO 8601 date-time")
+        return self.store.seed_suppression(email, reason, stamp).id
 
     def wait_idle(self, timeout: float | None = 10.0) -> bool:
         """Wait until every queued bulk job, event batch and subscription is applied."""

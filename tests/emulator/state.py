@@ -1,4 +1,5 @@
-"""The emulated Klaviyo account: profiles, lists, events and bulk import jobs (``Store``)."""
+"""The emulated Klaviyo account (``Store``): profiles, lists, events, suppressions, bulk jobs,
+privacy deletions, the catalog (``catalog.py``) and custom objects data sources."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from typing import Any
 
 import msgspec
 
+from .catalog import PLURALS as CATALOG_PLURALS
+from .catalog import Catalog
+from .catalog import job_type as catalog_job_type
 from .rules import (
     UNSUPPORTED_REGION,
     check_phone,
@@ -29,6 +33,9 @@ from .rules import (
 # Identifiers Klaviyo keeps unique per account (one profile per email, phone number or
 # external_id), in the order they are matched.
 INDEXED = ("email", "phone_number", "external_id", "_kx", "anonymous_id")
+# Klaviyo: lists and subscriptions: the suppressions a subscribe removes (UNSUBSCRIBE is the
+# consent it replaces).
+LIFTED_BY_SUBSCRIBE = frozenset({"USER_SUPPRESSED", "SPAM_COMPLAINT"})
 STANDARD_FIELDS = (
     "email",
     "phone_number",
@@ -123,6 +130,9 @@ class Profile:
     location: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
     subscriptions: dict[str, Any] = field(default_factory=_default_subscriptions)
+    # Email marketing suppressions other than UNSUBSCRIBE (which is the consent UNSUBSCRIBED):
+    # {"reason", "timestamp"}, one per reason (Klaviyo: profile suppressions).
+    suppressions: list[dict[str, str]] = field(default_factory=list)
     last_event_date: str | None = None
 
     def dump(self, lists: list[str]) -> dict[str, Any]:
@@ -136,6 +146,7 @@ class Profile:
             "attributes": attributes,
             "properties": dict(self.properties),
             "subscriptions": _copy(self.subscriptions),
+            "suppressions": _copy(self.suppressions),
             "lists": lists,
         }
 
@@ -212,14 +223,18 @@ class Event:
         }
 
 
-@dataclass
-class ImportJob:
+@dataclass(kw_only=True)
+class Job:
+    """An asynchronous bulk job: queued -> processing -> complete (or cancelled), its rows
+    applied in row order by a background worker (work.py).
+
+    Klaviyo: bulk profile import: jobs are processed asynchronously; the same lifecycle and
+    counts appear on every bulk job of Klaviyo's spec (suppressions, catalogs).
+    """
+
     id: str
     created_at: str
-    # Each row as its JSON text (bytes or msgspec.Raw), decoded when it is applied: a job waiting
-    # or in progress holds about its request's size, not the parsed rows (up to 10,000 a job).
     rows: list[Any]
-    list_ids: list[str]
     # Klaviyo: bulk profile import: queued | processing | complete | cancelled
     status: str = "queued"
     completed_count: int = 0
@@ -228,12 +243,43 @@ class ImportJob:
     completed_at: str | None = None
     expires_at: str | None = None  # Klaviyo: bulk profile import: expiry is UNVERIFIED; left null
     errors: list[dict[str, Any]] = field(default_factory=list)
-    profile_ids: list[str] = field(default_factory=list)
     cancel: bool = False
     total_count: int = field(init=False)
 
+    # Which background lane runs it when jobs are not under job_latency_s ("jobs" or "writes").
+    lane = "jobs"
+    # Whether its processing takes time in proportion to its rows (False: applied at once).
+    paced = True
+    # Under job_latency_s: rows applied as time passes (False: all at the end of its latency).
+    gradual = True
+
     def __post_init__(self) -> None:
         self.total_count = len(self.rows)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in ("queued", "processing")
+
+    def row(self, index: int) -> Any:
+        return self.rows[index]
+
+    def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
+        """Apply one row (the store's lock is held)."""
+        raise NotImplementedError
+
+    def ended(self, store: Store) -> None:
+        """What the account does when the job ends (the store's lock is held): nothing, but
+        for catalog jobs, which stop counting towards the jobs in progress."""
+
+
+@dataclass(kw_only=True)
+class ImportJob(Job):
+    """A bulk profile import job (Klaviyo: bulk profile import)."""
+
+    # Each row as its JSON text (bytes or msgspec.Raw), decoded when it is applied: a job waiting
+    # or in progress holds about its request's size, not the parsed rows (up to 10,000 a job).
+    list_ids: list[str]
+    profile_ids: list[str] = field(default_factory=list)
 
     def row(self, index: int) -> dict[str, Any]:
         raw = self.rows[index]
@@ -242,6 +288,9 @@ class ImportJob:
         except msgspec.DecodeError:
             # What msgspec refuses but json takes (integers beyond 64 bits; see bodies.py).
             return dict(json.loads(bytes(raw)))
+
+    def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
+        store.apply_import_row(self, index, row, stamp)
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -259,6 +308,139 @@ class ImportJob:
         }
 
 
+# Klaviyo's OpenAPI spec: the reasons of EmailMarketingSuppression.
+SUPPRESSION_REASONS = (
+    "HARD_BOUNCE",
+    "INVALID_EMAIL",
+    "SPAM_COMPLAINT",
+    "UNSUBSCRIBE",
+    "USER_SUPPRESSED",
+)
+SUPPRESS_JOB = "profile-suppression-bulk-create-job"
+UNSUPPRESS_JOB = "profile-suppression-bulk-delete-job"
+
+
+@dataclass(kw_only=True)
+class SuppressionJob(Job):
+    """A bulk suppress or unsuppress job (Klaviyo: profile suppressions). Its rows are the
+    emails to (un)suppress, None for a member of the job's list without an email."""
+
+    type: str  # SUPPRESS_JOB | UNSUPPRESS_JOB
+    list_id: str | None = None
+    segment_id: str | None = None
+    # Klaviyo's OpenAPI spec: "The total number of profiles that have been skipped as part of
+    # the job"; the emulator's completed_count + skipped_count reach total_count.
+    skipped_count: int = 0
+
+    def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
+        if self.type == SUPPRESS_JOB:
+            store.suppress_row(self, row, stamp)
+        else:
+            store.unsuppress_row(self, row, stamp)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": self.status,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "total_count": self.total_count,
+            "completed_count": self.completed_count,
+            "skipped_count": self.skipped_count,
+            "list_id": self.list_id,
+            "segment_id": self.segment_id,
+        }
+
+
+@dataclass
+class DataSource:
+    """A custom objects data source and the records ingested into it (Klaviyo: custom
+    objects)."""
+
+    id: str
+    title: str
+    visibility: str
+    description: str
+    namespace: str
+    position: int
+    # Klaviyo: custom objects: records are JSON documents with no schema and no key at the data
+    # source (an object type's source mapping picks them apart later): kept in arrival order.
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "visibility": self.visibility,
+            "description": self.description,
+            "namespace": self.namespace,
+            "records": _copy(self.records),
+        }
+
+
+@dataclass(kw_only=True)
+class DeletionJob(Job):
+    """A privacy deletion request (Klaviyo: data privacy): one row, the identifier; applied at
+    once on the writes lane, or all at the end of ``job_latency_s``."""
+
+    identifier: tuple[str, str]  # ("id" | "email" | "phone_number", value)
+    deleted_profile_ids: list[str] = field(default_factory=list)
+
+    lane = "writes"  # after the events and subscriptions sent before it
+    paced = False
+    gradual = False
+
+    def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
+        store.delete_matching(self, stamp)
+        self.completed_count += 1
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "identifier": {self.identifier[0]: self.identifier[1]},
+            "status": self.status,
+            "requested_at": self.created_at,
+            "completed_at": self.completed_at,
+            "deleted_profile_ids": list(self.deleted_profile_ids),
+        }
+
+
+@dataclass(kw_only=True)
+class CatalogJob(Job):
+    """A catalog bulk create, update or delete job of items, variants or categories
+    (Klaviyo: catalogs API). Its rows are the request's resource objects."""
+
+    kind: str  # catalog.ITEM | VARIANT | CATEGORY
+    action: str  # create | update | delete
+    # Klaviyo's OpenAPI spec: relationships of the job: "IDs of the created catalog items" (of
+    # the updated / deleted ones): the rows applied without error so far.
+    resource_ids: list[str] = field(default_factory=list)
+
+    @property
+    def type(self) -> str:
+        return catalog_job_type(self.kind, self.action)
+
+    def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
+        store.catalog.apply(self, index, row, stamp)
+
+    def ended(self, store: Store) -> None:
+        store.catalog.open_jobs.discard(self.id)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": self.status,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "total_count": self.total_count,
+            "completed_count": self.completed_count,
+            "failed_count": self.failed_count,
+            CATALOG_PLURALS[self.kind]: list(self.resource_ids),
+            "errors": _copy(self.errors),
+        }
+
+
 class Store:
     """All account state. Every public method takes ``self.lock``."""
 
@@ -271,13 +453,25 @@ class Store:
     def clear(self) -> None:
         with self.lock:
             self.profiles: dict[str, Profile] = {}
-            self.profile_order: list[str] = []
+            # Profile ids in creation order; a deleted profile leaves None (cursors stay valid).
+            self.profile_order: list[str | None] = []
             self.profile_position: dict[str, int] = {}
             self.index: dict[str, dict[str, str]] = {name: {} for name in INDEXED}
             self.lists: dict[str, KlaviyoList] = {}
             self.events: list[Event] = []
             self.event_keys: set[tuple[str, str, str]] = set()
             self.jobs: dict[str, ImportJob] = {}
+            # The other bulk jobs (suppressions, catalogs) by JSON:API job type, then id, in
+            # creation order.
+            self.bulk_jobs: dict[str, dict[str, Job]] = collections.defaultdict(dict)
+            # Items, variants, categories and the catalog jobs in progress.
+            self.catalog = Catalog()
+            # Custom objects data sources by id, and their ids in creation order (None where one
+            # was deleted, so cursors stay valid).
+            self.data_sources: dict[str, DataSource] = {}
+            self.data_source_order: list[str | None] = []
+            # Privacy deletion requests in the order received (Klaviyo: data privacy).
+            self.deletions: list[DeletionJob] = []
             # Data Klaviyo accepted but did not store, with no error to the client
             # (Klaviyo: bulk profile import: invalid phones in bulk import are silently dropped).
             self.silent_drops: list[dict[str, Any]] = []
@@ -670,6 +864,14 @@ class Store:
                     # USER_SUPPRESSED suppressions.
                     "suppression": [],
                 }
+                if channel == "email":
+                    # ... UNSUBSCRIBE is the consent replaced here; the spec's reason for a spam
+                    # report is SPAM_COMPLAINT. HARD_BOUNCE and INVALID_EMAIL stay.
+                    profile.suppressions = [
+                        entry
+                        for entry in profile.suppressions
+                        if entry["reason"] not in LIFTED_BY_SUBSCRIBE
+                    ]
                 joined = True
             if klaviyo_list is not None and joined:
                 klaviyo_list.add(profile.id, received)
@@ -703,6 +905,104 @@ class Store:
                 # ... and removal from the given list.
                 klaviyo_list.remove(profile.id)
 
+    # -- suppressions (Klaviyo: profile suppressions) -----------------------------------------
+
+    def suppress_row(self, job: SuppressionJob, email: str | None, stamp: str) -> None:
+        """Suppress one email of a bulk suppress job."""
+        if email is None:
+            job.skipped_count += 1  # a list member without an email: nothing to suppress
+            return
+        # Klaviyo's OpenAPI spec (bulk_suppress_profiles' request body): "If a profile is not
+        # found with the given email, one will be created and immediately suppressed."
+        profile = self.find_by("email", email)
+        if profile is None:
+            profile, _, _ = self.upsert({"email": email}, stamp=stamp)
+        elif any(entry["reason"] == "USER_SUPPRESSED" for entry in profile.suppressions):
+            job.skipped_count += 1  # Emulator choice: already suppressed, nothing changes
+            return
+        # Klaviyo: profile suppressions: a manual suppression; consent and lists are untouched.
+        profile.suppressions.append({"reason": "USER_SUPPRESSED", "timestamp": stamp})
+        profile.updated = stamp
+        job.completed_count += 1
+
+    def unsuppress_row(self, job: SuppressionJob, email: str | None, stamp: str) -> None:
+        """Unsuppress one email of a bulk unsuppress job."""
+        profile = self.find_by("email", email) if email is not None else None
+        # Klaviyo: profile suppressions: only USER_SUPPRESSED suppressions are removed;
+        # unsubscribed profiles and other reasons (HARD_BOUNCE, INVALID_EMAIL, ...) stay, and an
+        # email without a profile is left alone ("no action will be taken"). Klaviyo reports
+        # no outcome per email: both count as skipped.
+        if profile is None or not any(
+            entry["reason"] == "USER_SUPPRESSED" for entry in profile.suppressions
+        ):
+            job.skipped_count += 1
+            return
+        profile.suppressions = [
+            entry for entry in profile.suppressions if entry["reason"] != "USER_SUPPRESSED"
+        ]
+        profile.updated = stamp
+        job.completed_count += 1
+
+    def seed_suppression(self, email: str, reason: str, stamp: str) -> Profile:
+        """Give the profile of ``email`` (created when missing) a suppression of ``reason``."""
+        if reason not in SUPPRESSION_REASONS:
+            raise ValueError(f"unknown reason {reason!r}; known: {', '.join(SUPPRESSION_REASONS)}")
+        with self.lock:
+            profile, _, _ = self.upsert({"email": email}, stamp=stamp)
+            if reason == "UNSUBSCRIBE":
+                # The emulator's UNSUBSCRIBE suppression is the email consent UNSUBSCRIBED.
+                email_consent = profile.subscriptions.setdefault("email", {})
+                email_consent["marketing"] = {"consent": "UNSUBSCRIBED", "last_updated": stamp}
+            else:
+                profile.suppressions = [
+                    entry for entry in profile.suppressions if entry["reason"] != reason
+                ]
+                profile.suppressions.append({"reason": reason, "timestamp": stamp})
+            return profile
+
+    # -- privacy deletion (Klaviyo: data privacy) ---------------------------------------------
+
+    def delete_matching(self, job: DeletionJob, stamp: str) -> None:
+        """Delete the profile the request's identifier matches, with everything about it."""
+        field_name, value = job.identifier
+        profile = self.find_by(field_name, value)
+        if profile is None:
+            return  # Emulator choice: accepted (202) and nothing deleted; recorded in dump()
+        pid = profile.id
+        del self.profiles[pid]
+        self.profile_order[self.profile_position.pop(pid)] = None
+        for name in INDEXED:
+            owned = profile.fields.get(name)
+            if owned is not None and self.index[name].get(owned) == pid:
+                del self.index[name][owned]
+        # Klaviyo: data privacy: the profile is erased: its events, list memberships and
+        # consent (kept on the profile) go with it.
+        for klaviyo_list in self.lists.values():
+            klaviyo_list.remove(pid)
+        if any(event.profile_id == pid for event in self.events):
+            self.events = [event for event in self.events if event.profile_id != pid]
+            self.event_keys = {key for key in self.event_keys if key[0] != pid}
+        job.deleted_profile_ids.append(pid)
+
+    # -- custom objects (Klaviyo: custom objects) ---------------------------------------------
+
+    def apply_records(self, payload: dict[str, Any], received: str) -> None:
+        """Keep the records of one bulk create request in their data source."""
+        source = self.data_sources.get(payload["data_source_id"])
+        records = payload["records"]
+        if source is None:
+            # Deleted between the request (204) and its processing: nothing to keep them in.
+            self.silent_drops.append(
+                {
+                    "operation": "bulk_create_data_source_records",
+                    "reason": "data source deleted",
+                    "value": payload["data_source_id"],
+                    "records": len(records),
+                }
+            )
+            return
+        source.records.extend(records)
+
     def unsubscribed_at(
         self, row_attributes: dict[str, Any], channel: str, kind: str
     ) -> str | None:
@@ -723,7 +1023,9 @@ class Store:
             memberships = self.lists_of()
             return {
                 "profiles": [
-                    self.profiles[pid].dump(memberships.get(pid, [])) for pid in self.profile_order
+                    self.profiles[pid].dump(memberships.get(pid, []))
+                    for pid in self.profile_order
+                    if pid is not None
                 ],
                 "lists": {
                     list_id: {
@@ -736,6 +1038,23 @@ class Store:
                 },
                 "events": [event.dump() for event in self.events],
                 "jobs": {job_id: job.dump() for job_id, job in self.jobs.items()},
+                "suppression_jobs": {
+                    job_id: job.dump()
+                    for kind in (SUPPRESS_JOB, UNSUPPRESS_JOB)
+                    for job_id, job in self.bulk_jobs.get(kind, {}).items()
+                    if isinstance(job, SuppressionJob)
+                },
+                "deletions": [deletion.dump() for deletion in self.deletions],
+                "catalog": self.catalog.dump(),
+                "data_sources": {
+                    source_id: source.dump() for source_id, source in self.data_sources.items()
+                },
+                "catalog_jobs": {
+                    job_id: job.dump()
+                    for jobs in self.bulk_jobs.values()
+                    for job_id, job in jobs.items()
+                    if isinstance(job, CatalogJob)
+                },
                 "silent_drops": _copy(self.silent_drops),
                 "duplicate_events": _copy(self.duplicate_events),
             }

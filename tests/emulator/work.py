@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .rules import iso
-from .state import ImportJob, Store, now_utc
+from .state import Job, Store, now_utc
 
 _T = TypeVar("_T")
 
@@ -22,11 +22,11 @@ _T = TypeVar("_T")
 class Work:
     """One unit of asynchronous work, applied by the worker in submission order."""
 
-    kind: str  # "import" | "events" | "subscribe" | "unsubscribe"
+    kind: str  # "job" | "events" | "subscribe" | "unsubscribe" | "records"
     submitted: float  # time.monotonic()
     payload: Any
     received: str
-    job: ImportJob | None = None
+    job: Job | None = None  # the bulk job of kind "job"
 
 
 class InFlight:
@@ -145,8 +145,8 @@ class Worker(threading.Thread):
 
     def _process(self, work: Work) -> None:
         store = self.store
-        if work.kind == "import" and work.job is not None:
-            self._process_import(work.job)
+        if work.job is not None:
+            self._process_job(work.job)
             return
         if work.kind == "events":
             # A few entries per hold of the lock, yielding in between: like Klaviyo, whose event
@@ -161,12 +161,18 @@ class Worker(threading.Thread):
                 store.apply_subscribe(work.payload, work.received)
             elif work.kind == "unsubscribe":
                 store.apply_unsubscribe(work.payload, work.received)
+            elif work.kind == "records":
+                store.apply_records(work.payload, work.received)
 
-    def _process_import(self, job: ImportJob) -> None:
+    def _process_job(self, job: Job) -> None:
         store = self.store
         with store.lock:
             job.status = "processing"
             job.started_at = iso(now_utc())
+        if not job.paced:
+            apply_rows(store, job, 0, job.total_count)
+            finish(store, job)
+            return
         hold = self.job_delay_s * (0.5 + job.total_count / 20_000)
         # The cancel_job fault: the job stops half-way; rows applied before stay applied.
         limit = job.total_count // 2 if job.cancel else job.total_count
@@ -182,22 +188,23 @@ class Worker(threading.Thread):
         finish(store, job)
 
 
-def apply_rows(store: Store, job: ImportJob, start: int, end: int) -> None:
+def apply_rows(store: Store, job: Job, start: int, end: int) -> None:
     """Apply rows ``start`` to ``end - 1`` of a job (Klaviyo: bulk profile import), in row order."""
     decoded = [job.row(index) for index in range(start, end)]  # outside the lock
     with store.lock:
         stamp = iso(now_utc())
         for index, row in enumerate(decoded, start):
-            store.apply_import_row(job, index, row, stamp)
+            job.apply_row(store, index, row, stamp)
 
 
-def finish(store: Store, job: ImportJob) -> None:
+def finish(store: Store, job: Job) -> None:
     """End a job: complete, or cancelled under the cancel_job fault (Klaviyo: bulk profile
     import)."""
     with store.lock:
         job.status = "cancelled" if job.cancel else "complete"
         job.completed_at = iso(now_utc())
         job.rows = []  # a finished job keeps its counts and errors, not its 5 MB payload
+        job.ended(store)
 
 
 def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
@@ -213,7 +220,7 @@ def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
 
 @dataclass
 class _TimedJob:
-    job: ImportJob
+    job: Job
     starts: float  # time.monotonic() when it leaves ``queued``
     ends: float  # when its last row is due and it completes
     applied: int = 0  # rows applied so far, in row order
@@ -225,7 +232,7 @@ class _TimedJob:
 
 
 class ConcurrentJobWorker(threading.Thread):
-    """Runs bulk import jobs side by side, each ending ``latency_s`` after its own submission.
+    """Runs bulk jobs side by side, each ending ``latency_s`` after its own submission.
 
     Klaviyo: bulk profile import: jobs are processed asynchronously (queued -> processing ->
     complete);
@@ -250,7 +257,7 @@ class ConcurrentJobWorker(threading.Thread):
 
     def submit(self, work: Work, latency_s: float) -> None:
         if work.job is None:
-            raise ValueError("only bulk import jobs run here")
+            raise ValueError("only bulk jobs run here")
         starts = work.submitted + latency_s * self.QUEUED_SHARE
         timed = _TimedJob(work.job, starts, work.submitted + latency_s)
         with self._cond:
@@ -309,6 +316,8 @@ class ConcurrentJobWorker(threading.Thread):
         span = timed.ends - timed.starts
         if now >= timed.ends or span <= 0:
             due = total
+        elif not job.gradual:
+            due = 0  # applied all at once when its latency has passed
         else:
             due = min(total, math.ceil(total * (now - timed.starts) / span))
         ending = now >= (timed.cancels if job.cancel else timed.ends)

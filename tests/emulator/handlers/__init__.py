@@ -6,7 +6,18 @@ handler. Each handler takes the account's ``Backend`` and an admitted ``Call`` a
 from __future__ import annotations
 
 from ..calls import Handler
-from . import accounts, events, import_jobs, lists, profiles, subscriptions
+from . import (
+    accounts,
+    catalogs,
+    data_sources,
+    events,
+    import_jobs,
+    lists,
+    privacy,
+    profiles,
+    subscriptions,
+    suppressions,
+)
 
 ROUTES: dict[str, Handler] = {
     "get_accounts": accounts.get_accounts,
@@ -25,4 +36,17 @@ ROUTES: dict[str, Handler] = {
     "bulk_create_events": events.bulk_create_events,
     "bulk_subscribe_profiles": subscriptions.bulk_subscribe_profiles,
     "bulk_unsubscribe_profiles": subscriptions.bulk_unsubscribe_profiles,
+    "bulk_suppress_profiles": suppressions.bulk_suppress_profiles,
+    "get_bulk_suppress_profiles_jobs": suppressions.get_bulk_suppress_profiles_jobs,
+    "get_bulk_suppress_profiles_job": suppressions.get_bulk_suppress_profiles_job,
+    "bulk_unsuppress_profiles": suppressions.bulk_unsuppress_profiles,
+    "get_bulk_unsuppress_profiles_jobs": suppressions.get_bulk_unsuppress_profiles_jobs,
+    "get_bulk_unsuppress_profiles_job": suppressions.get_bulk_unsuppress_profiles_job,
+    "request_profile_deletion": privacy.request_profile_deletion,
+    **catalogs.ROUTES,
+    "get_data_sources": data_sources.get_data_sources,
+    "create_data_source": data_sources.create_data_source,
+    "get_data_source": data_sources.get_data_source,
+    "delete_data_source": data_sources.delete_data_source,
+    "bulk_create_data_source_records": data_sources.bulk_create_data_source_records,
 }

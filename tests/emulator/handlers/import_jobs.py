@@ -39,7 +39,7 @@ def bulk_import_profiles(backend: Backend, call: Call) -> Reply:
             job.cancel = True
         store.jobs[job.id] = job
         document = {"data": job_resource(job, call.base_url), "links": {"self": call.url}}
-    backend.submit(Work("import", time.monotonic(), None, stamp, job))
+    backend.submit(Work("job", time.monotonic(), None, stamp, job))
     # Klaviyo: bulk profile import: 202 with the job resource, status queued.
     return Reply(202, document)
 

@@ -81,7 +81,10 @@ def get_profiles(backend: Backend, call: Call) -> Reply:
         ids, profiles = store.profile_order, store.profiles
 
         def keep(position: int) -> bool:
-            profile = profiles[ids[position]]
+            profile_id = ids[position]
+            if profile_id is None:
+                return False  # deleted
+            profile = profiles[profile_id]
             return all(check(profile) for check in checks)
 
         if sort.lstrip("-") in ("id", "created"):
@@ -90,10 +93,10 @@ def get_profiles(backend: Backend, call: Call) -> Reply:
             positions, next_position, prev_position = paging.page(
                 order[::-1] if descending else order, start, size, keep, descending=descending
             )
-            page = [profiles[ids[position]] for position in positions]
+            page = [profiles[str(ids[position])] for position in positions]
         else:
             # Another sort field: the matching profiles in that order; the cursor is an offset.
-            matching = [profiles[ids[position]] for position in order if keep(position)]
+            matching = [profiles[str(ids[position])] for position in order if keep(position)]
             matching.sort(key=_sort_key(sort.lstrip("-")), reverse=descending)
             offsets, next_position, prev_position = paging.page(range(len(matching)), start, size)
             page = [matching[offset] for offset in offsets]
@@ -134,7 +137,9 @@ def _sort_key(field: str) -> Callable[[Profile], tuple[Any, ...]]:
         if field == "email":
             return profile.fields.get("email")
         # subscriptions.email.marketing.suppression.timestamp / list_suppressions.timestamp
-        marketing = subscriptions_resource(profile.subscriptions)["email"]["marketing"]
+        marketing = subscriptions_resource(profile.subscriptions, profile.suppressions)["email"][
+            "marketing"
+        ]
         entries = marketing[field.split(".")[-2]]
         return max((entry["timestamp"] for entry in entries), default=None)
 
