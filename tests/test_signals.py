@@ -168,6 +168,7 @@ def test_sigterm_with_jobs_open_holds_them_after_the_grace(emulator: Any, tmp_pa
     assert states[-1] == {"customers": 19_999}  # every record is durably on hold
 
     # The jobs stay recorded: the next run asks Klaviyo about them.
+    emulator.configure(job_latency_s=None)
     rerun = run_target(config, "", tmp_path)
     assert rerun.exit_code == 0, rerun.stderr
     assert rerun.stderr.count("was in flight when an earlier run stopped") == 2
@@ -218,6 +219,7 @@ def test_a_second_signal_stops_at_once_and_the_ledger_stays_usable(
     assert "second SIGTERM" in stderr
 
     emulator.reset()
+    emulator.configure(job_latency_s=None)
     rerun = run_target(
         config,
         singer_lines([schema_message("customers", SCHEMA, ["id"])]) + customer_lines(0, 10_000),
