@@ -15,7 +15,7 @@ from target_klaviyo import sdk
 from target_klaviyo.klaviyo.client import KlaviyoClient
 from target_klaviyo.klaviyo.dry_run import DryRunClient
 from target_klaviyo.ledger.rejects import RejectsFile
-from target_klaviyo.ledger.store import Ledger
+from target_klaviyo.ledger.store import LedgerError, open_ledger
 from target_klaviyo.run.context import Client, Run
 from target_klaviyo.run.lifecycle import Lifecycle, UnmappedStreamError
 from target_klaviyo.settings import CONFIG_SCHEMA, Settings, SettingsError
@@ -77,10 +77,21 @@ class TargetKlaviyo(Target):
                 max_retries=settings.max_retries,
                 timeout_s=settings.request_timeout_s,
             )
+        try:
+            ledger = open_ledger(
+                settings.state_dir,
+                url=settings.ledger_url,
+                schema=settings.ledger_schema,
+                read_only=settings.dry_run,
+            )
+        except LedgerError as exc:
+            raise ConfigValidationError(
+                "Config validation failed", errors=[str(exc)], schema=self.config_jsonschema
+            ) from None
         self.run = Run(
             settings=settings,
             client=client,
-            ledger=Ledger(settings.state_dir, read_only=settings.dry_run),
+            ledger=ledger,
             rejects=RejectsFile(settings.rejects_path),
         )
         self.lifecycle = Lifecycle(self)

@@ -83,6 +83,17 @@ class ApiResult:
         return f"{self.operation} answered {self.status}" + (f": {details}" if details else "")
 
 
+class Pacing(Protocol):
+    """A per-operation rate budget: this process's `Pacer`, or one shared by every run on the
+    account (`ledger.budget.SharedPacer`)."""
+
+    def acquire(
+        self, operation: Operation, give_up: Callable[[], bool] | None = None
+    ) -> float | None: ...
+
+    def release(self, operation: Operation) -> None: ...
+
+
 class Requester(Protocol):
     """Anything that sends requests as `KlaviyoClient.request` does (the dry-run planner)."""
 
@@ -203,7 +214,7 @@ class KlaviyoClient:
         self.max_retries = max(0, int(max_retries))
         self.timeout = (min(10.0, timeout_s), timeout_s)
         self._sleep = sleep
-        self._pacer = Pacer(window_scale=window_scale, sleep=sleep)
+        self._pacer: Pacing = Pacer(window_scale=window_scale, sleep=sleep)
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
         self._session.mount("http://", adapter)
@@ -220,6 +231,10 @@ class KlaviyoClient:
         self.calls: Counter[str] = Counter()
         self.rate_limit_wait_s = 0.0
         self._stopping = threading.Event()
+
+    def share_budget(self, pacer: Pacing) -> None:
+        """Pace from a budget other runs on the account share (the ledger in PostgreSQL)."""
+        self._pacer = pacer
 
     def stop_sending(self) -> None:
         """The run is stopping: writes not yet sent (waiting for their rate-limit window or a

@@ -6,7 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from target_klaviyo.klaviyo.client import ApiResult, KlaviyoClient, page_data, pages
+from target_klaviyo.klaviyo.client import (
+    ApiResult,
+    KlaviyoAuthError,
+    KlaviyoClient,
+    page_data,
+    pages,
+)
 from target_klaviyo.klaviyo.filters import equals
 from target_klaviyo.settings import Settings
 from target_klaviyo.streams import StreamMapping
@@ -88,3 +94,15 @@ def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
         if mapping.list_id or mapping.list_name:
             list_ids[mapping.pattern] = resolve_list(client, mapping)
     return list_ids
+
+
+def account_of(client: KlaviyoClient) -> str | None:
+    """The id of the key's account, or None when the key may not read it."""
+    try:
+        result = client.request("get_accounts")
+    except KlaviyoAuthError:
+        return None
+    if not result.ok:
+        return None
+    accounts = page_data(result)
+    return str(accounts[0].get("id")) if accounts and accounts[0].get("id") else None

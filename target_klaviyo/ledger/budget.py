@@ -157,15 +157,20 @@ class SharedPacer:
             self._mine.setdefault(operation.name, deque()).append(slot[0])
             return None
 
-    def acquire(self, operation: Operation) -> float:
-        """Wait for a slot for `operation`; return the seconds spent waiting.
+    def acquire(
+        self, operation: Operation, give_up: Callable[[], bool] | None = None
+    ) -> float | None:
+        """Wait for a slot for `operation`; return the seconds spent waiting, or None when
+        `give_up()` became true while waiting (no slot was taken).
 
-        Every `acquire` must be followed by one `release` once the request is answered (or
-        has failed).
+        Every `acquire` that returns a number must be followed by one `release` once the
+        request is answered (or has failed).
         """
         started = self._clock()
         waited = False
         while True:
+            if give_up is not None and give_up():
+                return None
             delays = self._reserve(operation)
             if delays is None:
                 return self._clock() - started if waited else 0.0
@@ -174,7 +179,8 @@ class SharedPacer:
                 # Every free slot is held by a request in flight: wait for an answer.
                 self._sleep(self._poll_s)
                 continue
-            self._sleep(max(delay for delay in delays if delay is not None))
+            delay = max(delay for delay in delays if delay is not None)
+            self._sleep(min(delay, 0.25) if give_up is not None else delay)
 
     def release(self, operation: Operation) -> None:
         """The request that `acquire` admitted has been answered: its windows start now."""

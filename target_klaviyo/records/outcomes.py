@@ -120,7 +120,9 @@ class Outcomes:
     def reject(self, item: Item, reason: str) -> None:
         if not self._claim([item]):
             return
-        self._write_reject(item.identifiers, reason, self.record_of(item))
+        self.run.write_reject(
+            self.stream, self.object, item.key, item.identifiers, reason, self.record_of(item)
+        )
         self._settle([item])
         self.unchanged.forget([item])
         self.run.stats.add(self.stream, self.object, rejected=1)
@@ -137,21 +139,10 @@ class Outcomes:
         self, record: Mapping[str, Any], reason: str, held: HeldRecord | None
     ) -> None:
         """A record rejected before it was mapped (invalid, or the mapping refused it)."""
-        self._write_reject({}, reason, record)
+        self.run.write_reject(self.stream, self.object, None, {}, reason, record)
         if held is not None:
             self._release([held.id])
         self.run.stats.add(self.stream, self.object, rejected=1)
-
-    def _write_reject(
-        self, identifiers: Mapping[str, Any], reason: str, record: Mapping[str, Any]
-    ) -> None:
-        self.run.rejects.write(
-            stream=self.stream,
-            obj=self.object,
-            identifiers=dict(identifiers),
-            reason=reason,
-            record=dict(record),
-        )
 
     def hold(self, items: Sequence[Item], reason: str) -> None:
         """Klaviyo kept refusing (or the run stopped): keep the records for the next run."""

@@ -3,13 +3,15 @@ run's figures, the STATE gate, and the first error a request thread hit."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.ledger.rejects import RejectsFile
-from target_klaviyo.ledger.store import Ledger
+from target_klaviyo.ledger.store import Ledger, StreamLock, new_run_id
+from target_klaviyo.mapping.values import to_json
 from target_klaviyo.records.jobs import JobWatcher
 from target_klaviyo.records.spool import Spool
 from target_klaviyo.run.gate import StateGate
@@ -57,6 +59,13 @@ class Run:
         self.stats = RunStats()
         self.gate = StateGate()
         self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
+        self.run_id = new_run_id()
+        # The Klaviyo account, for stream locks and the shared rate budget: its id, or a hash
+        # of the key (never the key itself, which the ledger would store).
+        self.account = (
+            "key-" + hashlib.blake2b(settings.private_api_key.encode(), digest_size=8).hexdigest()
+        )
+        self._stream_locks: dict[str, StreamLock] = {}
         self.sinks: list[KlaviyoSink] = []  # every sink of the run, in creation order
         self.failure: BaseException | None = None  # the first error a request thread hit
         self.stopping: int | None = None  # the signal that asked the run to stop
@@ -80,6 +89,35 @@ class Run:
             if self._spool is None:
                 self._spool = Spool()
             return self._spool
+
+    def lock_stream(self, stream: str) -> None:
+        """One run per stream at a time: hold the stream's lock until the run ends (waiting
+        up to `lock_timeout_s` for another live run to finish it; StreamLocked otherwise)."""
+        if self.ledger is None or stream in self._stream_locks:
+            return
+        self._stream_locks[stream] = self.ledger.lock_stream(
+            self.account, stream, self.settings.lock_timeout_s
+        )
+
+    def write_reject(
+        self,
+        stream: str,
+        obj: str,
+        key: str | None,
+        identifiers: Mapping[str, Any],
+        reason: str,
+        record: Mapping[str, Any],
+    ) -> None:
+        """A rejected record: the rejects file, and the ledger's rejects table (PostgreSQL)."""
+        self.rejects.write(
+            stream=stream,
+            obj=obj,
+            identifiers=dict(identifiers),
+            reason=reason,
+            record=dict(record),
+        )
+        if self.ledger is not None:
+            self.ledger.record_reject(self.run_id, stream, key, reason, to_json(dict(record)))
 
     def register(self, sink: KlaviyoSink) -> None:
         """A new sink: the STATE gate waits for it, and a stopping run holds what it kept."""
@@ -125,4 +163,4 @@ class Run:
         self.rejects.close()
         self.client.close()
         if self.ledger is not None:
-            self.ledger.close()
+            self.ledger.close()  # releases the stream locks too

@@ -25,7 +25,8 @@ from singer_sdk.exceptions import (
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_klaviyo.klaviyo.client import ConfigError, KlaviyoAuthError, KlaviyoClient
-from target_klaviyo.klaviyo.startup import StartupError, check_account
+from target_klaviyo.klaviyo.startup import StartupError, account_of, check_account
+from target_klaviyo.ledger.store import LedgerError
 from target_klaviyo.run.context import Run
 from target_klaviyo.run.progress import Progress
 from target_klaviyo.run.stats import render_table, write_summary_file
@@ -55,6 +56,7 @@ USER_ERRORS = (
     StartupError,
     ConfigError,
     MappingConfigError,
+    LedgerError,  # the ledger's database refused, or another run holds a stream
 )
 
 
@@ -84,6 +86,7 @@ class Lifecycle:
             assert isinstance(run.client, KlaviyoClient)
             run.list_ids = check_account(run.client, run.settings)
             self.logger.info("Klaviyo start-up check passed")
+            self.share_budget(run.client)
         else:
             for mapping in run.mappings.mappings:
                 if mapping.list_id or mapping.list_name:
@@ -92,6 +95,28 @@ class Lifecycle:
         if run.ledger is not None and not run.settings.dry_run:
             self.resolve_interrupted_jobs()
             self.replay_held()
+
+    def share_budget(self, client: KlaviyoClient) -> None:
+        """With the ledger in PostgreSQL, every run on the account paces from one budget kept
+        there; the account is named by its id (`GET /api/accounts`) so that runs with
+        different keys of one account share it."""
+        run = self.run
+        if run.ledger is None or run.ledger.kind != "postgresql":
+            return
+        account_id = account_of(client)
+        if account_id is None:
+            self.logger.warning(
+                "the key cannot read its account (scope accounts:read): runs with other keys "
+                "of this account do not share its rate budget"
+            )
+        else:
+            run.account = f"account-{account_id}"
+        budget = run.ledger.rate_budget(
+            run.account, in_flight_timeout_s=2 * run.settings.request_timeout_s
+        )
+        if budget is not None:
+            client.share_budget(budget)
+            self.logger.info("rate budget shared with every run on this account (ledger)")
 
     def resolve_interrupted_jobs(self) -> None:
         """Jobs an interrupted run left in flight: look them up, then forget them.

@@ -105,7 +105,9 @@ def render_table(summary: Mapping[str, Any]) -> str:
 
 
 def write_summary_file(state_dir: Path, summary: Mapping[str, Any]) -> Path:
-    """<state_dir>/last_run.json, replaced atomically, mode 0600."""
+    """<state_dir>/last_run.json, replaced atomically, mode 0600 (the directory is made when
+    the ledger lives elsewhere and a fresh worker has none)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "last_run.json"
     tmp = path.with_suffix(".json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
