@@ -118,6 +118,9 @@ class TargetKlaviyo(Target):
         schema: dict | None = None,
         key_properties: t.Sequence[str] | None = None,
     ) -> t.Any:
+        if schema is not None and self.settings.streams.resolve(stream_name) is not None:
+            # Before any of the stream's records is read: one run per stream at a time.
+            self.run.lock_stream(stream_name)
         sink = t.cast(
             KlaviyoSink,
             super().get_sink(

@@ -135,7 +135,11 @@ def temporary_schema(settings: PostgresSettings, prefix: str = "tk_e2e") -> Iter
         yield Schema(settings, name)
     finally:
         with psycopg.connect(**settings.conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name)))
+            # `<name>_ledger`: where a test keeps the target's ledger beside its tables.
+            for each in (name, f"{name}_ledger"):
+                conn.execute(
+                    sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(each))
+                )
 
 
 @contextmanager

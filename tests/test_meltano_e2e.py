@@ -153,10 +153,13 @@ def write_project(
     schema: str,
     emulator: Emulator,
     state_dir: Path,
+    ledger: dict[str, str] | None = None,
 ) -> None:
     loader = repo_loader_definition()
-    loader["pip_url"] = f"-e {REPO}"
+    # The ledger in PostgreSQL needs the `postgres` extra (psycopg), as the README says.
+    loader["pip_url"] = f"-e {REPO}[postgres]" if ledger else f"-e {REPO}"
     loader["config"] = {
+        **(ledger or {}),
         "api_base_url": emulator.base_url,
         "state_dir": str(state_dir),
         "default_phone_region": "US",
@@ -275,10 +278,18 @@ def pg_schema() -> Iterator[tuple[PostgresSettings, Schema]]:
         yield settings, schema
 
 
+@pytest.mark.parametrize("ledger_in", ["sqlite", "postgresql"])
 def test_meltano_run_tap_postgres_to_target_klaviyo(
-    pg_schema: tuple[PostgresSettings, Schema], tmp_path: Path
+    pg_schema: tuple[PostgresSettings, Schema], tmp_path: Path, ledger_in: str
 ) -> None:
+    """The same pipeline twice; with the ledger in PostgreSQL (the same server the tap reads,
+    as Meltano's own system database could host it) the worker's disk is gone in between."""
     pg, schema = pg_schema
+    ledger = (
+        {"ledger_url": pg.url(), "ledger_schema": f"{schema.name}_ledger"}
+        if ledger_in == "postgresql"
+        else None
+    )
     schema.insert("customers", CUSTOMERS)
     schema.insert("orders", ORDERS)
     schema.insert("newsletter", NEWSLETTER)
@@ -293,7 +304,7 @@ def test_meltano_run_tap_postgres_to_target_klaviyo(
     with Emulator(window_scale=0.01, job_delay_s=0.01) as emulator:
         project = tmp_path / "project"
         state_dir = tmp_path / "klaviyo-state"
-        write_project(project, pg, schema.name, emulator, state_dir)
+        write_project(project, pg, schema.name, emulator, state_dir, ledger)
         # The key comes from the environment, as the README recommends, not from meltano.yml.
         env = clean_env(TARGET_KLAVIYO_PRIVATE_API_KEY=emulator.private_key)
 
@@ -399,6 +410,8 @@ def test_meltano_run_tap_postgres_to_target_klaviyo(
         schema.insert("orders", NEW_ORDERS)
         schema.insert("newsletter", NEW_NEWSLETTER)
         log_mark = len(emulator.request_log)
+        if ledger is not None:
+            shutil.rmtree(state_dir)  # a fresh worker: only the ledger in PostgreSQL remains
 
         second = run(
             [meltano, "run", "tap-postgres", "target-klaviyo"],

@@ -65,8 +65,6 @@ class KlaviyoSink(BatchSink):
         mapping = self.run.mappings.resolve(self.stream_name)
         if mapping is None:  # the target checks this at SCHEMA time; keep the sink honest
             raise ValueError(f"stream {self.stream_name!r} has no mapping")
-        # Before any of the stream's records is read: one run per stream at a time.
-        self.run.lock_stream(self.stream_name)
         self.mapping: StreamMapping = mapping
         # Computed once: the property serialises the whole mapping on every access.
         self.fingerprint = mapping.fingerprint

@@ -1,0 +1,227 @@
+"""Production as containers and orchestrators run it: the ledger in PostgreSQL while the
+worker's disk is gone after every run, two runs meeting on one stream, two runs sharing one
+account's rate budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ledger_places import KINDS, LedgerPlace, ledger_place
+from tests.support import (
+    INTEGER,
+    REPO,
+    STRING,
+    activate_version_message,
+    base_config,
+    record_message,
+    run_target,
+    schema_message,
+    singer_lines,
+    stream_messages,
+)
+
+CUSTOMERS = {"id": INTEGER, "email": STRING, "plan": STRING}
+AUDIENCE = {"email": STRING}
+
+
+@pytest.fixture
+def postgres_ledger(tmp_path: Path) -> Iterator[LedgerPlace]:
+    with ledger_place("postgresql", tmp_path) as place:
+        yield place
+
+
+def customers(count: int, plan: str = "basic") -> list[dict[str, Any]]:
+    return [{"id": i, "email": f"c{i}@example.com", "plan": plan} for i in range(count)]
+
+
+def full_sync(version: int, names: list[str]) -> list[dict[str, Any]]:
+    return [
+        schema_message("audience", AUDIENCE),
+        activate_version_message("audience", version),
+        *(record_message("audience", {"email": f"{n}@example.com"}, version) for n in names),
+        activate_version_message("audience", version),
+    ]
+
+
+def members(emulator: Any, list_id: str) -> set[str]:
+    state = emulator.dump()
+    by_id = {profile["id"]: profile["attributes"]["email"] for profile in state["profiles"]}
+    return {by_id[pid] for pid in state["lists"][list_id]["members"]}
+
+
+@pytest.mark.postgres
+def test_a_worker_that_loses_its_disk_keeps_every_promise(
+    emulator: Any, tmp_path: Path, postgres_ledger: LedgerPlace
+) -> None:
+    list_id = str(emulator.store.create_list("VIP", None).id)
+    streams = {
+        "customers": {"object": "profile", "fields": {"external_id": "id"}},
+        "audience": {
+            "object": "list",
+            "list_id": list_id,
+            "behavior": "mirror",
+            "mirror_max_removal_ratio": 1,
+        },
+        "orders": {"object": "event", "event_name": "Placed Order"},
+    }
+    ledger = {"ledger_url": postgres_ledger.url, "ledger_schema": postgres_ledger.schema}
+    orders = stream_messages(
+        "orders", {"id": INTEGER, "email": STRING}, [{"id": 1, "email": "c1@example.com"}], ["id"]
+    )
+    nobody = {"id": None, "email": None, "plan": "gold"}  # no identifier: rejected
+    first_input = singer_lines(
+        [
+            *stream_messages("customers", CUSTOMERS, [*customers(20), nobody], ["id"]),
+            *full_sync(1, ["ann", "bob", "cat"]),
+            *orders,
+        ]
+    )
+    worker = tmp_path / "worker"
+    emulator.add_fault("503", operation="bulk_create_events", count=None)
+    first = run_target(
+        base_config(emulator, worker, streams, max_retries=0, **ledger), first_input, tmp_path
+    )
+    assert first.exit_code == 0, first.stderr
+    assert first.stream("orders")["on_hold"] == 1
+    emulator.clear_faults()
+    shutil.rmtree(worker)  # the container is gone; the next run starts on a fresh disk
+
+    second_input = singer_lines(
+        [
+            *stream_messages("customers", CUSTOMERS, customers(20), ["id"]),
+            *full_sync(2, ["ann", "bob"]),
+        ]
+    )
+    imports_before = sum(e.operation == "bulk_import_profiles" for e in emulator.request_log)
+    second = run_target(base_config(emulator, worker, streams, **ledger), second_input, tmp_path)
+    assert second.exit_code == 0, second.stderr
+    second.assert_accounted()
+    # Records on hold were replayed from the ledger.
+    assert second.stream("orders")["replayed"] == 1
+    assert second.stream("orders")["loaded"] == 1
+    # skip_unchanged remembered what Klaviyo already has.
+    assert second.stream("customers")["unchanged"] == 20
+    assert sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == (
+        imports_before
+    )
+    # The mirror pass removed the member the first run added and this pass did not see.
+    assert emulator.wait_idle()
+    assert members(emulator, list_id) == {"ann@example.com", "bob@example.com"}
+    assert any("removed 1 members" in note for note in second.summary["notes"])
+    # The rejects of the first run are in the ledger's rejects table too (README's query).
+    import psycopg
+
+    with psycopg.connect(postgres_ledger.url, autocommit=True) as db:
+        rows = db.execute(
+            f"SELECT stream, reason, record FROM {postgres_ledger.schema}.rejects"
+            f" WHERE run_id = (SELECT max(run_id) FROM {postgres_ledger.schema}.rejects)"
+        ).fetchall()
+    assert [(stream, record["plan"]) for stream, _, record in rows] == [("customers", "gold")]
+    assert "no usable identifier" in rows[0][1]
+
+
+class Running:
+    def __init__(self, config: dict[str, Any], tmp_path: Path, text: str) -> None:
+        path = tmp_path / f"config-{os.urandom(3).hex()}.json"
+        path.write_text(json.dumps(config))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "target_klaviyo", "--config", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        # The whole input at once, from a thread: the run reads it while the test goes on.
+        self._feeder = threading.Thread(target=self._feed, args=(text,), daemon=True)
+        self._feeder.start()
+
+    def _feed(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(text)
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def finish(self, timeout: float = 120) -> tuple[int, str]:
+        self._feeder.join(timeout)
+        self.proc.stdin = None  # closed by the feeder
+        _, stderr = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.emulator(job_latency_s=6)
+def test_a_second_run_on_a_stream_being_loaded_refuses_then_waits(
+    emulator: Any, tmp_path: Path, kind: str
+) -> None:
+    streams = {"customers": {"object": "profile", "fields": {"external_id": "id"}}}
+    text = singer_lines(stream_messages("customers", CUSTOMERS, customers(50), ["id"]))
+    with ledger_place(kind, tmp_path) as place:
+        ledger = {"ledger_url": place.url, "ledger_schema": place.schema} if place.url else {}
+        config = base_config(emulator, place.state_dir, streams, **ledger)
+        first = Running(config, tmp_path, text)
+        deadline = time.monotonic() + 30
+        while not any(e.operation == "bulk_import_profiles" for e in emulator.request_log):
+            assert time.monotonic() < deadline, "the first run never submitted its job"
+            time.sleep(0.02)
+
+        refused = run_target(config, text, tmp_path)  # lock_timeout_s: 0
+        assert refused.exit_code == 1
+        errors = [line for line in refused.stderr.splitlines() if "| ERROR" in line]
+        assert len(errors) == 1, refused.stderr
+        line = errors[0]
+        assert "'customers'" in line and "pid" in line and "since" in line, line
+        assert "Traceback" not in refused.stderr
+        # It sent nothing for that stream: the one import is the first run's.
+        assert sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 1
+
+        waiting = run_target({**config, "lock_timeout_s": 60}, text, tmp_path)
+        code, stderr = first.finish()
+        assert code == 0, stderr
+        assert waiting.exit_code == 0, waiting.stderr
+        waiting.assert_accounted()
+        assert waiting.stream("customers")["unchanged"] == 50  # it ran after the first
+
+
+@pytest.mark.postgres
+def test_two_runs_on_one_account_share_its_rate_budget(
+    emulator: Any, tmp_path: Path, postgres_ledger: LedgerPlace
+) -> None:
+    """Two pipelines load two event streams of one account at once, at Klaviyo's real tiers:
+    together they stay inside bulk_create_events' windows (10/s, 150/min), where each alone
+    would take all of it."""
+    requests_each = 80  # 160 together: the per-minute window binds
+    ledger = {"ledger_url": postgres_ledger.url, "ledger_schema": postgres_ledger.schema}
+    runs = []
+    for name in ("web_orders", "store_orders"):
+        rows = [
+            {"id": i, "email": f"c{i % 500}@example.com", "total": 10}
+            for i in range(requests_each * 1_000)
+        ]
+        text = singer_lines(
+            stream_messages(name, {"id": INTEGER, "email": STRING, "total": INTEGER}, rows, ["id"])
+        )
+        streams = {name: {"object": "event", "event_name": f"Placed Order ({name})"}}
+        config = base_config(emulator, tmp_path / name, streams, **ledger)
+        runs.append(Running(config, tmp_path, text))
+    results = [run.finish(timeout=300) for run in runs]
+
+    for code, stderr in results:
+        assert code == 0, stderr[-3000:]
+    events = [e for e in emulator.request_log if e.operation == "bulk_create_events"]
+    assert len(events) == 2 * requests_each
+    assert [e.status for e in events if e.status == 429] == []
