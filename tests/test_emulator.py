@@ -389,6 +389,60 @@ def test_bulk_import_applies_rows_and_joins_lists_without_touching_consent(
 
 
 @pytest.mark.emulator(job_delay_s=0.3, throttle=False)
+def test_bulk_import_leaves_fields_sent_as_null_alone(emulator: Emulator, api: Client) -> None:
+    created = api.post(
+        "/api/profile-import",
+        kl.profile_import(
+            {
+                "email": "sam@example.com",
+                "external_id": "s-1",
+                "first_name": "Sam",
+                "title": "Chef",
+                "location": {"city": "Boston", "zip": "02110"},
+                "properties": {"tier": "gold", "legacy": 1},
+            }
+        ),
+    )
+    assert created.status_code == 201
+    rows = [
+        kl.profile(
+            {
+                "email": "sam@example.com",
+                "external_id": None,
+                "first_name": None,
+                "last_name": "Stone",
+                "location": {"city": None, "zip": "02111"},
+                "properties": {"tier": None, "color": "red"},
+            },
+            meta={"patch_properties": {"unset": "legacy"}},
+        ),
+        kl.profile({"email": "sam@example.com", "location": None, "properties": None}),
+    ]
+    job = import_profiles(api, rows)
+    assert (job["status"], job["completed_count"]) == ("complete", 2)
+    (stored,) = emulator.dump()["profiles"]
+    attributes = stored["attributes"]
+    assert (attributes["first_name"], attributes["last_name"]) == ("Sam", "Stone")
+    assert attributes["external_id"] == "s-1" and attributes["title"] == "Chef"
+    assert (attributes["location"]["city"], attributes["location"]["zip"]) == ("Boston", "02111")
+    # A null custom property is left alone too; unset still removes one.
+    assert stored["properties"] == {"tier": "gold", "color": "red"}
+    found = api.get("/api/profiles", filter='equals(external_id,"s-1")').json()["data"]
+    assert [p["id"] for p in found] == [stored["id"]]
+
+    # Clearing goes through profile-import, which clears a field sent as null.
+    cleared = api.post(
+        "/api/profile-import",
+        kl.profile_import(
+            {"email": "sam@example.com", "first_name": None, "location": {"city": None}}
+        ),
+    )
+    assert cleared.status_code == 200
+    attributes = cleared.json()["data"]["attributes"]
+    assert attributes["first_name"] is None and attributes["location"]["city"] is None
+    assert attributes["last_name"] == "Stone"
+
+
 def test_bulk_import_job_goes_queued_processing_complete(api: Client) -> None:
     rows = [kl.profile({"email": f"u{i}@example.com"}) for i in range(2000)]
     job_id = api.post("/api/profile-bulk-import-jobs", kl.bulk_import(rows)).json()["data"]["id"]

@@ -217,7 +217,10 @@ def test_nulls_modes_on_a_second_run(emulator: Any, tmp_path: Path, nulls: str) 
     for name, rows in second.items():
         assert run.stream(name)["loaded"] == len(rows)
     assert len(calls(emulator, "bulk_import_profiles")) == 2
-    assert len(calls(emulator, "create_or_update_profile")) == 4
+    # vip's 2 profiles go through profile-import on both runs; with `unset` the 5 bulk-imported
+    # profiles that sent nulls also go through it once more, to clear their standard fields.
+    cleared = 5 if nulls == "unset" else 0
+    assert len(calls(emulator, "create_or_update_profile")) == 4 + cleared
 
     for i in (0, 4, 100, 101):
         profile = profiles_by_email(emulator)[f"customer{i}@example.com"]

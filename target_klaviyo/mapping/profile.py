@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from target_klaviyo.klaviyo.fields import (
+    IDENTIFIER_FIELDS,
     NUMERIC_LOCATION_FIELDS,
     PROPERTIES_PREFIX,
     STANDARD_COLUMNS,
@@ -481,3 +482,20 @@ class ProfileMapper:
         if len(encoded) > MAX_PROFILE_BYTES:
             raise profile_too_large(len(encoded))
         return ProfileParts(identity, identity.as_attributes(), resource, encoded, warnings)
+
+
+def cleared_fields(resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The profile-import resource that clears a profile's standard fields sent as null, or
+    None when there are none. (A bulk import leaves a field sent as null as it is: Klaviyo's
+    Bulk Import Profiles guide; profile-import clears it.)"""
+    attributes = resource["attributes"]
+    nulls: dict[str, Any] = {name: None for name, value in attributes.items() if value is None}
+    location = attributes.get("location")
+    if isinstance(location, dict):
+        cleared = {name: None for name, value in location.items() if value is None}
+        if cleared:
+            nulls["location"] = cleared
+    if not nulls:
+        return None
+    identifiers = {name: attributes[name] for name in IDENTIFIER_FIELDS if name in attributes}
+    return {"type": "profile", "attributes": {**identifiers, **nulls}}

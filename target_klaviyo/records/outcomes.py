@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from target_klaviyo.klaviyo.client import ApiResult
@@ -101,13 +101,17 @@ class Outcomes:
         self.run.stats.add(self.stream, self.object, loaded=len(items))
         self._watch(items)
 
-    def mark_rows_loaded(self, rows: SubmittedRows) -> None:
-        """Every row of a bulk job was loaded (the job ended without errors)."""
+    def mark_rows_loaded(self, rows: SubmittedRows, but: Collection[int] = ()) -> None:
+        """The rows of a bulk job were loaded (the job ended without errors), `but` those
+        (rows whose outcome waits for another request)."""
         ledger = self.run.ledger
         if self.unchanged.enabled and len(rows.sent) and ledger is not None:
-            ledger.remember_sent(zip(rows.sent, rows.digests, strict=True))
-        self._release(held.id for held in rows.held.values())
-        self.run.stats.add(self.stream, self.object, loaded=rows.count)
+            pairs = zip(rows.sent, rows.digests, strict=True)
+            if but:
+                pairs = (pair for row, pair in enumerate(pairs) if row not in but)  # type: ignore[assignment]
+            ledger.remember_sent(pairs)
+        self._release(held.id for row, held in rows.held.items() if row not in but)
+        self.run.stats.add(self.stream, self.object, loaded=rows.count - len(but))
 
     def mark_unchanged(self, items: Sequence[Item]) -> None:
         items = self._claim(items)

@@ -30,6 +30,8 @@ class SubmittedRows:
     sent: array[int]  # skip_unchanged: each row's key and payload hashes (empty when off)
     digests: array[int]
     held: dict[int, HeldRecord] = field(default_factory=dict)  # row -> its record on hold
+    # Rows whose fields sent as null are cleared after the job (`nulls: unset`).
+    clears: array[int] = field(default_factory=lambda: array("I"))
 
     @property
     def count(self) -> int:
@@ -50,7 +52,8 @@ class Spool:
         self._end = 0
 
     def write(self, items: list[Item], *, unchanged: bool) -> SubmittedRows:
-        """Spool the records of a job Klaviyo accepted; `unchanged`: keep their hashes."""
+        """Spool the records of a job Klaviyo accepted; `unchanged`: keep their hashes. An
+        item's payload, when it has one, marks a row with fields to clear afterwards."""
         lines = [_line(item.source) for item in items]
         keys = [item.key for item in items]
         data = ("".join(lines) + "".join(keys)).encode()
@@ -69,6 +72,8 @@ class Spool:
         for row, item in enumerate(items):
             if item.held is not None:
                 rows.held[row] = item.held
+            if item.payload is not None:  # what the record still needs cleared
+                rows.clears.append(row)
         return rows
 
     def rows(self, rows: SubmittedRows) -> list[tuple[str, str]]:

@@ -12,11 +12,12 @@ https://developers.klaviyo.com/en/docs/data-in).
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
 from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
-from target_klaviyo.mapping.profile import ProfileMapper
+from target_klaviyo.mapping.profile import ProfileMapper, cleared_fields
 from target_klaviyo.mapping.values import decode, encode
 from target_klaviyo.records.dispatch import Chunk, Dispatcher
 from target_klaviyo.records.item import Item, Mapped, Request, mapped
@@ -46,11 +47,14 @@ class ProfileUpsertSink(KlaviyoSink):
             list(self.schema.get("properties", {})),
             self.run.settings.default_phone_region,
         )
+        self.clears_nulls = self.mapping.nulls == "unset"
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
-        identity, identifiers, _, encoded, warnings = self.mapper.map_parts(record)
-        # Sent as encoded: the resource is not kept while the record waits in a job.
-        return mapped((identity.key(), identifiers, None, len(encoded), warnings, encoded))
+        identity, identifiers, resource, encoded, warnings = self.mapper.map_parts(record)
+        # Sent as encoded: the resource is not kept while the record waits in a job; only
+        # what a bulk import cannot clear (`nulls: unset`) is, as the payload.
+        clears = cleared_fields(resource) if self.clears_nulls else None
+        return mapped((identity.key(), identifiers, clears, len(encoded), warnings, encoded))
 
     # -- sending --------------------------------------------------------------------------
 
@@ -135,8 +139,12 @@ class ProfileUpsertSink(KlaviyoSink):
         if job.get("status") == "cancelled":
             return outcomes.hold(self.rebuilt(rows), f"Klaviyo cancelled import job {job_id}")
         failed = int(job.get("failed_count") or 0)
+        clears = set(rows.clears)
         if not failed:
-            return outcomes.mark_rows_loaded(rows)
+            outcomes.mark_rows_loaded(rows, but=clears)
+            if clears:
+                self.clear_nulls(self.rebuilt(rows, identifiers=True, only=clears))
+            return None
         items = self.rebuilt(rows, identifiers=True)
         errors = self.import_errors(job_id, items)
         if isinstance(errors, ApiResult):
@@ -144,7 +152,9 @@ class ProfileUpsertSink(KlaviyoSink):
             return outcomes.hold(items, errors.describe())
         for index, detail in errors.items():
             outcomes.reject(items[index], f"Klaviyo: {detail}")
-        outcomes.mark_loaded([item for index, item in enumerate(items) if index not in errors])
+        imported = [(index, item) for index, item in enumerate(items) if index not in errors]
+        outcomes.mark_loaded([item for index, item in imported if index not in clears])
+        self.clear_nulls([item for index, item in imported if index in clears])
         if failed != len(errors):
             self.logger.warning(
                 "import job %s reported %d failed rows; %d were matched to records",
@@ -154,23 +164,33 @@ class ProfileUpsertSink(KlaviyoSink):
             )
         return None
 
-    def rebuilt(self, rows: SubmittedRows, *, identifiers: bool = False) -> list[Item]:
-        """The items of a job's rows, from the spool; `identifiers`: mapped again for them
-        (to match import errors), else kept as their lines (to hold them)."""
+    def rebuilt(
+        self,
+        rows: SubmittedRows,
+        *,
+        identifiers: bool = False,
+        only: Collection[int] | None = None,
+    ) -> list[Item]:
+        """The items of a job's rows (`only` those, when given), from the spool;
+        `identifiers`: mapped again for them (to match import errors, to clear fields), else
+        kept as their lines (to hold them)."""
         items = []
         unchanged = len(rows.sent) > 0
         for row, (line, key) in enumerate(self.run.spool.rows(rows)):
+            if only is not None and row not in only:
+                continue
             source: dict[str, Any] | str = line
             found: dict[str, Any] = {}
+            payload = None
             if identifiers:
                 source = self.intake.rebuild(line)
-                found = self.map_record(source).identifiers
+                _, found, payload, *_ = self.map_record(source)
             item = Item(
                 0,
                 source,
                 key,
                 found,
-                None,
+                payload,
                 0,
                 rows.digests[row] if unchanged else None,
                 rows.held.get(row),
@@ -226,11 +246,24 @@ class ProfileUpsertSink(KlaviyoSink):
             self.logger.warning("%d import errors could not be matched to a record", unmatched)
         return errors
 
-    def upsert_each(self, items: list[Item]) -> None:
-        """profile-import, one profile a request; a 409 duplicate_profile is retried once
-        without the phone number, never in a loop."""
+    def clear_nulls(self, items: list[Item]) -> None:
+        """After their bulk import: the fields these records sent as null are cleared with
+        profile-import, which clears a field sent as null (`nulls: unset`). A record is loaded
+        once both are done."""
         for item in items:
-            resource = item.payload if item.payload is not None else decode(item.encoded)
+            result = self.upsert_one(item.payload)
+            if result.exhausted:
+                self.outcomes.hold([item], result.describe())
+            elif result.ok:
+                self.outcomes.mark_loaded([item])
+            else:
+                self.outcomes.reject(item, result.describe())
+
+    def upsert_each(self, items: list[Item]) -> None:
+        """profile-import, one profile a request (it clears fields sent as null itself); a 409
+        duplicate_profile is retried once without the phone number, never in a loop."""
+        for item in items:
+            resource = decode(item.encoded)
             result = self.upsert_one(resource)
             if result.status == 409 and "phone_number" in resource.get("attributes", {}):
                 without_phone = {

@@ -441,6 +441,18 @@ class CatalogJob(Job):
         }
 
 
+def without_nulls(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Profile attributes without the nulls in them: standard fields, ``location`` and its
+    fields, ``properties`` and custom properties sent as null are dropped."""
+    kept: dict[str, Any] = {}
+    for name, value in attributes.items():
+        if value is None:
+            continue
+        nested = name in ("location", "properties") and isinstance(value, dict)
+        kept[name] = {k: v for k, v in value.items() if v is not None} if nested else value
+    return kept
+
+
 class Store:
     """All account state. Every public method takes ``self.lock``."""
 
@@ -504,6 +516,7 @@ class Store:
         *,
         keep_on_conflict: bool = False,
         stamp: str | None = None,
+        ignore_nulls: bool = False,
     ) -> tuple[Profile, bool, list[str]]:
         """Create or update a profile. Returns (profile, created, identifiers not applied).
 
@@ -536,7 +549,8 @@ class Store:
                 self.profile_order.append(profile.id)
             else:
                 profile = matched[0]
-            self._apply(profile, attributes, meta)
+            # ignore_nulls (bulk import): a field sent as null is left as it is, not cleared.
+            self._apply(profile, without_nulls(attributes) if ignore_nulls else attributes, meta)
             profile.updated = stamp
             return profile, created, dropped
 
@@ -692,7 +706,14 @@ class Store:
             return
         try:
             stamp = stamp or iso(now_utc())
-            profile, _, _ = self.upsert(attributes, row.get("meta"), row.get("id"), stamp=stamp)
+            # Klaviyo's Bulk Import Profiles guide: the bulk import "does not support setting
+            # fields to null to clear them. Only fields explicitly provided with non-null values
+            # will be updated" (clearing goes through profile-import or Update Profile);
+            # meta.patch_properties.unset still removes custom properties.
+            # https://developers.klaviyo.com/en/docs/use_klaviyos_bulk_profile_import_api
+            profile, _, _ = self.upsert(
+                attributes, row.get("meta"), row.get("id"), stamp=stamp, ignore_nulls=True
+            )
         except ProfileConflictError:
             # Klaviyo: profiles API: identifiers belonging to two profiles; the row is not applied.
             self.import_error(
