@@ -254,3 +254,28 @@ class Dispatcher:
 
     def shutdown(self, *, wait: bool = True) -> None:
         self.executor.shutdown(wait=wait, cancel_futures=not wait)
+
+
+class ChunkJobs:
+    """A chunk whose records went out in one or more bulk jobs (a 413 splits a request, a
+    sink may send one chunk as several jobs): it ends when its last job ended. Any sink whose
+    requests open Klaviyo jobs follows its chunks with one."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.jobs = 0
+        self._pending = 1  # the submission itself, until `send_chunk` is done
+        self._lock = threading.Lock()
+
+    def opened(self, dispatch: Dispatcher) -> None:
+        with self._lock:
+            if not self.jobs:
+                dispatch.job_opened(self.chunk)
+            self.jobs += 1
+            self._pending += 1
+
+    def release(self) -> bool:
+        """One job ended (or the submission finished); True when nothing is pending."""
+        with self._lock:
+            self._pending -= 1
+            return self._pending == 0

@@ -30,7 +30,6 @@ POLL_FIRST_S = 0.5  # a new job is first asked about this soon
 POLL_MAX_S = 10.0
 POLL_MIN_S = 0.25  # never more often (the list's window allows 10/s, 150/min)
 LIST_PAGE_SIZE = 100  # the largest page of the job lists
-FINAL = frozenset({"complete", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,12 @@ class JobKind:
     """How to ask Klaviyo about one kind of bulk job."""
 
     name: str  # for logs: "profile import"
-    list_operation: str
+    list_operation: str | None  # the kind's job list; None: each job is asked on its own
     get_operation: str
+    # The list's query: its sort (newest first lets a poll stop at the oldest open job) and
+    # filter, as the spec has them for this kind's list.
+    list_params: tuple[tuple[str, Any], ...] = (("sort", "-created_at"),)
+    final: frozenset[str] = frozenset({"complete", "cancelled"})  # statuses a job ends in
 
 
 PROFILE_IMPORT = JobKind(
@@ -202,7 +205,8 @@ class JobWatcher:
             if not job.ended:
                 by_kind.setdefault(job.kind, []).append(job)
         for kind, open_jobs in by_kind.items():
-            unseen = open_jobs if kind in self._no_list else self._poll_list(kind, open_jobs)
+            listed = kind.list_operation is not None and kind not in self._no_list
+            unseen = self._poll_list(kind, open_jobs) if listed else open_jobs
             for job in unseen:
                 self._poll_one(job)
 
@@ -210,7 +214,8 @@ class JobWatcher:
         """Ask the job list about every open job of a kind; return those it does not show."""
         wanted = {job.id: job for job in jobs}
         oldest = min((job.created_at for job in jobs if job.created_at), default=None)
-        params = {"sort": "-created_at", "page[size]": LIST_PAGE_SIZE}
+        params = {**dict(kind.list_params), "page[size]": LIST_PAGE_SIZE}
+        assert kind.list_operation is not None
         for page in pages(self._client, kind.list_operation, params):
             self.polls += 1
             if page.exhausted:
@@ -248,7 +253,7 @@ class JobWatcher:
         self._saw(job, dict(result.body["data"].get("attributes") or {}), time.monotonic())
 
     def _saw(self, job: OpenJob, attributes: dict[str, Any], now: float) -> None:
-        if attributes.get("status") in FINAL:
+        if attributes.get("status") in job.kind.final:
             self._finish(job, JobEnd(attributes=dict(attributes)))
         else:
             with self._lock:

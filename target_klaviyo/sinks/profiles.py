@@ -11,7 +11,6 @@ https://developers.klaviyo.com/en/docs/data-in).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection
 from typing import Any, ClassVar
 
@@ -19,7 +18,7 @@ from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
 from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
 from target_klaviyo.mapping.profile import ProfileMapper, cleared_fields
 from target_klaviyo.mapping.values import decode, encode
-from target_klaviyo.records.dispatch import Chunk, Dispatcher
+from target_klaviyo.records.dispatch import Chunk, ChunkJobs
 from target_klaviyo.records.item import Item, Mapped, Request, mapped
 from target_klaviyo.records.jobs import PROFILE_IMPORT, JobEnd
 from target_klaviyo.records.protocol import join_body, row_locator
@@ -83,7 +82,7 @@ class ProfileUpsertSink(KlaviyoSink):
         items = chunk.items
         if len(items) <= SINGLE_UPSERT_MAX and not self.list_relationships():
             return super().send_chunk(chunk)
-        submitting = _Submitting(chunk)
+        submitting = ChunkJobs(chunk)
         self.protocol.send(
             "bulk_import_profiles",
             items,
@@ -97,7 +96,7 @@ class ProfileUpsertSink(KlaviyoSink):
             self.dispatch.end(chunk)
         return False
 
-    def job_accepted(self, submitting: _Submitting, items: list[Item], result: ApiResult) -> None:
+    def job_accepted(self, submitting: ChunkJobs, items: list[Item], result: ApiResult) -> None:
         """Klaviyo accepted an import job of these items: it is followed with the run's other
         open jobs, and the items' records wait on disk until it ends."""
         data = result.body["data"]
@@ -116,7 +115,7 @@ class ProfileUpsertSink(KlaviyoSink):
         )
 
     def job_ended(
-        self, submitting: _Submitting, job_id: str, rows: SubmittedRows, end: JobEnd
+        self, submitting: ChunkJobs, job_id: str, rows: SubmittedRows, end: JobEnd
     ) -> None:
         """Give every row of an ended job its outcome, then let its chunk end."""
         try:
@@ -293,27 +292,3 @@ def _identifier_tuple(attributes: Any) -> tuple[str | None, ...]:
         None if attributes.get(field) is None else str(attributes[field])
         for field in IDENTIFIER_FIELDS
     )
-
-
-class _Submitting:
-    """A chunk whose records went out in one or more import jobs (a 413 splits a request):
-    it ends when its last job ended."""
-
-    def __init__(self, chunk: Chunk) -> None:
-        self.chunk = chunk
-        self.jobs = 0
-        self._pending = 1  # the submission itself, until `send_chunk` is done
-        self._lock = threading.Lock()
-
-    def opened(self, dispatch: Dispatcher) -> None:
-        with self._lock:
-            if not self.jobs:
-                dispatch.job_opened(self.chunk)
-            self.jobs += 1
-            self._pending += 1
-
-    def release(self) -> bool:
-        """One job ended (or the submission finished); True when nothing is pending."""
-        with self._lock:
-            self._pending -= 1
-            return self._pending == 0
