@@ -28,7 +28,54 @@ BEHAVIORS: dict[str, tuple[str, ...]] = {
     "list": ("insert", "delete", "mirror"),
     "event": ("insert",),
     "subscription": ("subscribe", "unsubscribe"),
+    "suppression": ("suppress", "unsuppress"),
+    "deletion": ("delete",),
+    "catalog_item": ("upsert", "delete"),
+    "catalog_variant": ("upsert", "delete"),
+    "catalog_category": ("upsert", "delete"),
+    "custom_object": ("upsert",),
 }
+CATALOG_OBJECTS = ("catalog_item", "catalog_variant", "catalog_category")
+# What `fields` may name for each catalog object (the spec's create attributes), and the
+# relationship a column can carry: a variant's item, an item's categories (external ids).
+CATALOG_FIELDS: dict[str, frozenset[str]] = {
+    "catalog_item": frozenset(
+        {
+            "external_id",
+            "title",
+            "price",
+            "description",
+            "url",
+            "image_full_url",
+            "image_thumbnail_url",
+            "images",
+            "custom_metadata",
+            "published",
+            "categories",
+        }
+    ),
+    "catalog_variant": frozenset(
+        {
+            "external_id",
+            "title",
+            "description",
+            "sku",
+            "inventory_policy",
+            "inventory_quantity",
+            "price",
+            "url",
+            "image_full_url",
+            "image_thumbnail_url",
+            "images",
+            "custom_metadata",
+            "published",
+            "item",
+        }
+    ),
+    "catalog_category": frozenset({"external_id", "name", "items"}),
+}
+DELETION_FIELDS = frozenset({"email", "phone_number", "external_id", "id"})
+MAX_DELETIONS_PER_RUN = 1_000
 OBJECTS = tuple(BEHAVIORS)
 CHANNELS = ("email", "sms")
 NULLS = ("ignore", "unset")
@@ -58,6 +105,10 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "subscription": _COMMON_KEYS
     | _LIST_KEYS
     | {"behavior", "channels", "consented_at_field", "historical_import"},
+    "suppression": _COMMON_KEYS,
+    "deletion": _COMMON_KEYS | {"irreversible", "max_deletions_per_run"},
+    **dict.fromkeys(CATALOG_OBJECTS, _COMMON_KEYS),
+    "custom_object": _COMMON_KEYS | {"data_source_id", "data_source_name", "create_data_source"},
 }
 
 
@@ -97,6 +148,11 @@ class StreamMapping:
     unique_id_fields: tuple[str, ...] | None = None
     profile_properties: tuple[str, ...] = ()
     backfill: bool = False
+    irreversible: bool = False  # deletion: the user said they know it cannot be undone
+    max_deletions_per_run: int = MAX_DELETIONS_PER_RUN
+    data_source_id: str | None = None
+    data_source_name: str | None = None
+    create_data_source: bool = False
 
     @property
     def route(self) -> tuple[str, str]:
@@ -180,7 +236,7 @@ class _Reader:
         self.error("expected a list of column names", key)
         return ()
 
-    def fields(self) -> dict[str, str]:
+    def fields(self, obj: str) -> dict[str, str]:
         raw = self.raw.get("fields")
         if raw is None:
             return {}
@@ -191,8 +247,23 @@ class _Reader:
         for target, source in raw.items():
             if not isinstance(source, str) or not source:
                 self.error("expected a source column name", f"fields.{target}")
-            elif target in STANDARD_PATHS or (
-                target.startswith(PROPERTIES_PREFIX) and len(target) > len(PROPERTIES_PREFIX)
+            elif obj == "custom_object":  # a data source record's keys are the user's own
+                fields[target] = source
+            elif obj in CATALOG_FIELDS:
+                if target in CATALOG_FIELDS[obj]:
+                    fields[target] = source
+                else:
+                    allowed = ", ".join(sorted(CATALOG_FIELDS[obj]))
+                    self.error(f"not a field of {obj} (one of {allowed})", f"fields.{target}")
+            elif obj == "suppression" and target != "email":
+                self.error("a suppression is by email only", f"fields.{target}")
+            elif obj == "deletion" and target not in DELETION_FIELDS:
+                allowed = ", ".join(sorted(DELETION_FIELDS))
+                self.error(f"a deletion names its profile by one of {allowed}", f"fields.{target}")
+            elif (
+                obj in ("suppression", "deletion")
+                or target in STANDARD_PATHS
+                or (target.startswith(PROPERTIES_PREFIX) and len(target) > len(PROPERTIES_PREFIX))
             ):
                 fields[target] = source
             elif target in LOCATION_FIELDS:
@@ -281,12 +352,46 @@ def _event(read: _Reader, kwargs: dict[str, Any]) -> None:
     kwargs["backfill"] = read.flag("backfill")
 
 
+def _deletion(read: _Reader, kwargs: dict[str, Any]) -> None:
+    kwargs["irreversible"] = read.flag("irreversible")
+    if not kwargs["irreversible"]:
+        read.error(
+            "a privacy deletion cannot be undone: set irreversible: true to confirm",
+            "irreversible",
+        )
+    limit = read.raw.get("max_deletions_per_run", MAX_DELETIONS_PER_RUN)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        read.error("expected a whole number, 0 or more", "max_deletions_per_run")
+    else:
+        kwargs["max_deletions_per_run"] = limit
+
+
+def _custom_object(read: _Reader, kwargs: dict[str, Any]) -> None:
+    kwargs["data_source_id"] = read.text("data_source_id")
+    kwargs["data_source_name"] = read.text("data_source_name")
+    kwargs["create_data_source"] = read.flag("create_data_source")
+    if kwargs["data_source_id"] and kwargs["data_source_name"]:
+        read.error("give data_source_id or data_source_name, not both")
+    elif not (kwargs["data_source_id"] or kwargs["data_source_name"]):
+        read.error("a custom_object mapping needs data_source_id or data_source_name")
+    if kwargs["create_data_source"] and not kwargs["data_source_name"]:
+        read.error("needs data_source_name", "create_data_source")
+
+
+def _no_keys(read: _Reader, kwargs: dict[str, Any]) -> None:
+    """Objects with no keys of their own."""
+
+
 # What each object reads beyond the keys every mapping has.
 _OBJECT_KEYS: dict[str, Callable[[_Reader, dict[str, Any]], None]] = {
-    "profile": lambda read, kwargs: None,
+    "profile": _no_keys,
     "list": _list,
     "event": _event,
     "subscription": _subscription,
+    "suppression": _no_keys,
+    "deletion": _deletion,
+    **dict.fromkeys(CATALOG_OBJECTS, _no_keys),
+    "custom_object": _custom_object,
 }
 
 
@@ -306,7 +411,7 @@ def _parse_one(pattern: str, raw: Any, errors: list[str]) -> StreamMapping | Non
         "pattern": pattern,
         "object": obj,
         "behavior": read.choice("behavior", BEHAVIORS[obj]),
-        "fields": read.fields(),
+        "fields": read.fields(obj),
     }
     properties = raw.get("properties", "all")
     kwargs["properties"] = "all" if properties == "all" else read.columns("properties")
@@ -355,13 +460,18 @@ MAPPING_SCHEMA: dict[str, Any] = {
             {"type": "string", "enum": sorted({b for bs in BEHAVIORS.values() for b in bs})},
             "all",
             "profile: `upsert`; list: `insert` (default), `delete` or `mirror`; event: "
-            "`insert`; subscription: `subscribe` (default) or `unsubscribe`.",
+            "`insert`; subscription: `subscribe` (default) or `unsubscribe`; suppression: "
+            "`suppress` (default) or `unsuppress`; deletion: `delete`; `catalog_item`, "
+            "`catalog_variant`, `catalog_category`: `upsert` (default) or `delete`; "
+            "`custom_object`: `upsert`.",
         ),
         "fields": _key(
             {"type": "object", "additionalProperties": {"type": "string"}},
             "all",
             "`{klaviyo_field: source_column}`; dotted paths such as `location.city`, and "
-            "`properties.<name>` to rename a column into a custom property.",
+            "`properties.<name>` to rename a column into a custom property. Catalog objects: "
+            "the catalog fields (`external_id`, `title`, `price`, ...; a variant's `item`, an "
+            "item's `categories`); `custom_object`: the record's keys.",
         ),
         "properties": _key(
             {"anyOf": [{"type": "string", "enum": ["all"]}, _COLUMNS]},
@@ -430,6 +540,26 @@ MAPPING_SCHEMA: dict[str, Any] = {
         ),
         "backfill": _key(
             {"type": "boolean"}, "event", "send `backfill: true` so flows are not triggered."
+        ),
+        "irreversible": _key(
+            {"type": "boolean", "const": True},
+            "deletion",
+            "must be `true`: a privacy deletion request cannot be undone.",
+        ),
+        "max_deletions_per_run": _key(
+            {"type": "integer", "minimum": 0},
+            "deletion",
+            "a run that would request more deletions than this requests none and says why "
+            "(default 1,000).",
+        ),
+        "data_source_id": _key(_TEXT, "`custom_object`", "the Klaviyo data source id."),
+        "data_source_name": _key(
+            _TEXT, "`custom_object`", "the data source's title, resolved to its id at start-up."
+        ),
+        "create_data_source": _key(
+            {"type": "boolean"},
+            "`custom_object`",
+            "create the data source named by `data_source_name` when it does not exist.",
         ),
     },
 }
