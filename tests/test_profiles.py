@@ -3,7 +3,6 @@ limits, import errors, the 400-pointer resend, and the small-batch profile-impor
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -382,27 +381,30 @@ def test_same_email_twice_the_later_record_wins(
         assert [e.items for e in calls(emulator, "bulk_import_profiles")] == [4, 4]
 
 
-def test_small_batch_uses_profile_import_and_retries_a_409_without_phone(
-    emulator: Any, tmp_path: Path
+@pytest.mark.parametrize("others", [1, 5], ids=["profile-import", "bulk-import"])
+def test_an_identifier_conflict_is_rejected_alike_in_a_small_and_a_large_batch(
+    emulator: Any, tmp_path: Path, others: int
 ) -> None:
+    """The email names one Klaviyo profile, the phone number another. Whether the record goes
+    through profile-import (a batch of up to three) or a bulk import job, Klaviyo refuses it
+    and it is rejected with Klaviyo's reason; neither profile is written."""
     with emulator.store.lock:
-        owner, _, _ = emulator.store.upsert({"email": "sam@example.com"})
+        owner, _, _ = emulator.store.upsert({"email": "sam@example.com", "first_name": "Old"})
         other, _, _ = emulator.store.upsert({"phone_number": "+14155550142"})
-    rows = [
-        {"email": "sam@example.com", "phone": "415-555-0142", "first_name": "Sam"},
-        customer(2, phone="415-555-0143"),
-    ]
+    conflicting = {"email": "sam@example.com", "phone": "415-555-0142", "first_name": "Sam"}
+    rows = [conflicting] + [customer(i, phone=f"415-555-01{50 + i}") for i in range(others)]
     run = load(emulator, tmp_path, rows, default_phone_region="US")
 
     stats = run.stream(STREAM)
-    assert (stats["loaded"], stats["rejected"], stats["warnings"]) == (2, 0, 1)
-    assert calls(emulator, "bulk_import_profiles") == []
-    statuses = Counter(entry.status for entry in calls(emulator, "create_or_update_profile"))
-    assert statuses == {409: 1, 201: 1, 200: 1}
+    assert (stats["loaded"], stats["rejected"], stats["warnings"]) == (others, 1, 0)
+    bulk = calls(emulator, "bulk_import_profiles")
+    assert len(bulk) == (1 if others > 2 else 0)
+    [reject] = run.rejects()
+    assert reject["reason"] == "Klaviyo: A profile already exists with one of these identifiers."
     found = profiles_by_email(emulator)
     sam = found["sam@example.com"]
     assert sam["id"] == owner.id
-    assert sam["attributes"]["first_name"] == "Sam"
+    assert sam["attributes"]["first_name"] == "Old"
     assert sam["attributes"]["phone_number"] is None
     assert other.fields.get("phone_number") == "+14155550142"
-    assert found["customer2@example.com"]["attributes"]["phone_number"] == "+14155550143"
+    assert found["customer0@example.com"]["attributes"]["phone_number"] == "+14155550150"

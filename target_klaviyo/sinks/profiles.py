@@ -250,38 +250,27 @@ class ProfileUpsertSink(KlaviyoSink):
         profile-import, which clears a field sent as null (`nulls: unset`). A record is loaded
         once both are done."""
         for item in items:
-            result = self.upsert_one(item.payload)
-            if result.exhausted:
-                self.outcomes.hold([item], result.describe())
-            elif result.ok:
-                self.outcomes.mark_loaded([item])
-            else:
-                self.outcomes.reject(item, result.describe())
+            self.settle_one(item, self.upsert_one(item.payload))
 
     def upsert_each(self, items: list[Item]) -> None:
-        """profile-import, one profile a request (it clears fields sent as null itself); a 409
-        duplicate_profile is retried once without the phone number, never in a loop."""
+        """profile-import, one profile a request (it clears fields sent as null itself)."""
         for item in items:
-            resource = decode(item.encoded)
-            result = self.upsert_one(resource)
-            if result.status == 409 and "phone_number" in resource.get("attributes", {}):
-                without_phone = {
-                    **resource,
-                    "attributes": {
-                        k: v for k, v in resource["attributes"].items() if k != "phone_number"
-                    },
-                }
-                self.run.stats.add(self.stream_name, self.OBJECT, warnings=1)
-                self.logger.info(
-                    "profile-import: identifiers belong to two profiles; retried without phone"
-                )
-                result = self.upsert_one(without_phone)
-            if result.exhausted:
-                self.outcomes.hold([item], result.describe())
-            elif result.ok:
-                self.outcomes.mark_loaded([item])
-            else:
-                self.outcomes.reject(item, result.describe())
+            self.settle_one(item, self.upsert_one(decode(item.encoded)))
+
+    def settle_one(self, item: Item, result: ApiResult) -> None:
+        """A profile-import's outcome, the same as its record would have in a bulk job: a
+        refused profile (an identifier conflict: a 409 duplicate_profile) is rejected with
+        Klaviyo's reason, worded as an import error is, and never retried with fewer
+        identifiers (that would write to whichever profile the rest name)."""
+        if result.exhausted:
+            self.outcomes.hold([item], result.describe())
+        elif result.ok:
+            self.outcomes.mark_loaded([item])
+        elif result.errors:
+            details = "; ".join(error.detail or error.title for error in result.errors)
+            self.outcomes.reject(item, f"Klaviyo: {details}")
+        else:
+            self.outcomes.reject(item, result.describe())
 
     def upsert_one(self, resource: dict[str, Any]) -> ApiResult:
         return self.run.client.request("create_or_update_profile", body=encode({"data": resource}))
