@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -152,3 +153,43 @@ def run_checked(
     result.assert_accounted()
     assert emulator.silent_drops == []
     return result
+
+
+class Running:
+    """target-klaviyo in a process whose stdin the test writes at its own pace."""
+
+    def __init__(self, config: dict[str, Any], tmp_path: Path) -> None:
+        self.state_dir = Path(config["state_dir"])
+        path = tmp_path / f"config-{os.urandom(3).hex()}.json"
+        path.write_text(json.dumps(config))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "target_klaviyo", "--config", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    def write(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def close_input(self) -> None:
+        """The tap finished: end of input."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.stdin = None
+
+    def signal(self, number: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(number)
+
+    def finish(self, timeout: float = 60) -> tuple[int, list[dict[str, Any]], str]:
+        stdout, stderr = self.proc.communicate(timeout=timeout)
+        states = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        return self.proc.returncode, states, stderr
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.state_dir / "last_run.json").read_text())

@@ -6,9 +6,10 @@ up another). A chunk that became a bulk job ends later, when the job ends: its r
 on disk (`spool.py`), not in memory, and the request thread is free for the next chunk.
 
 Reading waits only where it must: when the stream's request threads already hold
-`MAX_QUEUED_RECORDS` records (memory), when the stream has `max_open_jobs` jobs open, and when a
-chunk holds a key still on its way in an earlier request or job (Klaviyo applies one key's
-writes in input order). The STATE gate asks how far the stream's records are accounted for.
+`MAX_QUEUED_RECORDS` records (memory), when the stream has `max_open_jobs` jobs open or on their
+way, and when a chunk holds a key still on its way in an earlier request or job (Klaviyo
+applies one key's writes in input order). The STATE gate asks how far the stream's records
+are accounted for.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Dispatcher:
         max_items: int,
         max_bytes: int,
         ordered: bool,
-        max_open_jobs: int,
+        max_open_jobs: int | None,
         prepare: Callable[[list[Item]], list[Item]],
         send: Callable[[Chunk], bool],
         outcomes: Outcomes,
@@ -149,7 +150,12 @@ class Dispatcher:
         """Whether a chunk must wait for requests or jobs in flight (holding the lock)."""
         return (
             bool(self._futures and self._records_queued + records > MAX_QUEUED_RECORDS)
-            or self.open_jobs >= self.max_open_jobs
+            or (
+                # A chunk on its way opens a job once Klaviyo accepts it: it counts already,
+                # or a fast reader would hand over many chunks before the first job opens.
+                self.max_open_jobs is not None
+                and self.open_jobs + len(self._futures) >= self.max_open_jobs
+            )
             or not self._inflight_keys.isdisjoint(keys)
         )
 

@@ -48,6 +48,7 @@ class Outcomes:
         self._published = [0, 0, 0]  # read, replayed, warnings in the run's figures
         self._warnings = 0
         self._claims = threading.Lock()
+        self._publishing = threading.Lock()  # the reading thread, and progress lines
 
     # -- the reading thread's counts --------------------------------------------------------
 
@@ -59,6 +60,10 @@ class Outcomes:
 
     def publish(self, read: int) -> None:
         """Move the reading thread's counts (`read` records so far) into the run's figures."""
+        with self._publishing:
+            self._publish(read)
+
+    def _publish(self, read: int) -> None:
         counts = [read, self.replayed, self._warnings]
         if counts != self._published:
             before = self._published

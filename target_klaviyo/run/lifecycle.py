@@ -71,9 +71,15 @@ class Lifecycle:
             settings.progress_interval_s,
             self.logger.info,
             lambda: self.run.client.rate_limit_wait_s,
+            self.publish_reads,
         )
         self._started = False
         self._finished = False
+
+    def publish_reads(self) -> None:
+        """Records read so far into the run's figures, also between chunks (a slow tap)."""
+        for sink in list(self.run.sinks):
+            sink.outcomes.publish(sink.dispatch.seq)
 
     # -- before any input -----------------------------------------------------------------
 

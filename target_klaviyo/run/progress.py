@@ -1,19 +1,31 @@
-"""Progress lines: at least every `progress_interval_s`, one stderr line per active stream."""
+"""Progress lines: every `progress_interval_s`, one stderr line per active stream — a stream
+that read records since the last line, or that has records read and not yet accounted for
+(waiting in a chunk, on a rate limit or in Klaviyo's jobs)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from target_klaviyo.run.stats import RunStats
 
 
 class Progress:
-    """At most every `interval` seconds, one stderr line per active stream."""
+    """Every `interval` seconds, one stderr line per active stream. `refresh` brings the
+    records read so far into the figures first (they are published there per chunk)."""
 
-    def __init__(self, stats: RunStats, interval: float, log: Any, wait_s: Any) -> None:
+    def __init__(
+        self,
+        stats: RunStats,
+        interval: float,
+        log: Any,
+        wait_s: Any,
+        refresh: Callable[[], None] = lambda: None,
+    ) -> None:
         self._stats = stats
+        self._refresh = refresh
         self._interval = interval
         self._log = log
         self._wait_s = wait_s
@@ -35,12 +47,13 @@ class Progress:
             self.report()
 
     def report(self) -> None:
+        self._refresh()
         now = time.monotonic()
         for name, stats in self._stats.snapshot().items():
             done = stats.accounted
             previous = self._last.get(name)
-            if previous is not None and previous[0] == stats.read and stats.in_jobs == 0:
-                continue  # nothing happened on this stream since the last line
+            if previous is not None and previous[0] == stats.read and done == stats.read:
+                continue  # idle: nothing read since the last line, and nothing waiting
             rate = 0.0
             if previous is not None and now > previous[1]:
                 rate = (stats.read - previous[0]) / (now - previous[1])

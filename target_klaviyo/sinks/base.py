@@ -44,6 +44,8 @@ class KlaviyoSink(BatchSink):
     MAX_ITEMS: ClassVar[int]  # per request (Klaviyo's item limit)
     MAX_BYTES: ClassVar[int] = 5_000_000  # per request body (Klaviyo's 5 MB, decimal reading)
     ORDERED: ClassVar[bool] = True  # keep one key's writes in input order across requests
+    # Its chunks go out as Klaviyo jobs it follows (`max_jobs_in_flight` bounds them).
+    OPENS_JOBS: ClassVar[bool] = False
     SKIPS_UNCHANGED: ClassVar[bool] = True  # whether skip_unchanged applies
     # skip_unchanged compares the key alone: Klaviyo never updates what was accepted once.
     UNCHANGED_BY_KEY: ClassVar[bool] = False
@@ -103,7 +105,7 @@ class KlaviyoSink(BatchSink):
             max_items=self.MAX_ITEMS,
             max_bytes=self.MAX_BYTES,
             ordered=self.ORDERED,
-            max_open_jobs=settings.max_jobs_in_flight,
+            max_open_jobs=settings.max_jobs_in_flight if self.OPENS_JOBS else None,
             prepare=self.prepare_chunk,
             send=self.send_chunk,
             outcomes=self.outcomes,

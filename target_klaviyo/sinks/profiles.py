@@ -39,6 +39,7 @@ class ProfileUpsertSink(KlaviyoSink):
     OBJECT: ClassVar[str] = "profile"
     BEHAVIOR: ClassVar[str] = "upsert"
     MAX_ITEMS: ClassVar[int] = 10_000  # profiles per import job
+    OPENS_JOBS: ClassVar[bool] = True
 
     def prepare(self) -> None:
         self.mapper = ProfileMapper(
