@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.emulator import Emulator
 from tests.support import (
     INTEGER,
@@ -141,6 +143,45 @@ def test_plain_http_to_a_remote_host_is_refused_before_any_request(
     assert_user_error(result, "api_base_url", "http://a.klaviyo.com")
     assert emulator.request_log == []
     assert emulator.private_key not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("default_phone_region", "XX"),
+        ("default_phone_region", "usa"),
+        ("max_retries", -1),
+        ("request_timeout_s", 0),
+        ("stop_grace_s", -5),
+        ("lock_timeout_s", "soon"),
+        ("revision", "2026-7-15"),
+        ("api_base_url", "a.klaviyo.com"),
+        ("ledger_url", "mysql://db/ledger"),
+        ("ledger_schema", "target klaviyo"),
+        ("skip_unchanged", "yes"),
+    ],
+)
+def test_a_bad_setting_stops_the_run_before_any_request(
+    emulator: Emulator, tmp_path: Path, setting: str, value: Any
+) -> None:
+    """SPEC §3.13: every setting is checked before any input: one line naming it, exit 1."""
+    result = run(emulator, tmp_path, **{setting: value})
+
+    line = assert_user_error(result, setting)
+    assert len(error_lines(result)) <= 2, result.stderr  # the setting's line (and a summary)
+    assert emulator.request_log == []
+    assert loaded_nothing(emulator)
+    assert str(value) in line or setting in line
+
+
+def test_a_deletion_mapping_without_irreversible_stops_the_run(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    streams = {"forget_me": {"object": "deletion"}}
+    result = run(emulator, tmp_path, streams, input_text="")
+
+    assert_user_error(result, "streams.forget_me.irreversible", "cannot be undone")
+    assert emulator.request_log == []
 
 
 def test_every_error_of_a_broken_streams_mapping_is_reported(
