@@ -13,6 +13,11 @@ Sections (all by default, in this order):
 - ``profiles``: a customers table alone at Klaviyo's real tier rates, with import jobs that take
   the emulator a set time (as Klaviyo's do); wall time divided by the least time to submit the
   jobs plus one job's latency, polls per job, peak RSS, and 429s.
+- ``budget``: two runs at once on one Klaviyo account (two event streams, the ledger in
+  PostgreSQL so that they pace from one budget), at real tier rates: their combined wall time
+  divided by the floor of their combined requests, and 429s. Skipped, with the reason, when
+  PostgreSQL (``BENCH_LEDGER_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``) or
+  psycopg is not there.
 
 Every figure is a ratio of two measurements taken in the same run, printed with its goal and
 PASS or MISS. The command exits 0 unless a run crashed.
@@ -32,7 +37,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from importlib import metadata
@@ -50,10 +57,18 @@ from benchmarks.procs import (
     tail,
     target_args,
 )
-from benchmarks.workload import PROFILES_PER_JOB, Workload, config_streams, write_input
+from benchmarks.workload import (
+    EVENTS_PER_REQUEST,
+    EVENTS_STREAM,
+    PROFILES_PER_JOB,
+    Workload,
+    config_streams,
+    write_events,
+    write_input,
+)
 from target_klaviyo.klaviyo.operations import OPERATIONS
 
-SECTIONS = ("rate", "baseline", "cpu", "memory", "profiles")
+SECTIONS = ("rate", "baseline", "cpu", "memory", "profiles", "budget")
 LEDGER_GLOB = "ledger.sqlite3*"  # the database and its WAL files
 EMULATOR_FAST = ("--unthrottled", "--no-validate", "--job-delay", "0")
 EMULATOR_REAL_RATES = ("--no-validate", "--job-delay", "0")
@@ -478,6 +493,105 @@ class Bench:
                 not throttled,
             )
 
+    # -- 6. two runs, one account's budget ------------------------------------------------
+
+    def budget(self) -> None:
+        args = self.args
+        per_run = args.budget_events
+        url = os.environ.get("BENCH_LEDGER_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        print(
+            f"\n[budget] two runs at once on one account, {per_run:,} events each, the ledger "
+            "in PostgreSQL (one rate budget), Klaviyo's real tier rates"
+        )
+        try:
+            import psycopg
+
+            psycopg.connect(url, connect_timeout=3).close()
+        except Exception as exc:  # no PostgreSQL here: say so, measure nothing
+            print(f"  skipped: the ledger's PostgreSQL is not reachable ({type(exc).__name__})")
+            return
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        names = ("web_orders", "store_orders")
+        requests = 2 * math.ceil(per_run / EVENTS_PER_REQUEST)
+        floor_s = tier_time(requests, OPERATIONS["bulk_create_events"].tier)
+        results: dict[str, Measured] = {}
+        errors: list[str] = []
+        with self.emulator(*EMULATOR_REAL_RATES) as emulator:
+            runs = []
+            for name in names:  # inputs and configs first, so that the runs start together
+                run_dir = self.run_dir(f"budget-{name}")
+                input_path = write_events(run_dir / "input.singer", name, per_run)
+                mapping = {**config_streams()[EVENTS_STREAM], "event_name": f"Placed ({name})"}
+                config = {
+                    "private_api_key": emulator.private_key,
+                    "api_base_url": emulator.base_url,
+                    "state_dir": str(run_dir / "state"),
+                    "ledger_url": url,
+                    "ledger_schema": schema,
+                    "progress_interval_s": 0,
+                    "streams": {name: mapping},
+                }
+                config_path = run_dir / "config.json"
+                config_path.write_text(json.dumps(config))
+                runs.append((name, config_path, input_path, run_dir))
+
+            def one(name: str, config_path: Path, input_path: Path, run_dir: Path) -> None:
+                measured = run_measured(
+                    target_args(config_path), input_path, run_dir / "stderr.log", run_dir
+                )
+                if measured.exit_code != 0:
+                    errors.append(
+                        f"{name} exited {measured.exit_code}:\n{tail(measured.stderr_path)}"
+                    )
+                results[name] = measured
+
+            threads = [threading.Thread(target=one, args=run) for run in runs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            log = emulator.control("GET", "/requests")
+        drop_schema(url, schema)
+        if errors:
+            raise BenchmarkError("; ".join(errors))
+        first = min(m.started_at for m in results.values())
+        last = max(m.started_at + m.wall_s for m in results.values())
+        wall = last - first
+        throttled_by = Counter(entry["operation"] for entry in log if entry["status"] == 429)
+        # The goal is about the loading: the start-up check's get_accounts (1/s) comes before a
+        # run knows its account, so two runs started in the same second may meet one 429 there.
+        throttled = throttled_by["bulk_create_events"]
+        sent = sum(1 for entry in log if entry["operation"] == "bulk_create_events")
+        print(
+            f"  {sent} bulk_create_events requests together; floor {floor_s:,.0f} s; wall from"
+            f" the first start to the last end {wall:,.1f} s; 429s: {dict(throttled_by) or 0}"
+        )
+        ratio = wall / floor_s
+        self.figure(
+            "budget",
+            f"two runs' wall time / floor of their {requests} requests",
+            f"{wall:,.1f} s / {floor_s:,.0f} s",
+            ratio,
+            "<= 1.2",
+            ratio <= 1.2,
+        )
+        self.figure(
+            "budget",
+            "429s on bulk_create_events, two runs on one account",
+            str(throttled),
+            throttled,
+            "0",
+            not throttled,
+        )
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """The budget section's ledger schema is dropped after it."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
 
 def _spans(log: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
     """Per operation: calls, first start and last end, in seconds from the first request."""
@@ -591,6 +705,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1_000_000,
         help="profiles of the memory run, at the longest latency",
     )
+    budget = parser.add_argument_group("two runs on one account")
+    budget.add_argument("--budget-events", type=int, default=150_000, help="events per run")
     parser.add_argument("--workdir", type=Path, help="keep inputs and logs here")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]

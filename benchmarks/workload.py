@@ -219,3 +219,25 @@ def write_input(
                     state = {"bookmarks": {n: {"position": d} for n, d in positions}}
                     out.write(encoder.encode({"type": "STATE", "value": state}) + b"\n")
     return path
+
+
+def write_events(path: Path, stream: str, count: int, *, people: int = 10_000) -> Path:
+    """A Singer file of `count` orders in one stream named `stream` (mapped as EVENTS_STREAM
+    is), made by `people` customers."""
+    encoder = msgspec.json.Encoder()
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with path.open("wb") as out:
+        out.write(encoder.encode(_schema(stream, EVENT_PROPERTIES, ["order_id"])) + b"\n")
+        for i in range(count):
+            record = {
+                "order_id": i,
+                "customer_email": email(i % people),
+                "ordered_at": (base + timedelta(seconds=i * 7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "total": 10 + i % 90,
+                "currency": "USD",
+                "items": 1 + i % 9,
+                "channel": CHANNELS[i % len(CHANNELS)],
+            }
+            out.write(encoder.encode({"type": "RECORD", "stream": stream, "record": record}))
+            out.write(b"\n")
+    return path
