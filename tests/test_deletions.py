@@ -264,3 +264,24 @@ def test_dry_run_respects_the_guard(emulator: Emulator, tmp_path: Path) -> None:
 
     assert (tmp_path / "state" / "dry_run.jsonl").read_text() == ""
     assert "over max_deletions_per_run 1; none requested" in result.stderr
+
+
+def test_a_key_without_data_privacy_write_stops_the_run_naming_it_and_holds_the_records(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.add_key("pk_read_only_3333", {"profiles:read"})
+    emulator.store.upsert({"email": "ann@example.com"}, stamp="2026-01-01T00:00:00Z")
+    config = base_config(
+        emulator, tmp_path / "state", {STREAM: MAPPING}, private_api_key="pk_read_only_3333"
+    )
+    rows = [{"email": "ann@example.com"}]
+
+    result = run_target(config, singer_lines(stream_messages(STREAM, PROPERTIES, rows)), tmp_path)
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1 and "data-privacy:write" in errors[0], result.stderr
+    assert emails(emulator) == {"ann@example.com"}
+    result.assert_accounted()
+    assert result.stream(STREAM)["on_hold"] == 1

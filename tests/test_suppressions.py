@@ -217,3 +217,19 @@ def test_dry_run_plans_the_requests(emulator: Emulator, tmp_path: Path) -> None:
         "email": "a@example.com"
     }
     assert emulator.request_log == []
+
+
+def test_test_connection_names_the_missing_scope(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.add_key("pk_profiles_only_2222", {"profiles:read", "profiles:write"})
+    streams = {STREAM: {"object": "suppression", "behavior": "unsuppress"}}
+    config = base_config(
+        emulator, tmp_path / "state", streams, private_api_key="pk_profiles_only_2222"
+    )
+
+    result = run_target(config, "", tmp_path, args=("--test-connection",))
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1 and "subscriptions:read" in errors[0], result.stderr
+    assert "pk_profiles_only_2222" not in result.stderr
