@@ -285,3 +285,19 @@ def test_a_key_without_data_privacy_write_stops_the_run_naming_it_and_holds_the_
     assert emails(emulator) == {"ann@example.com"}
     result.assert_accounted()
     assert result.stream(STREAM)["on_hold"] == 1
+
+
+def test_the_default_guard_counts_the_whole_stream_across_requests(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    rows = [{"email": f"user{i}@example.com"} for i in range(1_001)]
+    rows += [{"email": "user0@example.com"}]  # a repeat is one deletion, not two
+
+    result = forget(emulator, tmp_path, rows, {"object": "deletion", "irreversible": True})
+
+    assert deletion_requests(emulator) == []
+    assert [e.operation for e in emulator.request_log] == ["get_profiles"]  # the start-up check
+    stats = result.stream(STREAM)
+    assert (stats["read"], stats["rejected"]) == (1_002, 1_002)
+    (note,) = [n for n in result.summary["notes"] if STREAM in n]
+    assert "1001 deletions to request, over max_deletions_per_run 1000" in note
