@@ -4,6 +4,8 @@ decided at the end of the stream, guarded, never requested twice."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tests.support import (
     singer_lines,
     stream_messages,
 )
+from tests.test_signals import Running, assert_adds_up, seen, stop_line, wait_for
 
 STREAM = "forget_me"
 PROPERTIES = {"email": STRING, "phone": STRING, "customer_id": STRING, "klaviyo_id": STRING}
@@ -301,3 +304,54 @@ def test_the_default_guard_counts_the_whole_stream_across_requests(
     assert (stats["read"], stats["rejected"]) == (1_002, 1_002)
     (note,) = [n for n in result.summary["notes"] if STREAM in n]
     assert "1001 deletions to request, over max_deletions_per_run 1000" in note
+
+
+def test_sigterm_before_the_end_of_the_stream_requests_nothing_and_holds_the_records(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.store.upsert({"email": "ann@example.com"}, stamp="2026-01-01T00:00:00Z")
+    config = base_config(emulator, tmp_path / "state", {STREAM: MAPPING}, batch_size_rows=1)
+    run = Running(config, tmp_path)
+    rows = [{"email": "ann@example.com"}, {"email": "bob@example.com"}, {"phone": "+15005550006"}]
+    run.write(singer_lines(stream_messages(STREAM, PROPERTIES, rows)))
+    wait_for(seen(emulator, "get_profiles"), "the start-up check")
+    time.sleep(0.5)  # the records are read (the tap then stays silent)
+
+    run.signal(signal.SIGTERM)
+    code, _, stderr = run.finish()
+
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
+    stop_line(stderr, "SIGTERM")
+    assert deletion_requests(emulator) == []
+    summary = run.summary()
+    assert_adds_up(summary)
+    assert summary["streams"][STREAM]["on_hold"] == summary["streams"][STREAM]["read"]
+    assert emails(emulator) == {"ann@example.com"}
+
+
+@pytest.mark.emulator(window_scale=0.01)
+def test_sigint_while_deletions_are_requested_holds_the_rest_for_the_next_run(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.store.upsert({"email": "ann@example.com"}, stamp="2026-01-01T00:00:00Z")
+    emulator.store.upsert({"email": "bob@example.com"}, stamp="2026-01-01T00:00:00Z")
+    emulator.add_fault("429", "request_profile_deletion", count=None, retry_after=120)
+    config = base_config(emulator, tmp_path / "state", {STREAM: MAPPING})
+    run = Running(config, tmp_path)
+    rows = [{"email": "ann@example.com"}, {"email": "bob@example.com"}]
+    run.write(singer_lines(stream_messages(STREAM, PROPERTIES, rows)))
+    run.close_input()
+    wait_for(seen(emulator, "request_profile_deletion"), "the first deletion request")
+
+    run.signal(signal.SIGINT)
+    code, _, stderr = run.finish()
+
+    assert code == 128 + signal.SIGINT, stderr[-3000:]
+    stop_line(stderr, "SIGINT")
+    summary = run.summary()
+    assert_adds_up(summary)
+    assert summary["streams"][STREAM]["on_hold"] == 2
+    emulator.clear_faults()
+    again = forget(emulator, tmp_path, [])
+    assert (again.stream(STREAM)["replayed"], again.stream(STREAM)["loaded"]) == (2, 2)
+    assert emails(emulator) == set()

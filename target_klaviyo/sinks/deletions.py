@@ -37,6 +37,7 @@ from target_klaviyo.mapping.values import encode
 from target_klaviyo.records.dispatch import Chunk
 from target_klaviyo.records.item import Item, Mapped, mapped
 from target_klaviyo.records.spool import SubmittedRows
+from target_klaviyo.sdk import StopReading
 from target_klaviyo.sinks.base import KlaviyoSink
 
 OPERATION = "request_profile_deletion"
@@ -96,6 +97,37 @@ def _filter_batches(field: str, values: Sequence[str]) -> Iterator[list[str]]:
         yield batch
 
 
+class _Deciding:
+    """The collected chunks of a stream while they are decided on: which records were rebuilt
+    from the spool (and may have no outcome yet), so that an interruption holds each record
+    exactly once."""
+
+    def __init__(self, collected: list[tuple[Chunk, SubmittedRows]]) -> None:
+        self.collected = collected
+        self.wanted: list[Item] = []  # to request, at most max_deletions_per_run
+        self._current: list[Item] = []  # the chunk being settled
+        self._next = 0  # the first chunk not rebuilt yet
+
+    def each(self) -> Iterator[SubmittedRows]:
+        for index, (_, rows) in enumerate(self.collected):
+            self._next = index
+            yield rows
+        self._current = []
+
+    def rebuilt(self, items: list[Item]) -> list[Item]:
+        """The items of the chunk `each` gave last, rebuilt from the spool."""
+        self._current = items
+        self._next += 1
+        return items
+
+    def open_items(self) -> list[Item]:
+        return [item for item in (*self.wanted, *self._current) if not item.settled]
+
+    def untouched(self) -> Iterator[SubmittedRows]:
+        for _, rows in self.collected[self._next :]:
+            yield rows
+
+
 class DeletionSink(KlaviyoSink):
     """`object: deletion`, `behavior: delete` — privacy deletion requests."""
 
@@ -116,6 +148,7 @@ class DeletionSink(KlaviyoSink):
         self.external_id_column: str | None = plan.get("external_id")
         self._collected: list[tuple[Chunk, SubmittedRows]] = []
         self._collected_lock = threading.Lock()
+        self._stopped: str | None = None  # the run stopped: why (nothing is collected then)
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
         profile_id = record.get(self.id_column) if self.id_column else None
@@ -145,15 +178,20 @@ class DeletionSink(KlaviyoSink):
     def send_chunk(self, chunk: Chunk) -> bool:
         """A chunk is not sent: its records wait on disk for the end of the stream, and the
         chunk stays open (STATE is not passed on past it) until they are settled."""
-        rows = self.run.spool.write(chunk.items, unchanged=False)
         with self._collected_lock:
+            if self._stopped is not None:  # too late to collect: it waits on hold
+                self.outcomes.hold(chunk.items, self._stopped)
+                return True
+            rows = self.run.spool.write(chunk.items, unchanged=False)
             self._collected.append((chunk, rows))
         chunk.items = []
         return False
 
-    def _take_collected(self) -> list[tuple[Chunk, SubmittedRows]]:
+    def _take_collected(self, stopped: str | None = None) -> list[tuple[Chunk, SubmittedRows]]:
         with self._collected_lock:
             collected, self._collected = self._collected, []
+            if stopped is not None:
+                self._stopped = stopped
         return collected
 
     def _items(self, rows: SubmittedRows) -> list[Item]:
@@ -165,7 +203,7 @@ class DeletionSink(KlaviyoSink):
 
     def hold_unsent(self, reason: str) -> None:
         super().hold_unsent(reason)
-        for chunk, rows in self._take_collected():
+        for chunk, rows in self._take_collected(stopped=reason):
             self.outcomes.hold(self._items(rows), reason)
             self.dispatch.end(chunk)
 
@@ -176,12 +214,16 @@ class DeletionSink(KlaviyoSink):
         collected = self._take_collected()
         if not collected:
             return
+        deciding = _Deciding(collected)
         try:
-            self.decide(collected)
-        except BaseException:
+            self.decide(deciding)
+        except BaseException as exc:
             # Nothing is lost: what has no outcome yet waits on hold for the next run.
-            for _, rows in collected:
-                self.outcomes.hold(self._items(rows), "not sent: the run stopped")
+            why = "the run was stopped" if isinstance(exc, StopReading) else str(exc)[:300]
+            reason = f"not sent: {why}"
+            self.outcomes.hold(deciding.open_items(), reason)
+            for rows in deciding.untouched():
+                self.outcomes.hold(self._items(rows), reason)
             raise
         finally:
             for chunk, _ in collected:
@@ -200,12 +242,12 @@ class DeletionSink(KlaviyoSink):
         done = ledger.deletions_requested(list(hashed.values()))
         return {key for key, value in hashed.items() if value in done}
 
-    def decide(self, collected: list[tuple[Chunk, SubmittedRows]]) -> None:
+    def decide(self, deciding: _Deciding) -> None:
         limit = self.mapping.max_deletions_per_run
         # First pass, keys only: how many deletions this stream would request.
         seen: set[str] = set()
         candidates = 0
-        for _, rows in collected:
+        for _, rows in deciding.collected:
             keys = [key for _, key in self.run.spool.rows(rows)]
             done = self._accepted_before(keys)
             for key in keys:
@@ -221,18 +263,18 @@ class DeletionSink(KlaviyoSink):
             self.logger.warning("%s", message)
             self.run.stats.note(message)
             reason = f"not requested: {message}"
-            for _, rows in collected:
-                items = self._items(rows)
+            for rows in deciding.each():
+                items = deciding.rebuilt(self._items(rows))
                 done = self._accepted_before([item.key for item in items])
                 self.outcomes.mark_unchanged([item for item in items if item.key in done])
                 for item in items:
                     self.outcomes.reject(item, reason)
             return
         # Second pass: settle repeats, keep the rest (at most `limit` of them) to request.
-        wanted: list[Item] = []
+        wanted = deciding.wanted
         repeats = 0
-        for _, rows in collected:
-            items = self._items(rows)
+        for rows in deciding.each():
+            items = deciding.rebuilt(self._items(rows))
             done = self._accepted_before([item.key for item in items])
             for item in items:
                 if item.key in done or item.key in seen:
@@ -263,9 +305,9 @@ class DeletionSink(KlaviyoSink):
                     self.outcomes.mark_unchanged([item])
                     continue
                 target = found
-            if self.run.stopping is not None:
-                self.outcomes.hold([item], "not sent: the run was stopped")
-                continue
+            # A stop (signal) or a request thread's error ends the requests here; what has
+            # no outcome yet goes on hold (finish_stream).
+            self.run.raise_if_failed()
             if self.request_one(item, target):
                 requested += 1
         message = f"deletion stream {self.stream_name!r}: {requested} deletions requested"
