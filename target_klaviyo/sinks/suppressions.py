@@ -135,16 +135,20 @@ class SuppressionSink(KlaviyoSink):
     def job_ended(
         self, submitting: ChunkJobs, job_id: str, rows: SubmittedRows, end: JobEnd
     ) -> None:
+        settling: list[Item] = []  # the rows' items once rebuilt: each is settled once
         try:
-            self.settle_job(job_id, rows, end)
+            self.settle_job(job_id, rows, end, settling)
         except Exception as exc:  # nothing is lost: the rows wait on hold
-            self.outcomes.hold(self.rebuilt(rows), f"internal error: {type(exc).__name__}")
+            items = settling or self.rebuilt(rows)
+            self.outcomes.hold(items, f"internal error: {type(exc).__name__}")
             self.run.fail(exc)
         finally:
             if submitting.release():
                 self.dispatch.end(submitting.chunk)
 
-    def settle_job(self, job_id: str, rows: SubmittedRows, end: JobEnd) -> None:
+    def settle_job(
+        self, job_id: str, rows: SubmittedRows, end: JobEnd, settling: list[Item]
+    ) -> None:
         job = end.attributes
         if job is None:
             self.outcomes.hold(self.rebuilt(rows), str(end.failure))
@@ -157,6 +161,7 @@ class SuppressionSink(KlaviyoSink):
             self.outcomes.mark_rows_loaded(rows)
             return
         items = self.rebuilt(rows)
+        settling.extend(items)
         found = self.suppressions_of([item.identifiers["email"] for item in items])
         if isinstance(found, ApiResult):
             # The job ran, but which emails it skipped cannot be told: sending them again is
