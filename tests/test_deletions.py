@@ -192,8 +192,10 @@ def test_a_run_over_max_deletions_per_run_requests_none_and_says_why(
     stats = result.stream(STREAM)
     assert (stats["read"], stats["rejected"], stats["loaded"]) == (3, 3, 0)
     (note,) = [n for n in result.summary["notes"] if STREAM in n]
-    assert "3 deletions to request, over max_deletions_per_run 2; none requested" in note
+    assert "more than max_deletions_per_run 2 deletions to request (3 records)" in note
+    assert "none requested" in note
     assert all("max_deletions_per_run 2" in r["reason"] for r in result.rejects())
+    assert len(result.rejects()) == 3
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -266,7 +268,8 @@ def test_dry_run_respects_the_guard(emulator: Emulator, tmp_path: Path) -> None:
     result = forget(emulator, tmp_path, rows, mapping, dry_run=True)
 
     assert (tmp_path / "state" / "dry_run.jsonl").read_text() == ""
-    assert "over max_deletions_per_run 1; none requested" in result.stderr
+    assert "more than max_deletions_per_run 1 deletions to request" in result.stderr
+    assert "none requested" in result.stderr
 
 
 def test_a_key_without_data_privacy_write_stops_the_run_naming_it_and_holds_the_records(
@@ -303,7 +306,7 @@ def test_the_default_guard_counts_the_whole_stream_across_requests(
     stats = result.stream(STREAM)
     assert (stats["read"], stats["rejected"]) == (1_002, 1_002)
     (note,) = [n for n in result.summary["notes"] if STREAM in n]
-    assert "1001 deletions to request, over max_deletions_per_run 1000" in note
+    assert "more than max_deletions_per_run 1000 deletions to request (1002 records)" in note
 
 
 def test_sigterm_before_the_end_of_the_stream_requests_nothing_and_holds_the_records(

@@ -244,21 +244,23 @@ class DeletionSink(KlaviyoSink):
 
     def decide(self, deciding: _Deciding) -> None:
         limit = self.mapping.max_deletions_per_run
-        # First pass, keys only: how many deletions this stream would request.
+        # First pass, keys only: whether this stream would request more than `limit` deletions
+        # (it stops counting there: memory holds at most `limit` keys).
         seen: set[str] = set()
-        candidates = 0
         for _, rows in deciding.collected:
             keys = [key for _, key in self.run.spool.rows(rows)]
             done = self._accepted_before(keys)
-            for key in keys:
-                if key not in done and key not in seen:
-                    seen.add(key)
-                    candidates += 1
+            seen.update(key for key in keys if key not in done)
+            if len(seen) > limit:
+                break
+        over = len(seen) > limit
         seen.clear()
-        if candidates > limit:
+        if over:
+            records = sum(rows.count for _, rows in deciding.collected)
             message = (
-                f"deletion stream {self.stream_name!r}: {candidates} deletions to request, over "
-                f"max_deletions_per_run {limit}; none requested (its records are rejected)"
+                f"deletion stream {self.stream_name!r}: more than max_deletions_per_run {limit} "
+                f"deletions to request ({records} records); none requested (its records are "
+                "rejected)"
             )
             self.logger.warning("%s", message)
             self.run.stats.note(message)
