@@ -358,3 +358,13 @@ def test_sigint_while_deletions_are_requested_holds_the_rest_for_the_next_run(
     again = forget(emulator, tmp_path, [])
     assert (again.stream(STREAM)["replayed"], again.stream(STREAM)["loaded"]) == (2, 2)
     assert emails(emulator) == set()
+
+
+def test_test_connection_says_what_it_cannot_check(emulator: Emulator, tmp_path: Path) -> None:
+    config = base_config(emulator, tmp_path / "state", {STREAM: MAPPING})
+
+    result = run_target(config, "", tmp_path, args=("--test-connection",))
+
+    assert result.exit_code == 0, result.stderr
+    assert "data-privacy:write cannot be checked without requesting a deletion" in result.stderr
+    assert deletion_requests(emulator) == []

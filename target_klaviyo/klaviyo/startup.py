@@ -4,6 +4,7 @@ before any input is read. Also run alone by `--test-connection`."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from target_klaviyo.klaviyo.client import (
@@ -16,6 +17,8 @@ from target_klaviyo.klaviyo.client import (
 from target_klaviyo.klaviyo.filters import equals
 from target_klaviyo.settings import Settings
 from target_klaviyo.streams import StreamMapping
+
+LOGGER = logging.getLogger("target-klaviyo")
 
 
 class StartupError(RuntimeError):
@@ -98,6 +101,12 @@ def check_scopes(client: KlaviyoClient, mapping: StreamMapping) -> None:
     operation = SCOPE_READS.get(mapping.route)
     if operation is not None:
         _require(client.request(operation), f"the scopes of streams.{mapping.pattern}")
+    if mapping.object == "deletion":
+        LOGGER.info(
+            "streams.%s: data-privacy:write cannot be checked without requesting a deletion; "
+            "a key without it stops the run at the first request, naming the scope",
+            mapping.pattern,
+        )
 
 
 def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
