@@ -31,6 +31,7 @@ from urllib.parse import quote
 from target_klaviyo.klaviyo.client import ApiResult, Requester, page_data, pages
 from target_klaviyo.klaviyo.filters import any_of
 from target_klaviyo.ledger.store import Ledger
+from target_klaviyo.mapping.identity import NO_IDENTIFIER as NO_PROFILE_IDENTIFIER
 from target_klaviyo.mapping.identity import Rejection, blank, resolve_identity, show
 from target_klaviyo.mapping.profile import standard_columns
 from target_klaviyo.mapping.values import encode
@@ -166,7 +167,7 @@ class DeletionSink(KlaviyoSink):
                 self.run.settings.default_phone_region,
             )
         except Rejection as rejection:
-            if rejection.reason.startswith("no usable identifier"):
+            if rejection.reason == NO_PROFILE_IDENTIFIER:  # a deletion may also name an id
                 raise Rejection(NO_IDENTIFIER) from None
             raise
         key = identity.key()
