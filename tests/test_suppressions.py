@@ -233,3 +233,19 @@ def test_test_connection_names_the_missing_scope(emulator: Emulator, tmp_path: P
     errors = [line for line in result.stderr.splitlines() if "| ERROR" in line]
     assert len(errors) == 1 and "subscriptions:read" in errors[0], result.stderr
     assert "pk_profiles_only_2222" not in result.stderr
+
+
+def test_unsuppress_outcome_does_not_depend_on_the_other_emails_of_the_job(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.suppress("both@example.com", "USER_SUPPRESSED", PAST)
+    emulator.suppress("both@example.com", "INVALID_EMAIL", PAST)
+    mapping = {"object": "suppression", "behavior": "unsuppress"}
+
+    result = load(emulator, tmp_path, [{"email": "both@example.com"}], mapping)
+
+    # Klaviyo lifted USER_SUPPRESSED and skipped nothing; the email stays suppressed all the same.
+    stats = result.stream(STREAM)
+    assert (stats["loaded"], stats["unchanged"]) == (0, 1)
+    assert shown_suppressions(emulator, "both@example.com") == ["INVALID_EMAIL"]
+    assert any("still suppressed for INVALID_EMAIL" in note for note in result.summary["notes"])

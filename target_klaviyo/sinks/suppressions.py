@@ -7,10 +7,11 @@ the bodies carry emails only, never a list or segment (which would (un)suppress 
 
 Klaviyo answers 202 with a job and processes it asynchronously; the job reports counts only
 (`completed_count`, `skipped_count`), no outcome per email. The job joins the run's other open
-jobs (`records/jobs.py`) and its records wait on disk. A job that skipped nothing loaded every
-email. When it skipped some, the emails' profiles are read back (one `GET /api/profiles` per
-100 emails, with `subscriptions`) and each email is settled by what Klaviyo shows under
-`subscriptions.email.marketing.suppression`:
+jobs (`records/jobs.py`) and its records wait on disk. A suppress job that skipped nothing
+loaded every email. When it skipped some, and after every unsuppress job (whose outcome for an
+email must not depend on the other emails of its job), the emails' profiles are read back (one
+`GET /api/profiles` per 100 emails, with `subscriptions`) and each email is settled by what
+Klaviyo shows under `subscriptions.email.marketing.suppression`:
 
 - suppress: an email already suppressed by the user before the job was created is `unchanged`;
 - unsuppress: Klaviyo lifts only suppressions with reason `USER_SUPPRESSED` (the spec:
@@ -71,6 +72,8 @@ class SuppressionSink(KlaviyoSink):
     OPERATION: ClassVar[str]
     JOB_TYPE: ClassVar[str]
     JOB_KIND: ClassVar[JobKind]
+    # Whether every job's emails are read back, not only those of a job that skipped some.
+    READS_BACK: ClassVar[bool] = False
 
     def prepare(self) -> None:
         plan = standard_columns(self.mapping.fields, self.mapping.exclude)
@@ -157,7 +160,7 @@ class SuppressionSink(KlaviyoSink):
             self.outcomes.hold(self.rebuilt(rows), f"Klaviyo cancelled {self.JOB_KIND.name} job")
             return
         skipped = int(job.get("skipped_count") or 0)
-        if not skipped:
+        if not skipped and not self.READS_BACK:
             self.outcomes.mark_rows_loaded(rows)
             return
         items = self.rebuilt(rows)
@@ -185,7 +188,7 @@ class SuppressionSink(KlaviyoSink):
             message = f"{self.BEHAVIOR} of stream {self.stream_name!r}: unchanged: {told}"
             self.logger.info("%s", message)
             self.run.stats.note(message)
-        if sum(reasons.values()) != skipped:
+        if skipped and sum(reasons.values()) != skipped:
             self.logger.info(
                 "%s job %s skipped %d emails; %d were told apart by their profiles",
                 self.JOB_KIND.name,
@@ -278,6 +281,9 @@ class UnsuppressSink(SuppressionSink):
     OPERATION: ClassVar[str] = "bulk_unsuppress_profiles"
     JOB_TYPE: ClassVar[str] = "profile-suppression-bulk-delete-job"
     JOB_KIND: ClassVar[JobKind] = UNSUPPRESS_JOB
+    # An email that stays suppressed for another reason is not skipped by Klaviyo when its
+    # USER_SUPPRESSED is lifted: only its profile tells.
+    READS_BACK: ClassVar[bool] = True
 
     def unchanged_because(
         self, suppressions: list[dict[str, Any]] | None, job_created: datetime | None
