@@ -20,9 +20,11 @@ from tests.support import (
     STRING,
     TargetRun,
     base_config,
+    record_message,
     run_checked,
     run_target,
     singer_lines,
+    state_message,
     stream_messages,
 )
 from tests.test_signals import Running, assert_adds_up, seen, stop_line, wait_for
@@ -368,3 +370,23 @@ def test_test_connection_says_what_it_cannot_check(emulator: Emulator, tmp_path:
     assert result.exit_code == 0, result.stderr
     assert "data-privacy:write cannot be checked without requesting a deletion" in result.stderr
     assert deletion_requests(emulator) == []
+
+
+def test_state_is_passed_on_once_the_deletions_before_it_are_settled(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.store.upsert({"email": "ann@example.com"}, stamp="2026-01-01T00:00:00Z")
+    messages = [
+        *stream_messages(STREAM, PROPERTIES, [{"email": "ann@example.com"}]),
+        state_message({"forget_me": 1}),
+        record_message(STREAM, {"email": "bob@example.com"}),
+        state_message({"forget_me": 2}),
+    ]
+    config = base_config(emulator, tmp_path / "state", {STREAM: MAPPING})
+
+    result = run_target(config, singer_lines(messages), tmp_path)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.states and result.states[-1] == {"forget_me": 2}
+    stats = result.stream(STREAM)
+    assert (stats["loaded"], stats["unchanged"]) == (1, 1)
