@@ -116,7 +116,7 @@ class SuppressionSink(KlaviyoSink):
         return False
 
     def job_accepted(self, submitting: ChunkJobs, items: list[Item], result: ApiResult) -> None:
-        data = (result.body or {}).get("data") if isinstance(result.body, dict) else None
+        data = result.body.get("data") if isinstance(result.body, dict) else None
         if not isinstance(data, dict) or not data.get("id"):
             # A dry run plans the request and has no job; Klaviyo answers with one.
             if not self.run.settings.dry_run:
@@ -125,6 +125,8 @@ class SuppressionSink(KlaviyoSink):
             return
         job_id = str(data["id"])
         attributes = data.get("attributes") or {}
+        for item in items:
+            item.payload = None  # Klaviyo has it; the spool keeps the record, not a payload
         rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
         submitting.opened(self.dispatch)
         self.run.jobs.watch(
