@@ -86,11 +86,11 @@ def show_emulator(base_url: str) -> None:
     metrics = Counter(event["metric"] for event in state["events"])
     for metric, count in metrics.items():
         print(f"  {count} events of {metric!r}")
-    suppressed = [
+    suppressed = sorted(
         profile["attributes"]["email"]
         for profile in profiles
         if any(entry["reason"] == "USER_SUPPRESSED" for entry in profile.get("suppressions", ()))
-    ]
+    )
     print(f"  {len(suppressed)} profiles suppressed: {', '.join(suppressed)}")
     for deletion in state["deletions"]:
         print(f"  privacy deletion of {deletion['identifier']}: {deletion['status']}")
