@@ -41,7 +41,13 @@ def run_target(config_path: Path, title: str) -> None:
     print(f"\n=== {title}", flush=True)
     stdin = "".join(
         (REPO / "examples" / name).read_text()
-        for name in ("customers.singer", "orders.singer", "newsletter.singer")
+        for name in (
+            "customers.singer",
+            "orders.singer",
+            "newsletter.singer",
+            "do_not_contact.singer",
+            "forget_me.singer",
+        )
     )
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("target-klaviyo")), "--config", str(config_path)],
@@ -80,6 +86,14 @@ def show_emulator(base_url: str) -> None:
     metrics = Counter(event["metric"] for event in state["events"])
     for metric, count in metrics.items():
         print(f"  {count} events of {metric!r}")
+    suppressed = sorted(
+        profile["attributes"]["email"]
+        for profile in profiles
+        if any(entry["reason"] == "USER_SUPPRESSED" for entry in profile.get("suppressions", ()))
+    )
+    print(f"  {len(suppressed)} profiles suppressed: {', '.join(suppressed)}")
+    for deletion in state["deletions"]:
+        print(f"  privacy deletion of {deletion['identifier']}: {deletion['status']}")
 
 
 def main() -> None:

@@ -373,7 +373,7 @@ def test_postgres_creates_its_schema_and_records_the_version(pg: LedgerPlace) ->
     finally:
         ledger.close()
     assert schema_exists(settings, pg.schema)
-    assert _pg_rows(pg, "select name, value from ledger_meta") == [("schema_version", "1")]
+    assert _pg_rows(pg, "select name, value from ledger_meta") == [("schema_version", "2")]
     tables = {
         row[0]
         for row in _pg_rows(
@@ -390,6 +390,7 @@ def test_postgres_creates_its_schema_and_records_the_version(pg: LedgerPlace) ->
         "rejects",
         "stream_locks",
         "rate_slots",
+        "deletions_requested",
     }
     # Opening again finds the version current and changes nothing.
     pg.open().close()
@@ -592,3 +593,72 @@ def test_postgres_stores_json_as_written(pg: LedgerPlace) -> None:
         assert json.dumps(held.record) == json.dumps(record)  # key order kept for replay
     finally:
         ledger.close()
+
+
+# -- privacy deletions Klaviyo accepted -----------------------------------------------------
+
+
+def test_accepted_deletions_are_kept_hashed_per_account(place: LedgerPlace) -> None:
+    ann = Ledger.deletion_key("acct-1", "email:ann@example.com")
+    bob = Ledger.deletion_key("acct-1", "email:bob@example.com")
+    other_account = Ledger.deletion_key("acct-2", "email:ann@example.com")
+    assert len({ann, bob, other_account}) == 3
+    assert "ann" not in ann
+    ledger = place.open()
+    try:
+        assert ledger.deletions_requested([ann, bob]) == set()
+        ledger.deletion_requested("forget_me", ann)
+        ledger.deletion_requested("forget_me", ann)  # twice: kept once
+    finally:
+        ledger.close()
+    again = place.open(read_only=True)
+    try:
+        assert again.deletions_requested([ann, bob, other_account]) == {ann}
+        again.deletion_requested("forget_me", bob)  # read-only: writes nothing
+    finally:
+        again.close()
+    assert place.open().deletions_requested([bob]) == set()
+
+
+def test_a_sqlite_ledger_from_before_deletions_gains_the_table(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    with sqlite3.connect(state_dir / "ledger.sqlite3") as db:
+        db.executescript(EARLIER_SQLITE_SCHEMA)
+    key = Ledger.deletion_key("acct", "id:01ABC")
+    dry = open_ledger(state_dir, read_only=True)  # a dry run reads the missing table as empty
+    try:
+        assert dry.deletions_requested([key]) == set()
+    finally:
+        dry.close()
+    ledger = open_ledger(state_dir)
+    try:
+        ledger.deletion_requested("forget_me", key)
+        assert ledger.deletions_requested([key]) == {key}
+    finally:
+        ledger.close()
+
+
+def test_a_postgres_ledger_of_version_1_is_migrated_keeping_its_records(pg: LedgerPlace) -> None:
+    from target_klaviyo.ledger.postgres import MIGRATIONS
+
+    settings = PostgresSettings.from_env()
+    import psycopg
+    from psycopg import sql as pgsql
+
+    with psycopg.connect(**settings.conninfo(), autocommit=True) as conn:
+        conn.execute(pgsql.SQL("create schema {}").format(pgsql.Identifier(pg.schema)))
+        conn.execute(pgsql.SQL("set search_path to {}").format(pgsql.Identifier(pg.schema)))
+        conn.execute("create table ledger_meta (name text primary key, value text not null)")
+        conn.execute(MIGRATIONS[1].encode())
+        conn.execute("insert into ledger_meta values ('schema_version', '1')")
+        conn.execute("insert into passes values ('L1', 3)")
+    ledger = pg.open()
+    try:
+        assert ledger.current_pass("L1") == 3
+        key = Ledger.deletion_key("acct", "email:ann@example.com")
+        ledger.deletion_requested("forget_me", key)
+        assert ledger.deletions_requested([key]) == {key}
+    finally:
+        ledger.close()
+    assert _pg_rows(pg, "select value from ledger_meta") == [("2",)]

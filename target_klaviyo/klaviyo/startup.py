@@ -4,6 +4,7 @@ before any input is read. Also run alone by `--test-connection`."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from target_klaviyo.klaviyo.client import (
@@ -16,6 +17,8 @@ from target_klaviyo.klaviyo.client import (
 from target_klaviyo.klaviyo.filters import equals
 from target_klaviyo.settings import Settings
 from target_klaviyo.streams import StreamMapping
+
+LOGGER = logging.getLogger("target-klaviyo")
 
 
 class StartupError(RuntimeError):
@@ -84,6 +87,28 @@ def resolve_list(client: KlaviyoClient, mapping: StreamMapping) -> str:
     return str(created["data"]["id"])
 
 
+# Reads that need the scopes a mapping's run reads with (its jobs are followed through these
+# lists): a key without the scope gets 403 naming it. Klaviyo has no way to check a write scope
+# (subscriptions:write, data-privacy:write) short of writing; a missing one stops the run at its
+# first request, naming the scope.
+SCOPE_READS: dict[tuple[str, str], str] = {
+    ("suppression", "suppress"): "get_bulk_suppress_profiles_jobs",
+    ("suppression", "unsuppress"): "get_bulk_unsuppress_profiles_jobs",
+}
+
+
+def check_scopes(client: KlaviyoClient, mapping: StreamMapping) -> None:
+    operation = SCOPE_READS.get(mapping.route)
+    if operation is not None:
+        _require(client.request(operation), f"the scopes of streams.{mapping.pattern}")
+    if mapping.object == "deletion":
+        LOGGER.info(
+            "streams.%s: data-privacy:write cannot be checked without requesting a deletion; "
+            "a key without it stops the run at the first request, naming the scope",
+            mapping.pattern,
+        )
+
+
 def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
     """Run every check; return the list id of each list or subscription mapping."""
     check_key(client)
@@ -93,6 +118,7 @@ def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
     for mapping in settings.streams.mappings:
         if mapping.list_id or mapping.list_name:
             list_ids[mapping.pattern] = resolve_list(client, mapping)
+        check_scopes(client, mapping)
     return list_ids
 
 

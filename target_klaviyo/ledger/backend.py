@@ -75,6 +75,11 @@ class Backend(ABC):
         database's limits allow."""
 
     @abstractmethod
+    def has_table(self, name: str) -> bool:
+        """Whether the ledger has table `name` (a read-only ledger written by an earlier
+        version may lack tables added since)."""
+
+    @abstractmethod
     def lookup_hashes(self, keys: Sequence[int]) -> list[tuple[int, int]]:
         """(key, digest) of the stored skip_unchanged hashes among `keys`."""
 

@@ -119,8 +119,17 @@ CREATE TABLE rate_slots (
 CREATE INDEX rate_slots_window ON rate_slots (account, operation, answered_at);
 """
 
+# Version 2: privacy deletions Klaviyo accepted (hashed keys: see Ledger.deletion_key).
+_V2 = """
+CREATE TABLE deletions_requested (
+    key text COLLATE "C" PRIMARY KEY,
+    stream text NOT NULL,
+    requested_at double precision NOT NULL
+);
+"""
+
 # version -> the DDL that brings the previous version to it. Append; never edit a released one.
-MIGRATIONS: dict[int, str] = {1: _V1}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -428,6 +437,10 @@ class PostgresBackend(Backend):
     ) -> Iterator[tuple[str, list[Any]]]:
         if values:
             yield f"{column} = ANY(?::{sql_type}[])", [list(values)]
+
+    def has_table(self, name: str) -> bool:
+        row = self.query("SELECT to_regclass(?) IS NOT NULL", (name,))
+        return bool(row and row[0][0])
 
     def lookup_hashes(self, keys: Sequence[int]) -> list[tuple[int, int]]:
         if not keys:

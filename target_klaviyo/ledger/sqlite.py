@@ -6,6 +6,9 @@ Schema history (`PRAGMA user_version`):
 - 2 (`HASHES_VERSION`): hashes are XXH3-64; `jobs` keeps the count of records.
 Opening an older ledger migrates it in place (`SqliteBackend._migrate`); records on hold,
 stream schemas, jobs and list members carry over unchanged.
+Tables added later (`deletions_requested`: privacy deletions Klaviyo accepted) are created
+by `SCHEMA`'s `CREATE TABLE IF NOT EXISTS` when a ledger is opened for writing; a read-only
+ledger that predates one reads it as empty (`has_table`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ CREATE TABLE IF NOT EXISTS passes (
     list_id TEXT PRIMARY KEY,
     pass INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deletions_requested (
+    key TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    requested_at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 # PRAGMA user_version of a ledger whose skip_unchanged hashes are XXH3-64 (earlier: BLAKE2b).
@@ -184,6 +192,13 @@ class SqliteBackend(Backend):
         for start in range(0, len(values), _SQLITE_VARS):
             chunk = list(values[start : start + _SQLITE_VARS])
             yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
+
+    def has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+            (name,),
+        ).fetchone()
+        return bool(row[0])
 
     def lookup_hashes(self, keys: Sequence[int]) -> list[tuple[int, int]]:
         found: list[tuple[int, int]] = []

@@ -11,6 +11,7 @@ consistent. It keeps:
 - a hash of the last payload Klaviyo accepted per (stream, object, identity) for skip_unchanged
   (64-bit XXH3 hashes as signed integers, written in sorted batches);
 - list members this target added, for mirror passes;
+- privacy deletions Klaviyo accepted (hashed), so that none is requested twice;
 - PostgreSQL only: rejected records (`record_reject`), and the account's rate budget.
 
 It also hands out stream locks (one run per stream, `lock_stream`). `Ledger` holds the logic;
@@ -19,6 +20,7 @@ what differs between the databases is in `backend.py`, `sqlite.py` and `postgres
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import operator
@@ -457,6 +459,45 @@ class Ledger:
                 (list_id, pass_no, after, limit),
             )
         ]
+
+    # -- privacy deletions Klaviyo accepted ------------------------------------------------
+
+    @staticmethod
+    def deletion_key(account: str, key: str) -> str:
+        """How an accepted deletion is kept: a hash of the account and the profile's identity
+        (`email:...`, `phone:...`, `id:...`), so the ledger never holds the email or phone
+        number of someone who asked to be forgotten, and one account's requests never stand
+        for another's."""
+        return hashlib.blake2b(f"{account}\0{key}".encode(), digest_size=16).hexdigest()
+
+    def deletions_requested(self, keys: Sequence[str]) -> set[str]:
+        """Of these deletion keys (`deletion_key`), those whose request Klaviyo accepted."""
+        if not keys or not self._has_deletions():
+            return set()
+        found: set[str] = set()
+        with self._lock:
+            for condition, chunk in self._db.in_list("key", list(keys), "text"):
+                found.update(
+                    row[0]
+                    for row in self._db.query(
+                        f"SELECT key FROM deletions_requested WHERE {condition}", chunk
+                    )
+                )
+        return found
+
+    def deletion_requested(self, stream: str, key: str) -> None:
+        """Klaviyo accepted the deletion request of `key` (`deletion_key`): never sent again."""
+        self._upsert(
+            "deletions_requested",
+            ("key", "stream", "requested_at"),
+            ("key",),
+            (),
+            [(key, stream, time.time())],
+        )
+
+    def _has_deletions(self) -> bool:
+        with self._lock:
+            return self._db.has_table("deletions_requested")
 
     # -- rejects (PostgreSQL) -------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class JobKind:
     # The list's query: its sort (newest first lets a poll stop at the oldest open job) and
     # filter, as the spec has them for this kind's list.
     list_params: tuple[tuple[str, Any], ...] = (("sort", "-created_at"),)
+    page_size: int | None = LIST_PAGE_SIZE  # None where the spec has no `page[size]` for it
     final: frozenset[str] = frozenset({"complete", "cancelled"})  # statuses a job ends in
 
 
@@ -214,7 +215,9 @@ class JobWatcher:
         """Ask the job list about every open job of a kind; return those it does not show."""
         wanted = {job.id: job for job in jobs}
         oldest = min((job.created_at for job in jobs if job.created_at), default=None)
-        params = {**dict(kind.list_params), "page[size]": LIST_PAGE_SIZE}
+        params = dict(kind.list_params)
+        if kind.page_size is not None:
+            params["page[size]"] = kind.page_size
         assert kind.list_operation is not None
         for page in pages(self._client, kind.list_operation, params):
             self.polls += 1

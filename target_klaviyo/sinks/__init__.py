@@ -4,10 +4,12 @@ mapping."""
 from __future__ import annotations
 
 from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.deletions import DeletionSink
 from target_klaviyo.sinks.events import EventInsertSink
 from target_klaviyo.sinks.lists import ListDeleteSink, ListInsertSink, ListMirrorSink
 from target_klaviyo.sinks.profiles import ProfileUpsertSink
 from target_klaviyo.sinks.subscriptions import SubscribeSink, UnsubscribeSink
+from target_klaviyo.sinks.suppressions import SuppressSink, UnsuppressSink
 
 SINK_CLASSES: dict[tuple[str, str], type[KlaviyoSink]] = {
     (sink.OBJECT, sink.BEHAVIOR): sink
@@ -19,5 +21,8 @@ SINK_CLASSES: dict[tuple[str, str], type[KlaviyoSink]] = {
         EventInsertSink,
         SubscribeSink,
         UnsubscribeSink,
+        SuppressSink,
+        UnsuppressSink,
+        DeletionSink,
     )
 }
