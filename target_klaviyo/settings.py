@@ -198,6 +198,16 @@ CONFIG_SCHEMA: dict[str, Any] = {
             default=10,
             minimum=0,
         ),
+        # singer-sdk's built-in setting (singer_sdk/helpers/capabilities.py,
+        # TARGET_LOAD_METHOD_CONFIG), restated with a title and what it means here.
+        "load_method": _setting(
+            ["string", "null"],
+            "Load Method",
+            "singer-sdk's setting, not used by this target: each stream's mapping says how its "
+            "records load (`object` and `behavior`; upserts where Klaviyo has them).",
+            default="append-only",
+            enum=["append-only", "upsert", "overwrite"],
+        ),
     },
 }
 
