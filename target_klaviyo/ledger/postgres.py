@@ -119,8 +119,18 @@ CREATE TABLE rate_slots (
 CREATE INDEX rate_slots_window ON rate_slots (account, operation, answered_at);
 """
 
+# Catalog items, variants and categories this target created or saw in Klaviyo (catalogs
+# decide create or update from it).
+_V2 = """
+CREATE TABLE catalog_ids (
+    kind text NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+"""
+
 # version -> the DDL that brings the previous version to it. Append; never edit a released one.
-MIGRATIONS: dict[int, str] = {1: _V1}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -4,6 +4,8 @@ Schema history (`PRAGMA user_version`):
 - 0: skip_unchanged hashes were BLAKE2b (a `sent` table of blobs, later `sent_hashes` of
   integers), and `jobs` kept each job's keys (a `keys` column);
 - 2 (`HASHES_VERSION`): hashes are XXH3-64; `jobs` keeps the count of records.
+Tables added later (`catalog_ids`) are created where missing when the ledger is opened
+(`CREATE TABLE IF NOT EXISTS`): nothing to migrate, the version stays.
 Opening an older ledger migrates it in place (`SqliteBackend._migrate`); records on hold,
 stream schemas, jobs and list members carry over unchanged.
 """
@@ -65,6 +67,11 @@ CREATE TABLE IF NOT EXISTS passes (
     list_id TEXT PRIMARY KEY,
     pass INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS catalog_ids (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
 """
 
 # PRAGMA user_version of a ledger whose skip_unchanged hashes are XXH3-64 (earlier: BLAKE2b).

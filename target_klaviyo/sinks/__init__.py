@@ -4,6 +4,14 @@ mapping."""
 from __future__ import annotations
 
 from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.catalogs import (
+    CatalogCategoryDeleteSink,
+    CatalogCategoryUpsertSink,
+    CatalogItemDeleteSink,
+    CatalogItemUpsertSink,
+    CatalogVariantDeleteSink,
+    CatalogVariantUpsertSink,
+)
 from target_klaviyo.sinks.events import EventInsertSink
 from target_klaviyo.sinks.lists import ListDeleteSink, ListInsertSink, ListMirrorSink
 from target_klaviyo.sinks.profiles import ProfileUpsertSink
@@ -19,5 +27,11 @@ SINK_CLASSES: dict[tuple[str, str], type[KlaviyoSink]] = {
         EventInsertSink,
         SubscribeSink,
         UnsubscribeSink,
+        CatalogItemUpsertSink,
+        CatalogVariantUpsertSink,
+        CatalogCategoryUpsertSink,
+        CatalogItemDeleteSink,
+        CatalogVariantDeleteSink,
+        CatalogCategoryDeleteSink,
     )
 }
