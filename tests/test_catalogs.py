@@ -190,14 +190,13 @@ def test_items_created_elsewhere_are_found_by_lookup_and_updated(
 
 
 @FAST
-def test_a_create_that_meets_an_existing_item_recovers_as_an_update(
+def test_an_update_that_meets_a_missing_item_is_sent_again_as_a_create(
     emulator: Emulator, tmp_path: Path, api: Client
 ) -> None:
-    """The ledger says the items do not exist (a fresh state_dir) and the lookup misses them
-    (they are created between lookup and job): the create fails per row, the rows go again as
-    updates, every record counted once."""
+    """The ledger knows the items from the first run; one was deleted elsewhere since: its
+    update fails in the job and the row goes again as a create, every record counted once."""
     products(emulator, tmp_path, [product(i) for i in range(3)], state="first")
-    # Emptied from Klaviyo's side: SKU-0 deleted elsewhere, so the ledger is wrong about it.
+    # SKU-0 deleted elsewhere: the ledger is wrong about it now.
     response = api.post(
         "/api/catalog-item-bulk-delete-jobs",
         kl.catalog_job("items", "delete", [kl.catalog_delete("items", cid("SKU-0"))]),
@@ -340,3 +339,26 @@ def test_dry_run_plans_catalog_jobs_and_sends_nothing(emulator: Emulator, tmp_pa
 @pytest.fixture
 def api(emulator: Emulator) -> Client:
     return Client(emulator.base_url, emulator.private_key)
+
+
+@pytest.mark.emulator(window_scale=0.01, job_latency_s=1.0)
+def test_a_create_that_meets_an_existing_item_is_sent_again_as_an_update(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Two streams load the same new item in one run: both look it up before either job ran,
+    both send a create; the one Klaviyo applies second fails on the existing id and goes again
+    as an update. Each record is counted once."""
+    result = load(
+        emulator,
+        tmp_path,
+        {
+            "shop_a": (PRODUCT_MAPPING, PRODUCTS, [product(7, price=1.0)]),
+            "shop_b": (PRODUCT_MAPPING, PRODUCTS, [product(7, price=2.0)]),
+        },
+    )
+    for stream in ("shop_a", "shop_b"):
+        stats = result.stream(stream)
+        assert (stats["read"], stats["loaded"], stats["rejected"]) == (1, 1, 0)
+    assert list(catalog(emulator)["items"]) == [cid("SKU-7")]
+    assert calls(emulator, "bulk_create_catalog_items") == 2
+    assert calls(emulator, "bulk_update_catalog_items") == 1
