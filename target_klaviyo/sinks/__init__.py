@@ -12,6 +12,7 @@ from target_klaviyo.sinks.catalogs import (
     CatalogVariantDeleteSink,
     CatalogVariantUpsertSink,
 )
+from target_klaviyo.sinks.custom_objects import CustomObjectUpsertSink
 from target_klaviyo.sinks.events import EventInsertSink
 from target_klaviyo.sinks.lists import ListDeleteSink, ListInsertSink, ListMirrorSink
 from target_klaviyo.sinks.profiles import ProfileUpsertSink
@@ -33,5 +34,6 @@ SINK_CLASSES: dict[tuple[str, str], type[KlaviyoSink]] = {
         CatalogItemDeleteSink,
         CatalogVariantDeleteSink,
         CatalogCategoryDeleteSink,
+        CustomObjectUpsertSink,
     )
 }
