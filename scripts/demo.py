@@ -41,7 +41,7 @@ def run_target(config_path: Path, title: str) -> None:
     print(f"\n=== {title}", flush=True)
     stdin = "".join(
         (REPO / "examples" / name).read_text()
-        for name in ("customers.singer", "orders.singer", "newsletter.singer")
+        for name in ("customers.singer", "orders.singer", "newsletter.singer", "products.singer")
     )
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("target-klaviyo")), "--config", str(config_path)],
@@ -80,6 +80,10 @@ def show_emulator(base_url: str) -> None:
     metrics = Counter(event["metric"] for event in state["events"])
     for metric, count in metrics.items():
         print(f"  {count} events of {metric!r}")
+    items = state["catalog"]["items"]
+    print(f"  {len(items)} catalog items")
+    for item_id, item in list(items.items())[:4]:
+        print(f"    {item_id:32} {item['title']:24} {item['price']:>6} {item['custom_metadata']}")
 
 
 def main() -> None:
@@ -97,7 +101,9 @@ def main() -> None:
         )
         config_path = WORKDIR / "config.json"
         config_path.write_text(json.dumps(config, indent=2))
-        run_target(config_path, "First run: customers, orders and a newsletter list")
+        run_target(
+            config_path, "First run: customers, orders, a newsletter list and a product catalog"
+        )
         run_target(config_path, "Second run, same input: nothing changed, nothing sent")
         show_emulator(base_url)
         rejects = WORKDIR / "state" / "rejects.jsonl"

@@ -24,6 +24,9 @@ def test_the_demo_runs_and_shows_what_klaviyo_holds() -> None:
     assert "list 'Newsletter'" in out and "5 members" in out
     assert "8 events of 'Placed Order'" in out  # the repeated order is sent once
     assert "not-an-email" in out  # the rejected record, with its reason
+    assert "6 catalog items" in out
+    assert "$custom:::$default:::TEA-001" in out and "'brand': 'Harrow & Sons'" in out
     second_run = out.split("Second run")[1]
     assert "loaded" in second_run
     assert "bulk_import_profiles" not in second_run.split("The emulator now holds")[0]
+    assert "bulk_create_catalog_items" not in second_run.split("The emulator now holds")[0]
