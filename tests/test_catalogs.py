@@ -184,9 +184,13 @@ def test_items_created_elsewhere_are_found_by_lookup_and_updated(
     items = catalog(emulator)["items"]
     assert items[cid("SKU-2")]["title"] == "Product 2"
     assert len(items) == 8
-    assert calls(emulator, "get_catalog_items") == 1  # one batched lookup for the chunk
-    lookup = next(e for e in emulator.request_log if e.operation == "get_catalog_items")
-    assert "any(ids," in unquote(lookup.query)
+    lookups = [
+        unquote(e.query)
+        for e in emulator.request_log
+        if e.operation == "get_catalog_items" and "filter" in e.query
+    ]
+    assert len(lookups) == 1  # one batched lookup for the chunk (besides the start-up check)
+    assert "any(ids," in lookups[0] and cid("SKU-7") in lookups[0]
 
 
 @FAST
@@ -362,3 +366,28 @@ def test_a_create_that_meets_an_existing_item_is_sent_again_as_an_update(
     assert list(catalog(emulator)["items"]) == [cid("SKU-7")]
     assert calls(emulator, "bulk_create_catalog_items") == 2
     assert calls(emulator, "bulk_update_catalog_items") == 1
+
+
+@FAST
+def test_test_connection_names_a_missing_catalog_scope(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.add_key("pk_profiles_only_2222", {"profiles:write"})
+    config = base_config(
+        emulator,
+        tmp_path / "state",
+        {"products": PRODUCT_MAPPING},
+        private_api_key="pk_profiles_only_2222",
+    )
+    result = run_target(config, "", tmp_path, args=("--test-connection",))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "| ERROR" in line]
+    assert "catalogs:read" in line
+
+    ok = run_target(
+        base_config(emulator, tmp_path / "state", {"products": PRODUCT_MAPPING}),
+        "",
+        tmp_path,
+        args=("--test-connection",),
+    )
+    assert ok.exit_code == 0, ok.stderr
+    assert "get_catalog_items" in {e.operation for e in emulator.request_log}

@@ -87,7 +87,8 @@ def test_records_go_to_the_named_data_source_in_requests_of_500(
     assert (stats["read"], stats["loaded"], stats["rejected"]) == (1_200, 1_200, 0)
     stored = records(emulator, source)
     assert len(stored) == 1_200
-    assert stored[3] == vehicle(3)  # properties: all — every column, under its own name
+    # properties: all — every column, under its own name (requests go out side by side).
+    assert next(r for r in stored if r["vin"] == "VIN00003") == vehicle(3)
     sizes = [
         e.items for e in emulator.request_log if e.operation == "bulk_create_data_source_records"
     ]
@@ -197,3 +198,28 @@ def test_dry_run_plans_the_records_and_creates_nothing(emulator: Emulator, tmp_p
     ]
     relationship = plan[0]["body"]["data"]["relationships"]["data-source"]["data"]
     assert relationship["id"] == "<Fleet>"
+
+
+@FAST
+def test_test_connection_resolves_the_data_source_and_names_a_missing_scope(
+    emulator: Emulator, tmp_path: Path, api: Client
+) -> None:
+    create_source(api, "Vehicles")
+    mapping = {"object": "custom_object", "data_source_name": "Vehicles"}
+    ok = run_target(
+        base_config(emulator, tmp_path / "state", {STREAM: mapping}),
+        "",
+        tmp_path,
+        args=("--test-connection",),
+    )
+    assert ok.exit_code == 0, ok.stderr
+    assert "get_data_sources" in {e.operation for e in emulator.request_log}
+
+    emulator.add_key("pk_profiles_only_3333", {"profiles:write"})
+    config = base_config(
+        emulator, tmp_path / "state", {STREAM: mapping}, private_api_key="pk_profiles_only_3333"
+    )
+    result = run_target(config, "", tmp_path, args=("--test-connection",))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    assert "custom-objects:read" in result.stderr
