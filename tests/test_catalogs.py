@@ -391,3 +391,40 @@ def test_test_connection_names_a_missing_catalog_scope(emulator: Emulator, tmp_p
     )
     assert ok.exit_code == 0, ok.stderr
     assert "get_catalog_items" in {e.operation for e in emulator.request_log}
+
+
+@pytest.mark.emulator(window_scale=0.01, job_latency_s=0.5)
+def test_variants_read_before_their_items_wait_for_them(emulator: Emulator, tmp_path: Path) -> None:
+    """Klaviyo runs each job on its own: a variant job that ran before its item's job would
+    fail. Variants wait for the item chunks read before them (flushed first)."""
+    variants = [
+        {
+            "variant_sku": f"SKU-{i}-V",
+            "product_sku": f"SKU-{i}",
+            "title": "v",
+            "description": "d",
+            "url": "https://shop.example.com/v",
+            "price": 1,
+            "stock": 1,
+        }
+        for i in range(30)
+    ]
+    categories = [{"slug": "all", "name": "All"}]
+    result = load(
+        emulator,
+        tmp_path,
+        {
+            "variants": (VARIANT_MAPPING, VARIANTS, variants),
+            "products": (
+                PRODUCT_MAPPING,
+                PRODUCTS,
+                [product(i, collections=["all"]) for i in range(30)],
+            ),
+            "collections": (CATEGORY_MAPPING, CATEGORIES, categories),
+        },
+    )
+    for stream in ("variants", "products", "collections"):
+        assert result.stream(stream)["rejected"] == 0, result.rejects()
+    state = catalog(emulator)
+    assert len(state["variants"]) == 30
+    assert state["items"][cid("SKU-4")]["categories"] == [cid("all")]

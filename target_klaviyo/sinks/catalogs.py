@@ -62,6 +62,10 @@ _JOB_NAMES = {
     "catalog_variant": "variants",
     "catalog_category": "categories",
 }
+# Klaviyo applies each job on its own, in no promised order: a variant created before its item
+# exists, or an item before its categories, fails. So an upsert chunk waits for the chunks of
+# what it names that were read before it (within the run).
+DEPENDS_ON = {"catalog_variant": "catalog_item", "catalog_item": "catalog_category"}
 _LOOKUPS = {
     "catalog_item": "get_catalog_items",
     "catalog_variant": "get_catalog_variants",
@@ -98,6 +102,8 @@ class JobSlots:
         self._cond = threading.Condition()
         self.open = 0
         self.reserved = 0
+        self._chunk_seq = 0
+        self._chunks: dict[str, set[int]] = {}  # object -> its chunks on their way
 
     def reserve(self, stopped: Callable[[], bool]) -> None:
         """Wait for room for one more job (a request thread, before it submits)."""
@@ -119,6 +125,27 @@ class JobSlots:
         with self._cond:
             self.open -= 1
             self._cond.notify_all()
+
+    # -- one object's entries before the entries that name them ---------------------------
+
+    def begin(self, obj: str) -> int:
+        """A chunk of `obj` is on its way (from the reading thread, in input order)."""
+        with self._cond:
+            self._chunk_seq += 1
+            self._chunks.setdefault(obj, set()).add(self._chunk_seq)
+            return self._chunk_seq
+
+    def finish(self, obj: str, seq: int) -> None:
+        """The chunk has its outcomes (its jobs ended)."""
+        with self._cond:
+            self._chunks.get(obj, set()).discard(seq)
+            self._cond.notify_all()
+
+    def wait_for(self, obj: str, seq: int, stopped: Callable[[], bool]) -> None:
+        """Wait until every chunk of `obj` that began before chunk `seq` has ended."""
+        with self._cond:
+            while not stopped() and any(s < seq for s in self._chunks.get(obj, ())):
+                self._cond.wait(timeout=1.0)
 
 
 _SLOTS: weakref.WeakKeyDictionary[Any, JobSlots] = weakref.WeakKeyDictionary()
@@ -160,6 +187,8 @@ class CatalogJobsSink(KlaviyoSink):
         self.kind = KINDS[self.OBJECT]
         self.plural = PLURALS[self.OBJECT]
         self.slots = job_slots(self.run)
+        self._chunk_seqs: dict[int, int] = {}  # first record's seq -> the chunk's place in line
+        self._open_chunks: dict[int, int] = {}  # chunk token -> its place, until it ends
         self.row_pointer = re.compile(rf"^/data/attributes/{self.plural}/data/(\d+)(?:/|$)")
 
     def unchanged_namespace(self) -> str:
@@ -251,7 +280,11 @@ class CatalogJobsSink(KlaviyoSink):
             self.run.fail(exc)
         finally:
             if submitting.release():
-                self.dispatch.end(submitting.chunk)
+                self.chunk_ended(submitting.chunk)
+
+    def chunk_ended(self, chunk: Chunk) -> None:
+        """Every record of a chunk sent as jobs has its outcome."""
+        self.dispatch.end(chunk)
 
     def settle_job(
         self,
@@ -390,7 +423,41 @@ class CatalogUpsertSink(CatalogJobsSink):
         build = self.mapper.create if action == "create" else self.mapper.update
         return [encode(build(entry_of(item.key, item.payload))) for item in items]
 
+    def prepare_chunk(self, items: list[Item]) -> list[Item]:
+        items = super().prepare_chunk(items)
+        if items:
+            depends = DEPENDS_ON.get(self.OBJECT)
+            if depends is not None:
+                # What this chunk names may still wait in its own stream's chunk: send that first.
+                for sink in self.run.sinks:
+                    if depends == sink.OBJECT and sink.BEHAVIOR == "upsert":
+                        sink.flush()
+            self._chunk_seqs[items[0].seq] = self.slots.begin(self.OBJECT)
+        return items
+
+    def stopped(self) -> bool:
+        return self.run.stopping is not None or self.run.failure is not None
+
     def send_chunk(self, chunk: Chunk) -> bool:
+        seq = self._chunk_seqs.pop(chunk.items[0].seq, 0) if chunk.items else 0
+        ended = True
+        try:
+            depends = DEPENDS_ON.get(self.OBJECT)
+            if depends is not None and seq:
+                self.slots.wait_for(depends, seq, self.stopped)
+            self._open_chunks[chunk.token] = seq
+            ended = self.send_upserts(chunk)
+            return ended
+        finally:
+            if ended:
+                self._open_chunks.pop(chunk.token, None)
+                self.slots.finish(self.OBJECT, seq)
+
+    def chunk_ended(self, chunk: Chunk) -> None:
+        self.slots.finish(self.OBJECT, self._open_chunks.pop(chunk.token, 0))
+        super().chunk_ended(chunk)
+
+    def send_upserts(self, chunk: Chunk) -> bool:
         items = chunk.items
         existing = self.existing([item.key for item in items])
         if isinstance(existing, ApiResult):
@@ -403,7 +470,7 @@ class CatalogUpsertSink(CatalogJobsSink):
         if not submitting.jobs:
             return True
         if submitting.release():
-            self.dispatch.end(chunk)
+            self.chunk_ended(chunk)
         return False
 
     def existing(self, keys: list[str]) -> set[str] | ApiResult:
