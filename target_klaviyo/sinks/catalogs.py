@@ -191,6 +191,9 @@ class CatalogJobsSink(KlaviyoSink):
         self._open_chunks: dict[int, int] = {}  # chunk token -> its place, until it ends
         self.row_pointer = re.compile(rf"^/data/attributes/{self.plural}/data/(\d+)(?:/|$)")
 
+    def stopped(self) -> bool:
+        return self.run.stopping is not None or self.run.failure is not None
+
     def unchanged_namespace(self) -> str:
         # One namespace per catalog object, whatever the stream: a delete forgets the hashes
         # of the entries it removed, so that loading them again sends them.
@@ -226,9 +229,7 @@ class CatalogJobsSink(KlaviyoSink):
         # endings of jobs free.
         reserved = recover
         if reserved:
-            self.slots.reserve(
-                lambda: self.run.stopping is not None or self.run.failure is not None
-            )
+            self.slots.reserve(self.stopped)
         try:
             self.protocol.send(
                 f"bulk_{action}_catalog_{self.plural}",
@@ -434,9 +435,6 @@ class CatalogUpsertSink(CatalogJobsSink):
                         sink.flush()
             self._chunk_seqs[items[0].seq] = self.slots.begin(self.OBJECT)
         return items
-
-    def stopped(self) -> bool:
-        return self.run.stopping is not None or self.run.failure is not None
 
     def send_chunk(self, chunk: Chunk) -> bool:
         seq = self._chunk_seqs.pop(chunk.items[0].seq, 0) if chunk.items else 0
