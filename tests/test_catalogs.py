@@ -428,3 +428,33 @@ def test_variants_read_before_their_items_wait_for_them(emulator: Emulator, tmp_
     state = catalog(emulator)
     assert len(state["variants"]) == 30
     assert state["items"][cid("SKU-4")]["categories"] == [cid("all")]
+
+
+@FAST
+def test_items_klaviyo_keeps_refusing_wait_on_hold_and_load_next_run(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.add_fault("503", "bulk_create_catalog_items", count=None)
+    rows = [product(i) for i in range(5)]
+    first = products(emulator, tmp_path, rows, max_retries=0)
+    assert (first.stream("products")["loaded"], first.stream("products")["on_hold"]) == (0, 5)
+    assert catalog(emulator)["items"] == {}
+
+    emulator.clear_faults()
+    second = products(emulator, tmp_path, [], max_retries=0)
+    stats = second.stream("products")
+    assert (stats["replayed"], stats["loaded"], stats["on_hold"]) == (5, 5, 0)
+    assert len(catalog(emulator)["items"]) == 5
+
+
+@FAST
+def test_categories_upsert_and_skip_unchanged(emulator: Emulator, tmp_path: Path) -> None:
+    rows = [{"slug": "shoes", "name": "Shoes"}, {"slug": "hats", "name": "Hats"}]
+    streams = {"collections": (CATEGORY_MAPPING, CATEGORIES, rows)}
+    load(emulator, tmp_path, streams)
+    renamed = [{"slug": "shoes", "name": "Footwear"}, {"slug": "hats", "name": "Hats"}]
+    result = load(emulator, tmp_path, {"collections": (CATEGORY_MAPPING, CATEGORIES, renamed)})
+    stats = result.stream("collections")
+    assert (stats["loaded"], stats["unchanged"]) == (1, 1)
+    assert catalog(emulator)["categories"][cid("shoes")]["name"] == "Footwear"
+    assert calls(emulator, "bulk_update_catalog_categories") == 1
