@@ -160,7 +160,7 @@ def job_slots(run: Run) -> JobSlots:
         return slots
 
 
-def _is_missing(error: dict[str, Any], plural: str) -> bool:
+def _is_missing(error: dict[str, Any]) -> bool:
     """An update or delete row whose own entry Klaviyo does not have (not a related one)."""
     pointer = str((error.get("source") or {}).get("pointer") or "")
     if "/relationships/" in pointer:
@@ -509,7 +509,7 @@ class CatalogUpsertSink(CatalogJobsSink):
         for item, error in failures:
             if recover and (
                 (action == "create" and _is_existing(error))
-                or (action == "update" and _is_missing(error, self.plural))
+                or (action == "update" and _is_missing(error))
             ):
                 again.append(item)
             else:
@@ -575,12 +575,12 @@ class CatalogDeleteSink(CatalogJobsSink):
         failures: list[tuple[Item, dict[str, Any]]],
         recover: bool,
     ) -> None:
-        gone = [item for item, error in failures if _is_missing(error, self.plural)]
+        gone = [item for item, error in failures if _is_missing(error)]
         if gone:
             self.applied("delete", [item.key for item in gone])
             self.outcomes.mark_unchanged(gone)
         for item, error in failures:
-            if not _is_missing(error, self.plural):
+            if not _is_missing(error):
                 self.outcomes.reject(item, f"Klaviyo: {_detail(error)}")
 
 
