@@ -458,3 +458,30 @@ def test_categories_upsert_and_skip_unchanged(emulator: Emulator, tmp_path: Path
     assert (stats["loaded"], stats["unchanged"]) == (1, 1)
     assert catalog(emulator)["categories"][cid("shoes")]["name"] == "Footwear"
     assert calls(emulator, "bulk_update_catalog_categories") == 1
+
+
+@FAST
+def test_a_variant_mapping_without_its_item_rejects_with_what_to_map(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    mapping = {
+        "object": "catalog_variant",
+        "fields": {
+            "external_id": "variant_sku",
+            "sku": "variant_sku",
+            "inventory_quantity": "stock",
+        },
+    }
+    row = {
+        "variant_sku": "V-1",
+        "product_sku": "SKU-1",
+        "title": "t",
+        "description": "d",
+        "url": "https://x.example.com",
+        "price": 1,
+        "stock": 1,
+    }
+    result = load(emulator, tmp_path, {"variants": (mapping, VARIANTS, [row])})
+    assert result.stream("variants")["rejected"] == 1
+    assert "fields.item" in result.rejects()[0]["reason"]
+    assert calls(emulator, "bulk_create_catalog_variants") == 0

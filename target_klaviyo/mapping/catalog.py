@@ -139,6 +139,13 @@ class CatalogMapper:
                 )
             else:
                 related = [compound_id(_text_id(raw, self.relationship))]
+        elif not self.related_list:
+            # Klaviyo's OpenAPI spec: a variant is created with its item (a required
+            # relationship).
+            raise Rejection(
+                f"variant {external_id!r} has no item: map fields.item to the column holding "
+                "the item's external id"
+            )
         return CatalogEntry(external_id, attributes, related)
 
     # -- request bodies -------------------------------------------------------------------
