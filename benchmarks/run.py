@@ -13,6 +13,9 @@ Sections (all by default, in this order):
 - ``profiles``: a customers table alone at Klaviyo's real tier rates, with import jobs that take
   the emulator a set time (as Klaviyo's do); wall time divided by the least time to submit the
   jobs plus one job's latency, polls per job, peak RSS, and 429s.
+- ``catalog``: a products table loaded as catalog items at Klaviyo's real tier rates, with
+  catalog jobs that take a set time; wall time divided by the least time to submit the create
+  jobs (100 items each, at most 500 in progress) plus one job's latency, and 429s.
 - ``budget``: two runs at once on one Klaviyo account (two event streams, the ledger in
   PostgreSQL so that they pace from one budget), at real tier rates: their combined wall time
   divided by the floor of their combined requests, and 429s. Skipped, with the reason, when
@@ -58,17 +61,20 @@ from benchmarks.procs import (
     target_args,
 )
 from benchmarks.workload import (
+    CATALOG_ITEMS_PER_JOB,
     EVENTS_PER_REQUEST,
     EVENTS_STREAM,
     PROFILES_PER_JOB,
     Workload,
+    catalog_streams,
     config_streams,
     write_events,
     write_input,
+    write_products,
 )
 from target_klaviyo.klaviyo.operations import OPERATIONS
 
-SECTIONS = ("rate", "baseline", "cpu", "memory", "profiles", "budget")
+SECTIONS = ("rate", "baseline", "cpu", "memory", "profiles", "catalog", "budget")
 LEDGER_GLOB = "ledger.sqlite3*"  # the database and its WAL files
 EMULATOR_FAST = ("--unthrottled", "--no-validate", "--job-delay", "0")
 EMULATOR_REAL_RATES = ("--no-validate", "--job-delay", "0")
@@ -142,6 +148,7 @@ class Bench:
         validate: bool | None,
         state_dir: Path | None = None,
         label: str,
+        streams: dict[str, Any] | None = None,
     ) -> tuple[Measured, dict[str, Any]]:
         """One target-klaviyo run; its measurement and last_run.json (checked)."""
         run_dir = self.run_dir(label)
@@ -152,7 +159,7 @@ class Bench:
             "state_dir": str(state_dir),
             "default_phone_region": "US",
             "progress_interval_s": 0,
-            "streams": config_streams(),
+            "streams": streams or config_streams(),
         }
         if validate is not None:
             config["validate_records"] = validate
@@ -493,7 +500,65 @@ class Bench:
                 not throttled,
             )
 
-    # -- 6. two runs, one account's budget ------------------------------------------------
+    # -- 6. catalog jobs at Klaviyo's latency ---------------------------------------------
+
+    def catalog(self) -> None:
+        args = self.args
+        items, latency = args.catalog_items, args.catalog_latency
+        jobs = math.ceil(items / CATALOG_ITEMS_PER_JOB)
+        print(
+            f"\n[catalog] {items:,} catalog items (a products table) at Klaviyo's real tier "
+            f"rates, catalog jobs completing {latency:g} s after submission"
+        )
+        input_path = self.workdir / f"products-{items}.singer"
+        if not input_path.exists():
+            write_products(input_path, items)
+        # Klaviyo allows 500 catalog jobs in progress: beyond that, submissions wait for jobs
+        # to end, one latency per 500 jobs.
+        waves = math.ceil(jobs / 500)
+        submit_s = tier_time(jobs, OPERATIONS["bulk_create_catalog_items"].tier)
+        floor_s = max(submit_s, (waves - 1) * latency) + latency
+        flags = (*EMULATOR_REAL_RATES, "--job-latency", f"{latency:g}")
+        with self.emulator(*flags) as emulator:
+            measured, summary = self.run_target(
+                emulator,
+                input_path,
+                validate=None,
+                label=f"catalog-{latency:g}",
+                streams=catalog_streams(),
+            )
+            log = emulator.control("GET", "/requests")
+        calls = Counter(entry["operation"] for entry in log)
+        throttled = Counter(entry["operation"] for entry in log if entry["status"] == 429)
+        polls = sum(n for name, n in calls.items() if "_catalog_items_job" in name)
+        loaded = sum(s["loaded"] for s in summary["streams"].values())
+        ratio = measured.wall_s / floor_s
+        print(
+            f"  {items:,} items, L = {latency:g} s: {jobs} create jobs, floor {submit_s:,.0f} s"
+            f" to submit + {latency:g} s = {floor_s:,.0f} s; wall {measured.wall_s:,.1f} s,"
+            f" CPU {measured.cpu_s:,.1f} s, peak RSS {measured.peak_rss_mb:,.0f} MB;"
+            f" {loaded:,} loaded; lookups {calls['get_catalog_items']}; job polls {polls} ="
+            f" {polls / jobs:.2f} a job; 429s: {sum(throttled.values())}"
+            + (f" ({dict(throttled)})" if throttled else "")
+        )
+        self.figure(
+            "catalog",
+            f"wall time / floor, {items:,} catalog items, job latency {latency:g} s",
+            f"{measured.wall_s:,.1f} s / {floor_s:,.0f} s",
+            ratio,
+            "<= 1.2",
+            ratio <= 1.2,
+        )
+        self.figure(
+            "catalog",
+            f"429s, {items:,} catalog items, job latency {latency:g} s",
+            str(sum(throttled.values())),
+            sum(throttled.values()),
+            "0",
+            not throttled,
+        )
+
+    # -- 7. two runs, one account's budget ------------------------------------------------
 
     def budget(self) -> None:
         args = self.args
@@ -704,6 +769,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1_000_000,
         help="profiles of the memory run, at the longest latency",
+    )
+    catalog = parser.add_argument_group("catalog jobs at Klaviyo's latency")
+    catalog.add_argument("--catalog-items", type=int, default=50_000)
+    catalog.add_argument(
+        "--catalog-latency", type=float, default=20.0, help="seconds a catalog job takes"
     )
     budget = parser.add_argument_group("two runs on one account")
     budget.add_argument("--budget-events", type=int, default=150_000, help="events per run")

@@ -221,6 +221,62 @@ def write_input(
     return path
 
 
+# -- a product catalog ----------------------------------------------------------------------------
+
+PRODUCTS_STREAM = "products"
+CATALOG_ITEMS_PER_JOB = 100  # Klaviyo's bulk catalog job maximum
+PRODUCT_PROPERTIES = {
+    "sku": {"type": "string"},
+    "name": STRING,
+    "description": STRING,
+    "url": STRING,
+    "image_url": STRING,
+    "price": NUMBER,
+    "published": BOOLEAN,
+    "brand": STRING,
+    "color": STRING,
+}
+BRANDS = ("Acme", "Globex", "Initech", "Umbrella", "Hooli")
+COLORS = ("red", "green", "blue", "black", "white")
+
+
+def catalog_streams() -> dict[str, Any]:
+    """The `streams` mapping for a products input."""
+    return {
+        PRODUCTS_STREAM: {
+            "object": "catalog_item",
+            "fields": {"external_id": "sku", "title": "name", "image_full_url": "image_url"},
+        }
+    }
+
+
+def write_products(path: Path, items: int, *, state_every: int = 10_000) -> Path:
+    """A products table of ``items`` catalog items (brand and color go to custom_metadata)."""
+    encoder = msgspec.json.Encoder()
+    with path.open("wb") as out:
+        out.write(encoder.encode(_schema(PRODUCTS_STREAM, PRODUCT_PROPERTIES, ["sku"])) + b"\n")
+        for i in range(items):
+            record = {
+                "sku": f"SKU-{i:07d}",
+                "name": f"{COLORS[i % len(COLORS)].title()} widget no. {i}",
+                "description": f"A {COLORS[i % len(COLORS)]} widget by {BRANDS[i % len(BRANDS)]}.",
+                "url": f"https://shop.example.com/products/{i}",
+                "image_url": f"https://cdn.example.com/products/{i}.jpg",
+                "price": round(5 + (i % 400) * 0.25, 2),
+                "published": i % 17 != 0,
+                "brand": BRANDS[i % len(BRANDS)],
+                "color": COLORS[i % len(COLORS)],
+            }
+            out.write(
+                encoder.encode({"type": "RECORD", "stream": PRODUCTS_STREAM, "record": record})
+            )
+            out.write(b"\n")
+            if state_every and (i + 1) % state_every == 0:
+                state = {"bookmarks": {PRODUCTS_STREAM: {"position": i + 1}}}
+                out.write(encoder.encode({"type": "STATE", "value": state}) + b"\n")
+    return path
+
+
 def write_events(path: Path, stream: str, count: int, *, people: int = 10_000) -> Path:
     """A Singer file of `count` orders in one stream named `stream` (mapped as EVENTS_STREAM
     is), made by `people` customers."""

@@ -47,6 +47,7 @@ def run_target(config_path: Path, title: str) -> None:
             "newsletter.singer",
             "do_not_contact.singer",
             "forget_me.singer",
+            "products.singer",
         )
     )
     proc = subprocess.run(
@@ -94,6 +95,10 @@ def show_emulator(base_url: str) -> None:
     print(f"  {len(suppressed)} profiles suppressed: {', '.join(suppressed)}")
     for deletion in state["deletions"]:
         print(f"  privacy deletion of {deletion['identifier']}: {deletion['status']}")
+    items = state["catalog"]["items"]
+    print(f"  {len(items)} catalog items")
+    for item_id, item in list(items.items())[:4]:
+        print(f"    {item_id:32} {item['title']:24} {item['price']:>6} {item['custom_metadata']}")
 
 
 def main() -> None:
@@ -111,7 +116,9 @@ def main() -> None:
         )
         config_path = WORKDIR / "config.json"
         config_path.write_text(json.dumps(config, indent=2))
-        run_target(config_path, "First run: customers, orders and a newsletter list")
+        run_target(
+            config_path, "First run: customers, orders, a newsletter list and a product catalog"
+        )
         run_target(config_path, "Second run, same input: nothing changed, nothing sent")
         show_emulator(base_url)
         rejects = WORKDIR / "state" / "rejects.jsonl"

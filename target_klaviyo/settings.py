@@ -131,7 +131,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
             **STREAMS_SCHEMA,
             "title": "Stream Mappings",
             "description": "Stream name (or a glob such as `public-*`, or `*`) -> how its "
-            "records load into Klaviyo: `object` (profile, list, event, subscription), "
+            "records load into Klaviyo: `object` (profile, list, event, subscription, suppression, "
+            "deletion, `catalog_item`, `catalog_variant`, `catalog_category`, `custom_object`), "
             "`behavior`, `fields`, `properties`, `exclude` and the object's own keys. "
             "See the README.",
         },

@@ -477,7 +477,8 @@ MAPPING_SCHEMA: dict[str, Any] = {
             {"anyOf": [{"type": "string", "enum": ["all"]}, _COLUMNS]},
             "all",
             "custom properties: `all` (default: every column not mapped to a standard "
-            "field), a list of columns, or `[]`.",
+            "field), a list of columns, or `[]`. Catalog items and variants: the keys of "
+            "`custom_metadata`; `custom_object`: the record's other columns.",
         ),
         "exclude": _key(_COLUMNS, "all", "columns never sent."),
         "nulls": _key(

@@ -26,6 +26,9 @@ def test_the_demo_runs_and_shows_what_klaviyo_holds() -> None:
     assert "not-an-email" in out  # the rejected record, with its reason
     assert "2 profiles suppressed: alan@example.com, katherine@example.com" in out
     assert out.count("privacy deletion of") == 1  # requested once, not again on the re-run
+    assert "6 catalog items" in out
+    assert "$custom:::$default:::TEA-001" in out and "'brand': 'Harrow & Sons'" in out
     second_run = out.split("Second run")[1]
     assert "loaded" in second_run
     assert "bulk_import_profiles" not in second_run.split("The emulator now holds")[0]
+    assert "bulk_create_catalog_items" not in second_run.split("The emulator now holds")[0]

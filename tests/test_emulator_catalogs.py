@@ -361,8 +361,12 @@ def test_job_lists_include_and_404(emulator: Emulator, api: Client) -> None:
     assert polled["included"] == [
         {**polled["included"][0], "attributes": {"price": 3}, "id": cid("A")}
     ]
-    emulator.expect_violations(1)
+    emulator.expect_violations(2)
     assert api.get(ITEM_JOBS["create"], filter="equals(status,'done')").status_code == 400
+    # The spec's job lists have no page size: 100 jobs a page.
+    refused = api.get(ITEM_JOBS["create"], **{"page[size]": "50"})
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["source"] == {"parameter": "page[size]"}
 
 
 @pytest.mark.emulator(throttle=False, job_latency_s=0.2)

@@ -249,6 +249,26 @@ def test_threads_share_one_ledger(place: LedgerPlace) -> None:
         ledger.close()
 
 
+def test_catalog_ids_known_to_exist_by_kind(place: LedgerPlace) -> None:
+    ledger = place.open()
+    ids = [f"SKU-{i}" for i in range(1_200)] + ['o\'brien "quoted"']
+    ledger.catalog_remember("item", ids)
+    ledger.catalog_remember("item", ids[:10])  # again: no error, no duplicate
+    ledger.catalog_remember("variant", ["SKU-1"])
+    ledger.close()
+
+    ledger = place.open()
+    try:
+        asked = [*ids[1_100:], "SKU-X"]
+        assert ledger.catalog_known("item", asked) == set(ids[1_100:])
+        assert ledger.catalog_known("variant", ["SKU-1", "SKU-2"]) == {"SKU-1"}
+        assert ledger.catalog_known("category", ["SKU-1"]) == set()
+        ledger.catalog_forget("item", ids[1_100:1_150])
+        assert ledger.catalog_known("item", asked) == set(ids[1_150:])
+    finally:
+        ledger.close()
+
+
 def test_hash_helpers_are_stable_signed_64_bit() -> None:
     assert hash64(b"payload") == hash64(b"payload")
     assert -(2**63) <= hash64(b"payload") < 2**63
@@ -354,6 +374,19 @@ def test_a_dry_run_without_a_sqlite_ledger_creates_nothing(tmp_path: Path) -> No
 # -- PostgreSQL ----------------------------------------------------------------------------
 
 
+def _drop_version_2_tables(pg: LedgerPlace) -> None:
+    import psycopg
+    from psycopg import sql as pgsql
+
+    with psycopg.connect(**PostgresSettings.from_env().conninfo(), autocommit=True) as conn:
+        for table in ("catalog_ids", "deletions_requested"):
+            conn.execute(
+                pgsql.SQL("drop table {}.{}").format(
+                    pgsql.Identifier(pg.schema), pgsql.Identifier(table)
+                )
+            )
+
+
 def _pg_rows(pg: LedgerPlace, sql: str) -> list[tuple[object, ...]]:
     import psycopg
     from psycopg import sql as pgsql
@@ -391,10 +424,25 @@ def test_postgres_creates_its_schema_and_records_the_version(pg: LedgerPlace) ->
         "stream_locks",
         "rate_slots",
         "deletions_requested",
+        "catalog_ids",
     }
     # Opening again finds the version current and changes nothing.
     pg.open().close()
     assert _pg_rows(pg, "select count(*) from ledger_meta") == [(1,)]
+
+
+def test_a_postgres_ledger_of_version_1_gains_the_catalog_table(pg: LedgerPlace) -> None:
+    pg.open().close()
+    # As version 1 left it: none of version 2's tables.
+    _drop_version_2_tables(pg)
+    _pg_rows(pg, "update ledger_meta set value = '1' where name = 'schema_version' returning 1")
+    ledger = pg.open()
+    try:
+        ledger.catalog_remember("item", ["A"])
+        assert ledger.catalog_known("item", ["A", "B"]) == {"A"}
+    finally:
+        ledger.close()
+    assert _pg_rows(pg, "select value from ledger_meta") == [("2",)]
 
 
 def test_postgres_start_ups_at_once_create_the_ledger_once(pg: LedgerPlace) -> None:

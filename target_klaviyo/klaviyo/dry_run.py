@@ -27,7 +27,14 @@ def _items(body: Any) -> int:
     if not isinstance(data, dict):
         return 0
     attributes = data.get("attributes") or {}
-    for key in ("profiles", "events-bulk-create"):
+    for key in (
+        "profiles",
+        "events-bulk-create",
+        "items",
+        "variants",
+        "categories",
+        "data-source-records",
+    ):
         if key in attributes:
             entries = attributes[key].get("data") or []
             if key == "events-bulk-create":
@@ -73,14 +80,14 @@ class DryRunClient:
             self._file.write(json.dumps(line) + "\n")
             self._file.flush()
             job_id = f"dry-run-{next(self._ids)}"
-        if operation_name == "bulk_import_profiles":
+        if operation_name == "bulk_import_profiles" or "_catalog_" in operation_name:
             return ApiResult(operation_name, 202, body={"data": {"id": job_id}})
-        if operation_name in ("create_or_update_profile", "create_list"):
+        if operation_name in ("create_or_update_profile", "create_list", "create_data_source"):
             return ApiResult(operation_name, 201, body={"data": {"id": job_id}})
         return ApiResult(operation_name, 202 if operation.method == "POST" else 204)
 
     def _answer_read(self, operation_name: str) -> ApiResult:
-        if operation_name == "get_bulk_import_profiles_job":
+        if operation_name.startswith("get_bulk_") and operation_name.endswith("_job"):
             attributes = {"status": "complete", "failed_count": 0}
             return ApiResult(operation_name, 200, body={"data": {"attributes": attributes}})
         # Reads that would resolve ids (list delete, mirror) find nothing without the network.

@@ -22,6 +22,8 @@ S = Tier("S", 3, 60)
 M = Tier("M", 10, 150)
 L = Tier("L", 75, 750)
 XL = Tier("XL", 350, 3500)
+# bulk_create_data_source_records is outside the named tiers: 3/s burst, 15/min steady (spec).
+DATA_SOURCE_RECORDS = Tier("3/s, 15/min", 3, 15)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,56 @@ OPERATIONS: dict[str, Operation] = {
             "/api/data-privacy-deletion-jobs",
             S,
             ("data-privacy:write",),
+        ),
+        # Catalogs: bulk create / update / delete jobs of items, variants and categories, their
+        # job lists and jobs (the spec names the variant and category jobs without "catalog_"),
+        # and the lookups that tell create from update.
+        *(
+            op
+            for plural, jobs, path in (
+                ("items", "catalog_items", "catalog-item"),
+                ("variants", "variants", "catalog-variant"),
+                ("categories", "categories", "catalog-category"),
+            )
+            for action in ("create", "update", "delete")
+            for op in (
+                Operation(
+                    f"bulk_{action}_catalog_{plural}",
+                    "POST",
+                    f"/api/{path}-bulk-{action}-jobs",
+                    L,
+                    ("catalogs:write",),
+                ),
+                Operation(
+                    f"get_bulk_{action}_{jobs}_jobs",
+                    "GET",
+                    f"/api/{path}-bulk-{action}-jobs",
+                    XL if action == "delete" or plural == "categories" else L,
+                    ("catalogs:read",),
+                ),
+                Operation(
+                    f"get_bulk_{action}_{jobs}_job",
+                    "GET",
+                    f"/api/{path}-bulk-{action}-jobs/{{id}}",
+                    XL if action == "delete" or plural == "categories" else L,
+                    ("catalogs:read",),
+                ),
+            )
+        ),
+        Operation("get_catalog_items", "GET", "/api/catalog-items", XL, ("catalogs:read",)),
+        Operation("get_catalog_variants", "GET", "/api/catalog-variants", XL, ("catalogs:read",)),
+        Operation(
+            "get_catalog_categories", "GET", "/api/catalog-categories", XL, ("catalogs:read",)
+        ),
+        # Custom objects: the data source, and its records in bulk.
+        Operation("get_data_sources", "GET", "/api/data-sources", S, ("custom-objects:read",)),
+        Operation("create_data_source", "POST", "/api/data-sources", S, ("custom-objects:write",)),
+        Operation(
+            "bulk_create_data_source_records",
+            "POST",
+            "/api/data-source-record-bulk-create-jobs",
+            DATA_SOURCE_RECORDS,
+            ("custom-objects:write",),
         ),
     )
 }

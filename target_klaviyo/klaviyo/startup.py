@@ -109,8 +109,51 @@ def check_scopes(client: KlaviyoClient, mapping: StreamMapping) -> None:
         )
 
 
+def resolve_data_source(client: KlaviyoClient, mapping: StreamMapping) -> str:
+    """The id of a custom_object mapping's data source (created when asked to)."""
+    where = f"streams.{mapping.pattern}"
+    # Klaviyo's get_data_sources takes no filter: read them all (an account has a few).
+    sources: list[dict[str, Any]] = []
+    for page in pages(client, "get_data_sources", {"page[size]": 100}):
+        _require(page, "the data sources")
+        sources.extend(page_data(page))
+    if mapping.data_source_id:
+        if not any(str(source.get("id")) == mapping.data_source_id for source in sources):
+            raise StartupError(
+                f"{where}.data_source_id: Klaviyo has no data source with id "
+                f"{mapping.data_source_id!r}"
+            )
+        return mapping.data_source_id
+    name = mapping.data_source_name
+    named = [s for s in sources if (s.get("attributes") or {}).get("title") == name]
+    if len(named) > 1:
+        ids = ", ".join(str(source.get("id")) for source in named)
+        raise StartupError(
+            f"{where}.data_source_name: {len(named)} data sources are titled {name!r} ({ids});"
+            " use data_source_id"
+        )
+    if named:
+        return str(named[0]["id"])
+    if not mapping.create_data_source:
+        raise StartupError(
+            f"{where}.data_source_name: Klaviyo has no data source titled {name!r}"
+            " (set create_data_source: true to create it)"
+        )
+    body = json.dumps({"data": {"type": "data-source", "attributes": {"title": name}}}).encode()
+    created = _require(
+        client.request("create_data_source", body=body), f"creating data source {name!r}"
+    )
+    return str(created["data"]["id"])
+
+
+def check_catalogs(client: KlaviyoClient) -> None:
+    """A catalog mapping needs the catalogs scopes: a cheap read names a missing one (403)."""
+    _require(client.request("get_catalog_items", params={"page[size]": 1}), "the catalog")
+
+
 def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
-    """Run every check; return the list id of each list or subscription mapping."""
+    """Run every check; return the list id of each list or subscription mapping, and the
+    data source id of each custom_object mapping (both by mapping pattern)."""
     check_key(client)
     if settings.public_api_key:
         check_public_key(client, settings.public_api_key)
@@ -119,6 +162,10 @@ def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
         if mapping.list_id or mapping.list_name:
             list_ids[mapping.pattern] = resolve_list(client, mapping)
         check_scopes(client, mapping)
+        if mapping.object == "custom_object":
+            list_ids[mapping.pattern] = resolve_data_source(client, mapping)
+    if any(mapping.object.startswith("catalog_") for mapping in settings.streams.mappings):
+        check_catalogs(client)
     return list_ids
 
 

@@ -119,12 +119,19 @@ CREATE TABLE rate_slots (
 CREATE INDEX rate_slots_window ON rate_slots (account, operation, answered_at);
 """
 
-# Version 2: privacy deletions Klaviyo accepted (hashed keys: see Ledger.deletion_key).
+# Version 2: privacy deletions Klaviyo accepted (hashed keys: see Ledger.deletion_key), and
+# the catalog items, variants and categories this target created or saw in Klaviyo (catalogs
+# decide create or update from them).
 _V2 = """
 CREATE TABLE deletions_requested (
     key text COLLATE "C" PRIMARY KEY,
     stream text NOT NULL,
     requested_at double precision NOT NULL
+);
+CREATE TABLE catalog_ids (
+    kind text NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    PRIMARY KEY (kind, id)
 );
 """
 

@@ -4,6 +4,8 @@ Schema history (`PRAGMA user_version`):
 - 0: skip_unchanged hashes were BLAKE2b (a `sent` table of blobs, later `sent_hashes` of
   integers), and `jobs` kept each job's keys (a `keys` column);
 - 2 (`HASHES_VERSION`): hashes are XXH3-64; `jobs` keeps the count of records.
+Tables added later (`catalog_ids`) are created where missing when the ledger is opened
+(`CREATE TABLE IF NOT EXISTS`): nothing to migrate, the version stays.
 Opening an older ledger migrates it in place (`SqliteBackend._migrate`); records on hold,
 stream schemas, jobs and list members carry over unchanged.
 Tables added later (`deletions_requested`: privacy deletions Klaviyo accepted) are created
@@ -72,6 +74,11 @@ CREATE TABLE IF NOT EXISTS deletions_requested (
     key TEXT PRIMARY KEY,
     stream TEXT NOT NULL,
     requested_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS catalog_ids (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
 """
 

@@ -499,6 +499,28 @@ class Ledger:
         with self._lock:
             return self._db.has_table("deletions_requested")
 
+    # -- catalog ids known to exist ---------------------------------------------------------
+
+    def catalog_known(self, kind: str, ids: Sequence[str]) -> set[str]:
+        """Which of these catalog ids (of `kind`: item, variant, category) Klaviyo is known to
+        hold: created or seen by an earlier request of this target."""
+        found: set[str] = set()
+        if not ids:
+            return found
+        with self._lock:
+            for condition, chunk in self._db.in_list("id", list(ids), "text"):
+                rows = self._db.query(
+                    f"SELECT id FROM catalog_ids WHERE kind = ? AND {condition}", [kind, *chunk]
+                )
+                found.update(str(row[0]) for row in rows)
+        return found
+
+    def catalog_remember(self, kind: str, ids: Iterable[str]) -> None:
+        self._upsert("catalog_ids", ("kind", "id"), ("kind", "id"), (), ((kind, i) for i in ids))
+
+    def catalog_forget(self, kind: str, ids: Iterable[str]) -> None:
+        self._delete_in("catalog_ids", "kind = ? AND ", (kind,), "id", ids, "text")
+
     # -- rejects (PostgreSQL) -------------------------------------------------------------
 
     def record_reject(

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from target_klaviyo.klaviyo.client import ApiResult, Requester, page_data, pages
+from target_klaviyo.klaviyo.filters import equals
 
 LOGGER = logging.getLogger("target-klaviyo")
 
@@ -42,8 +43,21 @@ class JobKind:
     # The list's query: its sort (newest first lets a poll stop at the oldest open job) and
     # filter, as the spec has them for this kind's list.
     list_params: tuple[tuple[str, Any], ...] = (("sort", "-created_at"),)
-    page_size: int | None = LIST_PAGE_SIZE  # None where the spec has no `page[size]` for it
     final: frozenset[str] = frozenset({"complete", "cancelled"})  # statuses a job ends in
+    # page[size] of the list; None where the spec gives the list none (the catalog and
+    # suppression job lists).
+    page_size: int | None = LIST_PAGE_SIZE
+    # Lists filtered by one status at a time (`equals`, as the catalog job lists are): one query
+    # per open status, so that a poll reads open jobs only. Empty: the list as `list_params` has it.
+    open_statuses: tuple[str, ...] = ()
+
+    def list_queries(self) -> list[dict[str, Any]]:
+        params = dict(self.list_params)
+        if self.page_size is not None:
+            params["page[size]"] = self.page_size
+        if not self.open_statuses:
+            return [params]
+        return [{**params, "filter": equals("status", s)} for s in self.open_statuses]
 
 
 PROFILE_IMPORT = JobKind(
@@ -215,15 +229,27 @@ class JobWatcher:
         """Ask the job list about every open job of a kind; return those it does not show."""
         wanted = {job.id: job for job in jobs}
         oldest = min((job.created_at for job in jobs if job.created_at), default=None)
-        params = dict(kind.list_params)
-        if kind.page_size is not None:
-            params["page[size]"] = kind.page_size
         assert kind.list_operation is not None
-        for page in pages(self._client, kind.list_operation, params):
+        for params in kind.list_queries():
+            if wanted and self._read_list(kind, kind.list_operation, params, wanted, oldest):
+                return []
+        return list(wanted.values())
+
+    def _read_list(
+        self,
+        kind: JobKind,
+        operation: str,
+        params: dict[str, Any],
+        wanted: dict[str, OpenJob],
+        oldest: datetime | None,
+    ) -> bool:
+        """Read one query of a job list, taking the jobs it shows out of `wanted`; True when
+        the list cannot be read (the jobs have ended or are asked for one by one)."""
+        for page in pages(self._client, operation, params):
             self.polls += 1
             if page.exhausted:
                 self._fail_all(list(wanted.values()), page)
-                return []
+                return True
             if not page.ok:
                 # The list is not served here (an older revision, a proxy): ask job by job.
                 LOGGER.warning(
@@ -232,7 +258,9 @@ class JobWatcher:
                     page.describe(),
                 )
                 self._no_list.add(kind)
-                return list(wanted.values())
+                for unlisted in list(wanted.values()):
+                    self._poll_one(unlisted)
+                return True
             now = time.monotonic()
             passed_oldest = False
             for resource in page_data(page):
@@ -245,7 +273,7 @@ class JobWatcher:
                     passed_oldest = True
             if not wanted or passed_oldest:
                 break
-        return list(wanted.values())
+        return False
 
     def _poll_one(self, job: OpenJob) -> None:
         result = self._client.request(job.kind.get_operation, path_params={"id": job.id})

@@ -4,6 +4,15 @@ mapping."""
 from __future__ import annotations
 
 from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.catalogs import (
+    CatalogCategoryDeleteSink,
+    CatalogCategoryUpsertSink,
+    CatalogItemDeleteSink,
+    CatalogItemUpsertSink,
+    CatalogVariantDeleteSink,
+    CatalogVariantUpsertSink,
+)
+from target_klaviyo.sinks.custom_objects import CustomObjectUpsertSink
 from target_klaviyo.sinks.deletions import DeletionSink
 from target_klaviyo.sinks.events import EventInsertSink
 from target_klaviyo.sinks.lists import ListDeleteSink, ListInsertSink, ListMirrorSink
@@ -24,5 +33,12 @@ SINK_CLASSES: dict[tuple[str, str], type[KlaviyoSink]] = {
         SuppressSink,
         UnsuppressSink,
         DeletionSink,
+        CatalogItemUpsertSink,
+        CatalogVariantUpsertSink,
+        CatalogCategoryUpsertSink,
+        CatalogItemDeleteSink,
+        CatalogVariantDeleteSink,
+        CatalogCategoryDeleteSink,
+        CustomObjectUpsertSink,
     )
 }
