@@ -31,6 +31,8 @@ POLL_FIRST_S = 0.5  # a new job is first asked about this soon
 POLL_MAX_S = 10.0
 POLL_MIN_S = 0.25  # never more often (the list's window allows 10/s, 150/min)
 LIST_PAGE_SIZE = 100  # the largest page of the job lists
+# Klaviyo: catalogs API: "The maximum number of jobs in progress at one time is 500".
+CATALOG_JOBS_IN_PROGRESS = 500
 
 
 @dataclass(frozen=True)
@@ -309,3 +311,59 @@ class JobWatcher:
             job.on_end(end)
         except Exception:
             LOGGER.exception("while settling %s job %s", job.kind.name, job.id)
+
+
+class JobSlots:
+    """Jobs in progress under an account-wide cap (Klaviyo's 500 catalog jobs), shared by
+    every stream of a run whose jobs count against it; and, per object, the chunks on their
+    way, so that a chunk can wait for those of another object read before it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._cond = threading.Condition()
+        self.open = 0
+        self.reserved = 0
+        self._chunk_seq = 0
+        self._chunks: dict[str, set[int]] = {}  # object -> its chunks on their way
+
+    def reserve(self, stopped: Callable[[], bool]) -> None:
+        """Wait for room for one more job (a request thread, before it submits)."""
+        with self._cond:
+            while self.open + self.reserved >= self.limit and not stopped():
+                self._cond.wait(timeout=1.0)
+            self.reserved += 1
+
+    def unreserve(self) -> None:
+        with self._cond:
+            self.reserved -= 1
+            self._cond.notify_all()
+
+    def opened(self) -> None:
+        with self._cond:
+            self.open += 1
+
+    def ended(self) -> None:
+        with self._cond:
+            self.open -= 1
+            self._cond.notify_all()
+
+    # -- one object's entries before the entries that name them ---------------------------
+
+    def begin(self, obj: str) -> int:
+        """A chunk of `obj` is on its way (from the reading thread, in input order)."""
+        with self._cond:
+            self._chunk_seq += 1
+            self._chunks.setdefault(obj, set()).add(self._chunk_seq)
+            return self._chunk_seq
+
+    def finish(self, obj: str, seq: int) -> None:
+        """The chunk has its outcomes (its jobs ended)."""
+        with self._cond:
+            self._chunks.get(obj, set()).discard(seq)
+            self._cond.notify_all()
+
+    def wait_for(self, obj: str, seq: int, stopped: Callable[[], bool]) -> None:
+        """Wait until every chunk of `obj` that began before chunk `seq` has ended."""
+        with self._cond:
+            while not stopped() and any(s < seq for s in self._chunks.get(obj, ())):
+                self._cond.wait(timeout=1.0)

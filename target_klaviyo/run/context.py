@@ -12,7 +12,7 @@ from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.ledger.rejects import RejectsFile
 from target_klaviyo.ledger.store import Ledger, StreamLock, new_run_id
 from target_klaviyo.mapping.values import to_json
-from target_klaviyo.records.jobs import JobWatcher
+from target_klaviyo.records.jobs import CATALOG_JOBS_IN_PROGRESS, JobSlots, JobWatcher
 from target_klaviyo.records.spool import Spool
 from target_klaviyo.run.gate import StateGate
 from target_klaviyo.run.stats import RunStats
@@ -72,6 +72,7 @@ class Run:
         self._failure_lock = threading.Lock()
         self._shared_lock = threading.Lock()
         self._jobs: JobWatcher | None = None
+        self.catalog_job_slots = JobSlots(CATALOG_JOBS_IN_PROGRESS)  # every catalog stream's
         self._spool: Spool | None = None
 
     @property

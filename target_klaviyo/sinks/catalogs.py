@@ -19,10 +19,8 @@ one time is 500"): every catalog stream of the run takes its jobs from one count
 from __future__ import annotations
 
 import re
-import threading
-import weakref
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
 from target_klaviyo.klaviyo.filters import any_of
@@ -48,11 +46,6 @@ from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.records.unchanged import UnchangedFilter
 from target_klaviyo.sinks.base import KlaviyoSink
 
-if TYPE_CHECKING:
-    from target_klaviyo.run.context import Run
-
-# Klaviyo: catalogs API: "The maximum number of jobs in progress at one time is 500".
-MAX_JOBS_IN_PROGRESS = 500
 MAX_ENTRIES = 100  # per bulk catalog job
 LOOKUP_PAGE = 100  # the largest page of get_catalog_items (and variants, categories)
 
@@ -94,72 +87,6 @@ JOB_KINDS = {
 }
 
 
-class JobSlots:
-    """The catalog jobs in progress, shared by every catalog stream of a run."""
-
-    def __init__(self, limit: int = MAX_JOBS_IN_PROGRESS) -> None:
-        self.limit = limit
-        self._cond = threading.Condition()
-        self.open = 0
-        self.reserved = 0
-        self._chunk_seq = 0
-        self._chunks: dict[str, set[int]] = {}  # object -> its chunks on their way
-
-    def reserve(self, stopped: Callable[[], bool]) -> None:
-        """Wait for room for one more job (a request thread, before it submits)."""
-        with self._cond:
-            while self.open + self.reserved >= self.limit and not stopped():
-                self._cond.wait(timeout=1.0)
-            self.reserved += 1
-
-    def unreserve(self) -> None:
-        with self._cond:
-            self.reserved -= 1
-            self._cond.notify_all()
-
-    def opened(self) -> None:
-        with self._cond:
-            self.open += 1
-
-    def ended(self) -> None:
-        with self._cond:
-            self.open -= 1
-            self._cond.notify_all()
-
-    # -- one object's entries before the entries that name them ---------------------------
-
-    def begin(self, obj: str) -> int:
-        """A chunk of `obj` is on its way (from the reading thread, in input order)."""
-        with self._cond:
-            self._chunk_seq += 1
-            self._chunks.setdefault(obj, set()).add(self._chunk_seq)
-            return self._chunk_seq
-
-    def finish(self, obj: str, seq: int) -> None:
-        """The chunk has its outcomes (its jobs ended)."""
-        with self._cond:
-            self._chunks.get(obj, set()).discard(seq)
-            self._cond.notify_all()
-
-    def wait_for(self, obj: str, seq: int, stopped: Callable[[], bool]) -> None:
-        """Wait until every chunk of `obj` that began before chunk `seq` has ended."""
-        with self._cond:
-            while not stopped() and any(s < seq for s in self._chunks.get(obj, ())):
-                self._cond.wait(timeout=1.0)
-
-
-_SLOTS: weakref.WeakKeyDictionary[Any, JobSlots] = weakref.WeakKeyDictionary()
-_SLOTS_LOCK = threading.Lock()
-
-
-def job_slots(run: Run) -> JobSlots:
-    with _SLOTS_LOCK:
-        slots = _SLOTS.get(run)
-        if slots is None:
-            slots = _SLOTS[run] = JobSlots()
-        return slots
-
-
 def _is_missing(error: dict[str, Any]) -> bool:
     """An update or delete row whose own entry Klaviyo does not have (not a related one)."""
     pointer = str((error.get("source") or {}).get("pointer") or "")
@@ -187,7 +114,7 @@ class CatalogJobsSink(KlaviyoSink):
         )
         self.kind = KINDS[self.OBJECT]
         self.plural = PLURALS[self.OBJECT]
-        self.slots = job_slots(self.run)
+        self.slots = self.run.catalog_job_slots
         self._chunk_seqs: dict[int, int] = {}  # first record's seq -> the chunk's place in line
         self._open_chunks: dict[int, int] = {}  # chunk token -> its place, until it ends
         self.row_pointer = re.compile(rf"^/data/attributes/{self.plural}/data/(\d+)(?:/|$)")
