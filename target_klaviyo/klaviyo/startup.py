@@ -157,16 +157,16 @@ def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
     check_key(client)
     if settings.public_api_key:
         check_public_key(client, settings.public_api_key)
-    list_ids: dict[str, str] = {}
+    resolved_ids: dict[str, str] = {}
     for mapping in settings.streams.mappings:
         if mapping.list_id or mapping.list_name:
-            list_ids[mapping.pattern] = resolve_list(client, mapping)
+            resolved_ids[mapping.pattern] = resolve_list(client, mapping)
         check_scopes(client, mapping)
         if mapping.object == "custom_object":
-            list_ids[mapping.pattern] = resolve_data_source(client, mapping)
+            resolved_ids[mapping.pattern] = resolve_data_source(client, mapping)
     if any(mapping.object.startswith("catalog_") for mapping in settings.streams.mappings):
         check_catalogs(client)
-    return list_ids
+    return resolved_ids
 
 
 def account_of(client: KlaviyoClient) -> str | None:

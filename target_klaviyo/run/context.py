@@ -58,7 +58,7 @@ class Run:
         self.rejects = rejects
         self.stats = RunStats()
         self.gate = StateGate()
-        self.list_ids: dict[str, str] = {}  # stream mapping pattern -> resolved list id
+        self.resolved_ids: dict[str, str] = {}  # mapping pattern -> its list or data source id
         self.run_id = new_run_id()
         # The Klaviyo account, for stream locks and the shared rate budget: its id, or a hash
         # of the key (never the key itself, which the ledger would store).

@@ -90,13 +90,13 @@ class Lifecycle:
         run = self.run
         if not run.settings.dry_run:
             assert isinstance(run.client, KlaviyoClient)
-            run.list_ids = check_account(run.client, run.settings)
+            run.resolved_ids = check_account(run.client, run.settings)
             self.logger.info("Klaviyo start-up check passed")
             self.share_budget(run.client)
         else:
             for mapping in run.mappings.mappings:
                 if mapping.list_id or mapping.list_name:
-                    run.list_ids[mapping.pattern] = mapping.list_id or f"<{mapping.list_name}>"
+                    run.resolved_ids[mapping.pattern] = mapping.list_id or f"<{mapping.list_name}>"
         self.progress.start()
         if run.ledger is not None and not run.settings.dry_run:
             self.resolve_interrupted_jobs()

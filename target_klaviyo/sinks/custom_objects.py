@@ -41,7 +41,7 @@ class CustomObjectUpsertSink(KlaviyoSink):
         mapping = self.mapping
         # Resolved at start-up (klaviyo/startup.py); a dry run shows the name it would resolve.
         self.data_source_id = (
-            self.run.list_ids.get(mapping.pattern)
+            self.run.resolved_ids.get(mapping.pattern)
             or mapping.data_source_id
             or f"<{mapping.data_source_name}>"
         )

@@ -40,7 +40,7 @@ class ListSink(KlaviyoSink):
 
     def prepare(self) -> None:
         super().prepare()
-        self.list_id: str = self.run.list_ids[self.mapping.pattern]
+        self.list_id: str = self.run.resolved_ids[self.mapping.pattern]
         self.label = (
             f"{self.mapping.list_name!r} ({self.list_id})"
             if self.mapping.list_name

@@ -37,7 +37,7 @@ class SubscriptionSink(KlaviyoSink):
     JOB_TYPE: ClassVar[str]
 
     def prepare(self) -> None:
-        self.list_id: str | None = self.run.list_ids.get(self.mapping.pattern)
+        self.list_id: str | None = self.run.resolved_ids.get(self.mapping.pattern)
         self.mapper = SubscriptionMapper(
             self.mapping,
             list(self.schema.get("properties", {})),

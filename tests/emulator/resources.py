@@ -270,7 +270,7 @@ def job_resource(job: ImportJob, base_url: str) -> dict[str, Any]:
         },
         "relationships": {
             "lists": {
-                "data": [{"type": "list", "id": list_id} for list_id in job.list_ids],
+                "data": [{"type": "list", "id": list_id} for list_id in job.resolved_ids],
                 "links": {
                     "self": f"{self_link}relationships/lists/",
                     "related": f"{self_link}lists/",

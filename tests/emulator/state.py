@@ -278,7 +278,7 @@ class ImportJob(Job):
 
     # Each row as its JSON text (bytes or msgspec.Raw), decoded when it is applied: a job waiting
     # or in progress holds about its request's size, not the parsed rows (up to 10,000 a job).
-    list_ids: list[str]
+    resolved_ids: list[str]
     profile_ids: list[str] = field(default_factory=list)
 
     def row(self, index: int) -> dict[str, Any]:
@@ -302,7 +302,7 @@ class ImportJob(Job):
             "total_count": self.total_count,
             "completed_count": self.completed_count,
             "failed_count": self.failed_count,
-            "lists": list(self.list_ids),
+            "lists": list(self.resolved_ids),
             "profile_ids": list(self.profile_ids),
             "errors": _copy(self.errors),
         }
@@ -735,7 +735,7 @@ class Store:
                 row,
             )
             return
-        for list_id in job.list_ids:
+        for list_id in job.resolved_ids:
             # Klaviyo: bulk profile import: profiles join the job's lists; consent is unchanged.
             klaviyo_list = self.lists.get(list_id)
             if klaviyo_list is not None:

@@ -21,19 +21,19 @@ from .lists import require_lists
 
 def bulk_import_profiles(backend: Backend, call: Call) -> Reply:
     data = call.body["data"]
-    list_ids = [
+    resolved_ids = [
         item["id"]
         for item in ((data.get("relationships") or {}).get("lists") or {}).get("data", [])
     ]
     store = backend.store
     with store.lock:
-        require_lists(store, list_ids)
+        require_lists(store, resolved_ids)
         stamp = iso(now_utc())
         job = ImportJob(
             id=new_ulid(),
             created_at=stamp,
             rows=_raw_rows(call.raw, data["attributes"]["profiles"]["data"]),
-            list_ids=list_ids,
+            resolved_ids=resolved_ids,
         )
         if backend.faults.take(call.operation.operation_id, job=True) is not None:
             job.cancel = True
@@ -91,7 +91,7 @@ def get_bulk_import_profiles_job(backend: Backend, call: Call) -> Reply:
             lists = backend.store.lists
             document["included"] = [
                 list_resource(lists[list_id], call.base_url)
-                for list_id in job.list_ids
+                for list_id in job.resolved_ids
                 if list_id in lists
             ]
     return Reply(200, document)

@@ -22,9 +22,9 @@ LIST_FILTERS: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 
-def require_lists(store: Store, list_ids: list[str]) -> None:
+def require_lists(store: Store, resolved_ids: list[str]) -> None:
     """Refuse a request that names a list the account does not have."""
-    missing = [list_id for list_id in list_ids if list_id not in store.lists]
+    missing = [list_id for list_id in resolved_ids if list_id not in store.lists]
     if missing:
         # Klaviyo: bulk profile import: unknown list id -> 400 /data "List ID … does not exist."
         raise ApiResponseError(
