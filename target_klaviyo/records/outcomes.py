@@ -110,8 +110,8 @@ class Outcomes:
         """The rows of a bulk job were loaded (the job ended without errors), `but` those
         (rows whose outcome waits for another request)."""
         ledger = self.run.ledger
-        if self.unchanged.enabled and len(rows.sent) and ledger is not None:
-            pairs = zip(rows.sent, rows.digests, strict=True)
+        if self.unchanged.enabled and rows.hashed and ledger is not None:
+            pairs = zip(*self.run.spool.hashes(rows), strict=True)
             if but:
                 pairs = (pair for row, pair in enumerate(pairs) if row not in but)  # type: ignore[assignment]
             ledger.remember_sent(pairs)

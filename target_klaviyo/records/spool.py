@@ -3,8 +3,9 @@
 Once Klaviyo accepted a job, its records wait — often minutes — for the job to complete. They
 are needed again only if the job reports errors (to map them to rows and reject those) or
 fails (to hold them). So each job's records are written once, as their lines of input, to an
-unnamed temporary file and read back only then; memory keeps a few bytes a record (the
-skip_unchanged hashes to remember when the job succeeds), however many jobs are open.
+unnamed temporary file and read back only then. What a success needs per record (the
+skip_unchanged hashes to remember) is written beside them and read back when the job ends:
+memory keeps a few dozen bytes a job, however many jobs are open and however large.
 """
 
 from __future__ import annotations
@@ -21,21 +22,17 @@ from target_klaviyo.records.item import Item
 
 @dataclass(eq=False, slots=True)
 class SubmittedRows:
-    """The rows of one submitted job: where their lines are, and what a success needs."""
+    """Where the rows of one submitted job are in the spool: their lines, then their keys (UTF-8
+    text), then each row's line length and key length (`array("I")`), then, when `hashed`, each
+    row's skip_unchanged key and payload hashes (`array("q")`)."""
 
-    offset: int  # the lines, then the keys, UTF-8, in the spool
-    size: int
-    lengths: array[int]  # characters of each line
-    key_lengths: array[int]  # characters of each key
-    sent: array[int]  # skip_unchanged: each row's key and payload hashes (empty when off)
-    digests: array[int]
+    offset: int
+    text_size: int  # bytes of the lines and keys
+    count: int  # rows
+    hashed: bool
     held: dict[int, HeldRecord] = field(default_factory=dict)  # row -> its record on hold
     # Rows whose fields sent as null are cleared after the job (`nulls: unset`).
     clears: array[int] = field(default_factory=lambda: array("I"))
-
-    @property
-    def count(self) -> int:
-        return len(self.lengths)
 
 
 def _line(source: dict | str) -> str:
@@ -56,19 +53,17 @@ class Spool:
         item's payload, when it has one, marks a row with fields to clear afterwards."""
         lines = [_line(item.source) for item in items]
         keys = [item.key for item in items]
-        data = ("".join(lines) + "".join(keys)).encode()
+        text = ("".join(lines) + "".join(keys)).encode()
+        parts = [text, array("I", map(len, lines)).tobytes(), array("I", map(len, keys)).tobytes()]
+        if unchanged:
+            parts.append(array("q", [item.sent or 0 for item in items]).tobytes())
+            parts.append(array("q", [item.digest or 0 for item in items]).tobytes())
+        data = b"".join(parts)
         with self._lock:
             self._file.seek(self._end)
             self._file.write(data)
             offset, self._end = self._end, self._end + len(data)
-        rows = SubmittedRows(
-            offset,
-            len(data),
-            array("I", map(len, lines)),
-            array("I", map(len, keys)),
-            array("q", [item.sent or 0 for item in items] if unchanged else ()),
-            array("q", [item.digest or 0 for item in items] if unchanged else ()),
-        )
+        rows = SubmittedRows(offset, len(text), len(items), unchanged)
         for row, item in enumerate(items):
             if item.held is not None:
                 rows.held[row] = item.held
@@ -76,14 +71,30 @@ class Spool:
                 rows.clears.append(row)
         return rows
 
+    def _read(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            self._file.seek(offset)
+            return self._file.read(size)
+
     def rows(self, rows: SubmittedRows) -> list[tuple[str, str]]:
         """(line, key) of each row, in row order."""
-        with self._lock:
-            self._file.seek(rows.offset)
-            text = self._file.read(rows.size).decode()
-        lines, start = _cut(text, rows.lengths, 0)
-        keys, _ = _cut(text, rows.key_lengths, start)
+        data = self._read(rows.offset, rows.text_size + 8 * rows.count)
+        lengths, key_lengths = array("I"), array("I")
+        lengths.frombytes(data[rows.text_size : rows.text_size + 4 * rows.count])
+        key_lengths.frombytes(data[rows.text_size + 4 * rows.count :])
+        text = data[: rows.text_size].decode()
+        lines, start = _cut(text, lengths, 0)
+        keys, _ = _cut(text, key_lengths, start)
         return list(zip(lines, keys, strict=True))
+
+    def hashes(self, rows: SubmittedRows) -> tuple[array[int], array[int]]:
+        """Each row's skip_unchanged key hash and payload hash (empty when not `hashed`)."""
+        sent, digests = array("q"), array("q")
+        if rows.hashed and rows.count:
+            data = self._read(rows.offset + rows.text_size + 8 * rows.count, 16 * rows.count)
+            sent.frombytes(data[: 8 * rows.count])
+            digests.frombytes(data[8 * rows.count :])
+        return sent, digests
 
     def close(self) -> None:
         with self._lock:

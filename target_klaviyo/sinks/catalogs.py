@@ -303,7 +303,8 @@ class CatalogJobsSink(KlaviyoSink):
         """The items of a job's rows (`only` those), from the spool; `identifiers`: mapped
         again (to send them once more), else kept as their lines (to hold them)."""
         items = []
-        unchanged = len(rows.sent) > 0
+        sent, digests = self.run.spool.hashes(rows)
+        unchanged = rows.hashed
         for row, (line, key) in enumerate(self.run.spool.rows(rows)):
             if only is not None and row not in only:
                 continue
@@ -321,10 +322,10 @@ class CatalogJobsSink(KlaviyoSink):
                 found,
                 payload,
                 size,
-                rows.digests[row] if unchanged else None,
+                digests[row] if unchanged else None,
                 rows.held.get(row),
             )
-            item.sent = rows.sent[row] if unchanged else None
+            item.sent = sent[row] if unchanged else None
             items.append(item)
         return items
 

@@ -175,7 +175,8 @@ class ProfileUpsertSink(KlaviyoSink):
         `identifiers`: mapped again for them (to match import errors, to clear fields), else
         kept as their lines (to hold them)."""
         items = []
-        unchanged = len(rows.sent) > 0
+        sent, digests = self.run.spool.hashes(rows)
+        unchanged = rows.hashed
         for row, (line, key) in enumerate(self.run.spool.rows(rows)):
             if only is not None and row not in only:
                 continue
@@ -192,10 +193,10 @@ class ProfileUpsertSink(KlaviyoSink):
                 found,
                 payload,
                 0,
-                rows.digests[row] if unchanged else None,
+                digests[row] if unchanged else None,
                 rows.held.get(row),
             )
-            item.sent = rows.sent[row] if unchanged else None
+            item.sent = sent[row] if unchanged else None
             items.append(item)
         return items
 

@@ -231,7 +231,8 @@ class SuppressionSink(KlaviyoSink):
 
     def rebuilt(self, rows: SubmittedRows) -> list[Item]:
         """The items of a job's rows, from the spool (the key names the email)."""
-        unchanged = len(rows.sent) > 0
+        sent, digests = self.run.spool.hashes(rows)
+        unchanged = rows.hashed
         items = []
         for row, (line, key) in enumerate(self.run.spool.rows(rows)):
             item = Item(
@@ -241,10 +242,10 @@ class SuppressionSink(KlaviyoSink):
                 {"email": key.removeprefix(EMAIL_KEY)},
                 None,
                 0,
-                rows.digests[row] if unchanged else None,
+                digests[row] if unchanged else None,
                 rows.held.get(row),
             )
-            item.sent = rows.sent[row] if unchanged else None
+            item.sent = sent[row] if unchanged else None
             items.append(item)
         return items
 
