@@ -253,9 +253,13 @@ def test_job_lists_filter_sort_and_404(emulator: Emulator, api: Client) -> None:
     assert ids(SUPPRESS, filter=f"equals(list_id,'{list_id}')") == [second]
     assert ids(UNSUPPRESS) == [unsuppress]
     assert api.get(f"{SUPPRESS}/{unsuppress}").status_code == 404  # the other kind of job
-    emulator.expect_violations(2)
+    emulator.expect_violations(3)
     assert api.get(SUPPRESS, filter="equals(status,'done')").status_code == 400
     assert api.get(SUPPRESS, filter="any(status,['complete'])").status_code == 400
+    # The spec gives the suppression job lists no page size.
+    refused = api.get(SUPPRESS, **{"page[size]": "50"})
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["source"] == {"parameter": "page[size]"}
 
 
 # -- limits, scopes, rate limits ----------------------------------------------------------------

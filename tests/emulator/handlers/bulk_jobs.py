@@ -56,6 +56,10 @@ def list_jobs(
 
     ``fields`` gives the values a job is filtered on (field -> value).
     """
+    if "page[size]" in call.query:
+        # Klaviyo's OpenAPI spec: these job lists take fields, filter, page[cursor] (and, for
+        # suppressions, sort) only; Klaviyo refuses a query parameter an endpoint does not take.
+        raise bad_parameter("page[size]", "Page size is not supported by this endpoint.")
     conditions = paging.filters(call, allowed)
     for condition in conditions:
         if condition.field == "status" and condition.value not in JOB_STATUSES:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import paging
-from ..calls import Backend, Call, Handler, Reply, bad_parameter, not_found
+from ..calls import Backend, Call, Handler, Reply, not_found
 from ..catalog import (
     ACTIONS,
     CATEGORY,
@@ -104,11 +104,6 @@ def _get_job(kind: str, action: str) -> Handler:
 
 def _list_jobs(kind: str, action: str) -> Handler:
     def handler(backend: Backend, call: Call) -> Reply:
-        if "page[size]" in call.query:
-            # Klaviyo's OpenAPI spec: the catalog job lists take fields, filter and
-            # page[cursor] only ("Returns a maximum of 100 jobs per request"); Klaviyo refuses a
-            # query parameter an endpoint does not take.
-            raise bad_parameter("page[size]", "Page size is not supported by this endpoint.")
         document = bulk_jobs.list_jobs(
             backend.store,
             call,
