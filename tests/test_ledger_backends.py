@@ -668,21 +668,26 @@ def test_accepted_deletions_are_kept_hashed_per_account(place: LedgerPlace) -> N
     assert place.open().deletions_requested([bob]) == set()
 
 
-def test_a_sqlite_ledger_from_before_deletions_gains_the_table(tmp_path: Path) -> None:
+def test_a_sqlite_ledger_from_before_deletions_and_catalogs_gains_the_tables(
+    tmp_path: Path,
+) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     with sqlite3.connect(state_dir / "ledger.sqlite3") as db:
         db.executescript(EARLIER_SQLITE_SCHEMA)
     key = Ledger.deletion_key("acct", "id:01ABC")
-    dry = open_ledger(state_dir, read_only=True)  # a dry run reads the missing table as empty
+    dry = open_ledger(state_dir, read_only=True)  # a dry run reads the missing tables as empty
     try:
         assert dry.deletions_requested([key]) == set()
+        assert dry.catalog_known("item", ["TEA-001"]) == set()
     finally:
         dry.close()
     ledger = open_ledger(state_dir)
     try:
         ledger.deletion_requested("forget_me", key)
         assert ledger.deletions_requested([key]) == {key}
+        ledger.catalog_remember("item", ["TEA-001"])
+        assert ledger.catalog_known("item", ["TEA-001", "TEA-002"]) == {"TEA-001"}
     finally:
         ledger.close()
 

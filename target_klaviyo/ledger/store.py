@@ -472,7 +472,7 @@ class Ledger:
 
     def deletions_requested(self, keys: Sequence[str]) -> set[str]:
         """Of these deletion keys (`deletion_key`), those whose request Klaviyo accepted."""
-        if not keys or not self._has_deletions():
+        if not keys or not self._has_table("deletions_requested"):
             return set()
         found: set[str] = set()
         with self._lock:
@@ -495,9 +495,11 @@ class Ledger:
             [(key, stream, time.time())],
         )
 
-    def _has_deletions(self) -> bool:
+    def _has_table(self, name: str) -> bool:
+        """Whether the ledger has a table a newer version added: a read-only ledger (a dry run)
+        written by an older version does not, and is not migrated."""
         with self._lock:
-            return self._db.has_table("deletions_requested")
+            return self._db.has_table(name)
 
     # -- catalog ids known to exist ---------------------------------------------------------
 
@@ -505,7 +507,7 @@ class Ledger:
         """Which of these catalog ids (of `kind`: item, variant, category) Klaviyo is known to
         hold: created or seen by an earlier request of this target."""
         found: set[str] = set()
-        if not ids:
+        if not ids or not self._has_table("catalog_ids"):
             return found
         with self._lock:
             for condition, chunk in self._db.in_list("id", list(ids), "text"):
