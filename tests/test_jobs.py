@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from target_klaviyo.records.jobs import POLL_MIN_S, PROFILE_IMPORT, OpenJob
 from tests.support import (
     INTEGER,
     STRING,
@@ -127,3 +128,17 @@ def test_a_job_past_job_timeout_s_holds_its_records(emulator: Any, tmp_path: Pat
     run.assert_accounted()
     assert run.stream("customers")["on_hold"] == 20
     assert "did not finish in time" in run.stderr
+
+
+def test_a_job_without_progress_is_asked_again_when_jobs_of_its_kind_end() -> None:
+    """Once a job of a kind completed (Klaviyo's created_at to completed_at: 20 s), a later job
+    that shows no progress yet is asked again just after it would end, not after its backoff;
+    past that, often."""
+    job = OpenJob("j", PROFILE_IMPORT, None, 600.0, lambda end: None, submitted=100.0)
+    job.delay = 10.0
+    job.saw({"status": "processing"}, now=112.0)
+    assert job.next_poll == 112.0 + 10.0  # nothing known: the backoff (capped at 10 s)
+    job.saw({"status": "processing"}, now=115.0, typical_s=20.0)
+    assert job.next_poll == 100.0 + 20.0 + POLL_MIN_S  # just after it would end
+    job.saw({"status": "processing"}, now=121.0, typical_s=20.0)
+    assert job.next_poll == 121.0 + 1.0  # overdue: a twentieth of its length

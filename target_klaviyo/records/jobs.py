@@ -86,9 +86,12 @@ class OpenJob:
     delay: float = POLL_FIRST_S
     progress: tuple[float, int] | None = None  # (when, rows done) at the previous sighting
     ended: bool = False
+    submitted: float = 0.0  # monotonic time it joined the watcher
 
-    def saw(self, attributes: dict[str, Any], now: float) -> None:
-        """Plan the next poll from what the job showed now."""
+    def saw(self, attributes: dict[str, Any], now: float, typical_s: float | None = None) -> None:
+        """Plan the next poll from what the job showed now; `typical_s`: how long the kind's
+        jobs that ended took, when known — a job that shows no progress yet is asked again
+        when, at that length, it would end (rather than after its backoff)."""
         done, total = attributes.get("completed_count"), attributes.get("total_count")
         if isinstance(done, int) and isinstance(total, int) and done > 0:
             if self.progress is not None and done > self.progress[1]:
@@ -101,6 +104,11 @@ class OpenJob:
         else:
             self.delay = min(self.delay * 1.5, POLL_MAX_S)
         self.next_poll = now + self.delay
+        if typical_s is not None and self.progress is None:
+            # Just after it would end; once past that, often (a twentieth of its length).
+            expected = self.submitted + typical_s + POLL_MIN_S
+            soon = expected if expected > now else now + max(2 * POLL_MIN_S, typical_s / 20)
+            self.next_poll = min(self.next_poll, soon)
 
 
 def parse_time(text: Any) -> datetime | None:
@@ -129,6 +137,9 @@ class JobWatcher:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._no_list: set[JobKind] = set()  # kinds whose job list answered with an error
+        # Per kind: how long its last job that completed took at Klaviyo (created_at to
+        # completed_at). Jobs of a kind submitted together take about as long.
+        self._typical_s: dict[JobKind, float] = {}
         self._endings = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="klaviyo-jobs")
         self.polls = 0  # list and single-job requests, for the figures
 
@@ -144,6 +155,7 @@ class JobWatcher:
         now = time.monotonic()
         job = OpenJob(job_id, kind, parse_time(created_at), now + timeout_s, on_end)
         job.next_poll = now + POLL_FIRST_S
+        job.submitted = now
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the job watcher has stopped")
@@ -287,10 +299,23 @@ class JobWatcher:
 
     def _saw(self, job: OpenJob, attributes: dict[str, Any], now: float) -> None:
         if attributes.get("status") in job.kind.final:
+            self._learn(job.kind, attributes)
             self._finish(job, JobEnd(attributes=dict(attributes)))
         else:
             with self._lock:
-                job.saw(attributes, now)
+                job.saw(attributes, now, self._typical_s.get(job.kind))
+
+    def _learn(self, kind: JobKind, attributes: dict[str, Any]) -> None:
+        """Remember how long a completed job took, by Klaviyo's own clock."""
+        created, completed = (
+            parse_time(attributes.get("created_at")),
+            parse_time(attributes.get("completed_at")),
+        )
+        if attributes.get("status") == "complete" and created and completed:
+            taken = (completed - created).total_seconds()
+            if taken >= 0:
+                with self._lock:
+                    self._typical_s[kind] = taken
 
     def _fail_all(self, jobs: list[OpenJob], result: ApiResult) -> None:
         for job in jobs:
