@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,11 +172,29 @@ class Running:
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
+        self._feeder: threading.Thread | None = None
 
     def write(self, text: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text)
         self.proc.stdin.flush()
+
+    def feed(self, text: str) -> None:
+        """The whole input at once, from a thread, then its end: the run reads it while the
+        test goes on."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        self.proc.stdin = None  # closed by the feeder
+
+        def feed() -> None:
+            try:
+                stdin.write(text)
+                stdin.close()
+            except BrokenPipeError:  # the run ended before reading it all
+                pass
+
+        self._feeder = threading.Thread(target=feed, daemon=True)
+        self._feeder.start()
 
     def close_input(self) -> None:
         """The tap finished: end of input."""
@@ -187,6 +206,8 @@ class Running:
         self.proc.send_signal(number)
 
     def finish(self, timeout: float = 60) -> tuple[int, list[dict[str, Any]], str]:
+        if self._feeder is not None:
+            self._feeder.join(timeout)
         stdout, stderr = self.proc.communicate(timeout=timeout)
         states = [json.loads(line) for line in stdout.splitlines() if line.strip()]
         return self.proc.returncode, states, stderr

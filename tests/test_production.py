@@ -4,12 +4,7 @@ account's rate budget."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +15,8 @@ import pytest
 from tests.ledger_places import KINDS, LedgerPlace, ledger_place
 from tests.support import (
     INTEGER,
-    REPO,
     STRING,
+    Running,
     activate_version_message,
     base_config,
     record_message,
@@ -131,38 +126,6 @@ def test_a_worker_that_loses_its_disk_keeps_every_promise(
     assert "no usable identifier" in rows[0][1]
 
 
-class Running:
-    def __init__(self, config: dict[str, Any], tmp_path: Path, text: str) -> None:
-        path = tmp_path / f"config-{os.urandom(3).hex()}.json"
-        path.write_text(json.dumps(config))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "target_klaviyo", "--config", str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        # The whole input at once, from a thread: the run reads it while the test goes on.
-        self._feeder = threading.Thread(target=self._feed, args=(text,), daemon=True)
-        self._feeder.start()
-
-    def _feed(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(text)
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-
-    def finish(self, timeout: float = 120) -> tuple[int, str]:
-        self._feeder.join(timeout)
-        self.proc.stdin = None  # closed by the feeder
-        _, stderr = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, stderr
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.emulator(job_latency_s=6)
 def test_a_second_run_on_a_stream_being_loaded_refuses_then_waits(
@@ -173,7 +136,8 @@ def test_a_second_run_on_a_stream_being_loaded_refuses_then_waits(
     with ledger_place(kind, tmp_path) as place:
         ledger = {"ledger_url": place.url, "ledger_schema": place.schema} if place.url else {}
         config = base_config(emulator, place.state_dir, streams, **ledger)
-        first = Running(config, tmp_path, text)
+        first = Running(config, tmp_path)
+        first.feed(text)
         deadline = time.monotonic() + 30
         while not any(e.operation == "bulk_import_profiles" for e in emulator.request_log):
             assert time.monotonic() < deadline, "the first run never submitted its job"
@@ -190,7 +154,7 @@ def test_a_second_run_on_a_stream_being_loaded_refuses_then_waits(
         assert sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 1
 
         waiting = run_target({**config, "lock_timeout_s": 60}, text, tmp_path)
-        code, stderr = first.finish()
+        code, _, stderr = first.finish(timeout=120)
         assert code == 0, stderr
         assert waiting.exit_code == 0, waiting.stderr
         waiting.assert_accounted()
@@ -217,10 +181,11 @@ def test_two_runs_on_one_account_share_its_rate_budget(
         )
         streams = {name: {"object": "event", "event_name": f"Placed Order ({name})"}}
         config = base_config(emulator, tmp_path / name, streams, **ledger)
-        runs.append(Running(config, tmp_path, text))
+        runs.append(Running(config, tmp_path))
+        runs[-1].feed(text)
     results = [run.finish(timeout=300) for run in runs]
 
-    for code, stderr in results:
+    for code, _, stderr in results:
         assert code == 0, stderr[-3000:]
     events = [e for e in emulator.request_log if e.operation == "bulk_create_events"]
     assert len(events) == 2 * requests_each

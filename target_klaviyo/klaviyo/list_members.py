@@ -4,7 +4,8 @@ Klaviyo removes list members by profile id only (`DELETE /api/lists/{id}/relatio
 at most 1,000 ids a call). Identities are first resolved to ids with
 `GET /api/profiles?filter=any(...)` — by email, then phone_number, then external_id for what is
 still unresolved; at most 100 values a filter, kept to a URL length that proxies accept. An
-identity Klaviyo does not know is no member. Used by list `delete` and by mirror passes.
+identity Klaviyo does not know is no member. Used by list `delete`, mirror passes and privacy
+deletions (which look profiles up the same way).
 """
 
 from __future__ import annotations
@@ -40,6 +41,33 @@ def _normal(field_name: str, value: Any) -> str:
     return text.lower() if field_name == "email" else text
 
 
+def profile_ids_by(
+    client: Requester, field_name: str, values: Sequence[str]
+) -> tuple[dict[str, str], ApiResult | None]:
+    """Klaviyo's profile id for each of these values of `field_name` (an identifier, or `id`)
+    it has a profile for, keyed by the value (emails in lower case); and the first failed
+    lookup, if any."""
+    found: dict[str, str] = {}
+    for batch in _filter_batches(field_name, values):
+        params = {
+            "filter": any_of(field_name, batch),
+            "page[size]": PAGE_SIZE,
+            "fields[profile]": ",".join(IDENTIFIER_FIELDS),
+        }
+        for page in pages(client, "get_profiles", params):
+            if not page.ok:
+                return found, page
+            for profile in page_data(page):
+                profile_id = profile.get("id")
+                if profile_id is None:
+                    continue
+                attributes = profile.get("attributes") or {}
+                value = profile_id if field_name == "id" else attributes.get(field_name)
+                if value is not None:
+                    found.setdefault(_normal(field_name, value), str(profile_id))
+    return found, None
+
+
 def resolve_profile_ids(
     client: Requester, identities: Sequence[Mapping[str, Any]]
 ) -> tuple[dict[int, str], ApiResult | None]:
@@ -52,25 +80,16 @@ def resolve_profile_ids(
             value = identity.get(field_name)
             if position not in found and value is not None:
                 wanted.setdefault(_normal(field_name, value), []).append(position)
-        for values in _filter_batches(field_name, list(wanted)):
-            params = {
-                "filter": any_of(field_name, values),
-                "page[size]": PAGE_SIZE,
-                "fields[profile]": ",".join(IDENTIFIER_FIELDS),
-            }
-            for page in pages(client, "get_profiles", params):
-                if not page.ok:
-                    return found, page
-                for profile in page_data(page):
-                    value = (profile.get("attributes") or {}).get(field_name)
-                    if value is None or profile.get("id") is None:
-                        continue
-                    for position in wanted.get(_normal(field_name, value), ()):
-                        found.setdefault(position, str(profile["id"]))
+        ids, failure = profile_ids_by(client, field_name, list(wanted))
+        for value, profile_id in ids.items():
+            for position in wanted[value]:
+                found.setdefault(position, profile_id)
+        if failure is not None:
+            return found, failure
     return found, None
 
 
-def _filter_batches(field_name: str, values: list[str]) -> Iterable[list[str]]:
+def _filter_batches(field_name: str, values: Sequence[str]) -> Iterable[list[str]]:
     batch: list[str] = []
     chars = 0
     for value in values:

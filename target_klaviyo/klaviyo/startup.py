@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from target_klaviyo.klaviyo.client import (
@@ -63,26 +64,67 @@ def resolve_list(client: KlaviyoClient, mapping: StreamMapping) -> str:
         if not _lists_matching(client, equals("id", mapping.list_id)):
             raise StartupError(f"{where}.list_id: Klaviyo has no list with id {mapping.list_id!r}")
         return mapping.list_id
-    assert mapping.list_name is not None
-    lists = _lists_matching(client, equals("name", mapping.list_name))
-    if len(lists) > 1:
-        ids = ", ".join(str(item.get("id")) for item in lists)
+    name = mapping.list_name
+    assert name is not None
+    matches = _lists_matching(client, equals("name", name))
+    return _the_one_named(client, LIST, where, name, matches, create=mapping.create_list)
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A kind of Klaviyo object a mapping names: a list by its name, a data source by its
+    title (the mapping's `<key>_id`, `<key>_name` and `create_<key>`)."""
+
+    noun: str
+    plural: str
+    verb: str
+    key: str
+    create_operation: str
+    resource_type: str
+    attribute: str
+
+
+LIST = _Named("list", "lists", "named", "list", "create_list", "list", "name")
+DATA_SOURCE = _Named(
+    "data source",
+    "data sources",
+    "titled",
+    "data_source",
+    "create_data_source",
+    "data-source",
+    "title",
+)
+
+
+def _the_one_named(
+    client: KlaviyoClient,
+    what: _Named,
+    where: str,
+    name: str,
+    matches: list[dict[str, Any]],
+    *,
+    create: bool,
+) -> str:
+    """The id of the one object of `matches` (those named `name`); created when there is
+    none and the mapping asks for it; a clear error when there are several or none."""
+    if len(matches) > 1:
+        ids = ", ".join(str(item.get("id")) for item in matches)
         raise StartupError(
-            f"{where}.list_name: {len(lists)} lists are named {mapping.list_name!r} ({ids});"
-            " use list_id"
+            f"{where}.{what.key}_name: {len(matches)} {what.plural} are {what.verb} {name!r}"
+            f" ({ids}); use {what.key}_id"
         )
-    if lists:
-        return str(lists[0]["id"])
-    if not mapping.create_list:
+    if matches:
+        return str(matches[0]["id"])
+    if not create:
         raise StartupError(
-            f"{where}.list_name: Klaviyo has no list named {mapping.list_name!r}"
-            " (set create_list: true to create it)"
+            f"{where}.{what.key}_name: Klaviyo has no {what.noun} {what.verb} {name!r}"
+            f" (set create_{what.key}: true to create it)"
         )
     body = json.dumps(
-        {"data": {"type": "list", "attributes": {"name": mapping.list_name}}}
+        {"data": {"type": what.resource_type, "attributes": {what.attribute: name}}}
     ).encode()
     created = _require(
-        client.request("create_list", body=body), f"creating list {mapping.list_name!r}"
+        client.request(what.create_operation, body=body), f"creating {what.noun} {name!r}"
     )
     return str(created["data"]["id"])
 
@@ -125,25 +167,11 @@ def resolve_data_source(client: KlaviyoClient, mapping: StreamMapping) -> str:
             )
         return mapping.data_source_id
     name = mapping.data_source_name
-    named = [s for s in sources if (s.get("attributes") or {}).get("title") == name]
-    if len(named) > 1:
-        ids = ", ".join(str(source.get("id")) for source in named)
-        raise StartupError(
-            f"{where}.data_source_name: {len(named)} data sources are titled {name!r} ({ids});"
-            " use data_source_id"
-        )
-    if named:
-        return str(named[0]["id"])
-    if not mapping.create_data_source:
-        raise StartupError(
-            f"{where}.data_source_name: Klaviyo has no data source titled {name!r}"
-            " (set create_data_source: true to create it)"
-        )
-    body = json.dumps({"data": {"type": "data-source", "attributes": {"title": name}}}).encode()
-    created = _require(
-        client.request("create_data_source", body=body), f"creating data source {name!r}"
+    assert name is not None
+    matches = [s for s in sources if (s.get("attributes") or {}).get("title") == name]
+    return _the_one_named(
+        client, DATA_SOURCE, where, name, matches, create=mapping.create_data_source
     )
-    return str(created["data"]["id"])
 
 
 def check_catalogs(client: KlaviyoClient) -> None:

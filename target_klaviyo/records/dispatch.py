@@ -285,3 +285,14 @@ class ChunkJobs:
         with self._lock:
             self._pending -= 1
             return self._pending == 0
+
+    def submitted(self, end: Callable[[Chunk], None]) -> bool:
+        """The submission is done: the chunk's records are in jobs (on disk) or have outcomes.
+        True when no job opened (the chunk ends now); else the last of its jobs to end ends it
+        with `end` (here, when they all ended already)."""
+        self.chunk.items = []
+        if not self.jobs:
+            return True
+        if self.release():
+            end(self.chunk)
+        return False

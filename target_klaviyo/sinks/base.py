@@ -12,7 +12,7 @@ and added to a chunk), **sent**, and settled by an outcome.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
@@ -26,6 +26,7 @@ from target_klaviyo.records.intake import Failure, Intake
 from target_klaviyo.records.item import Item, Mapped
 from target_klaviyo.records.outcomes import Outcomes
 from target_klaviyo.records.protocol import BulkProtocol
+from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.records.unchanged import UnchangedFilter
 from target_klaviyo.records.validation import RecordValidator
 from target_klaviyo.sdk import count_records
@@ -257,6 +258,41 @@ class KlaviyoSink(BatchSink):
         self.outcomes.mark_unchanged(dropped)
         items, same = self.unchanged.split(items)
         self.outcomes.mark_unchanged(same)
+        return items
+
+    def spooled_identifiers(self, key: str) -> dict[str, Any]:
+        """What a record back from the spool unmapped is known by, from its key alone (for
+        rejects and holds); none unless the sink's key names an identifier."""
+        return {}
+
+    def spooled_items(
+        self, rows: SubmittedRows, *, remap: bool = False, only: Collection[int] | None = None
+    ) -> list[Item]:
+        """The items of a job's rows (`only` those, when given), back from the spool: kept as
+        their lines (to hold them), or, `remap`, taken in and mapped again (to match Klaviyo's
+        errors to them, clear their fields, or send them once more)."""
+        sent, digests = self.run.spool.hashes(rows)
+        items = []
+        for row, (line, key) in enumerate(self.run.spool.rows(rows)):
+            if only is not None and row not in only:
+                continue
+            source: dict[str, Any] | str = line
+            identifiers, payload, size = self.spooled_identifiers(key), None, 0
+            if remap:
+                source = self.intake.rebuild(line)
+                _, identifiers, payload, size, *_ = self.map_record(source)
+            item = Item(
+                0,
+                source,
+                key,
+                identifiers,
+                payload,
+                size,
+                digests[row] if rows.hashed else None,
+                rows.held.get(row),
+            )
+            item.sent = sent[row] if rows.hashed else None
+            items.append(item)
         return items
 
     def record_of(self, item: Item) -> dict[str, Any]:

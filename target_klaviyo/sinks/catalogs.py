@@ -19,7 +19,7 @@ one time is 500"): every catalog stream of the run takes its jobs from one count
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
@@ -107,6 +107,9 @@ class CatalogJobsSink(KlaviyoSink):
 
     MAX_ITEMS: ClassVar[int] = MAX_ENTRIES
     OPENS_JOBS: ClassVar[bool] = True
+
+    def spooled_identifiers(self, key: str) -> dict[str, Any]:
+        return {"external_id": key}
 
     def prepare(self) -> None:
         self.mapper = CatalogMapper(
@@ -205,7 +208,7 @@ class CatalogJobsSink(KlaviyoSink):
         try:
             self.settle_job(submitting, action, job_id, rows, end, recover)
         except Exception as exc:  # nothing is lost: the rows wait on hold
-            self.outcomes.hold(self.rebuilt(rows), f"internal error: {type(exc).__name__}")
+            self.outcomes.hold(self.spooled_items(rows), f"internal error: {type(exc).__name__}")
             self.run.fail(exc)
         finally:
             if submitting.release():
@@ -226,10 +229,10 @@ class CatalogJobsSink(KlaviyoSink):
     ) -> None:
         job = end.attributes
         if job is None:
-            return self.outcomes.hold(self.rebuilt(rows), str(end.failure))
+            return self.outcomes.hold(self.spooled_items(rows), str(end.failure))
         if job.get("status") == "cancelled":
             return self.outcomes.hold(
-                self.rebuilt(rows), f"Klaviyo cancelled {action} job {job_id}"
+                self.spooled_items(rows), f"Klaviyo cancelled {action} job {job_id}"
             )
         keys = [key for _, key in self.run.spool.rows(rows)]
         errors = self.row_errors(job.get("errors") or [], keys)
@@ -247,7 +250,7 @@ class CatalogJobsSink(KlaviyoSink):
         self.outcomes.mark_rows_loaded(rows, but=set(errors))
         if not errors:
             return None
-        items = self.rebuilt(rows, identifiers=True, only=errors)
+        items = self.spooled_items(rows, remap=True, only=errors)
         failed_rows = sorted(errors)
         self.settle_errors(
             submitting,
@@ -292,42 +295,6 @@ class CatalogJobsSink(KlaviyoSink):
             if row is not None:
                 found.setdefault(row, error)
         return found
-
-    def rebuilt(
-        self,
-        rows: SubmittedRows,
-        *,
-        identifiers: bool = False,
-        only: Collection[int] | None = None,
-    ) -> list[Item]:
-        """The items of a job's rows (`only` those), from the spool; `identifiers`: mapped
-        again (to send them once more), else kept as their lines (to hold them)."""
-        items = []
-        sent, digests = self.run.spool.hashes(rows)
-        unchanged = rows.hashed
-        for row, (line, key) in enumerate(self.run.spool.rows(rows)):
-            if only is not None and row not in only:
-                continue
-            source: dict[str, Any] | str = line
-            found: dict[str, Any] = {"external_id": key}
-            payload = None
-            size = 0
-            if identifiers:
-                source = self.intake.rebuild(line)
-                _, found, payload, size, *_ = self.map_record(source)
-            item = Item(
-                0,
-                source,
-                key,
-                found,
-                payload,
-                size,
-                digests[row] if unchanged else None,
-                rows.held.get(row),
-            )
-            item.sent = sent[row] if unchanged else None
-            items.append(item)
-        return items
 
 
 def _detail(error: dict[str, Any]) -> str:
@@ -393,12 +360,7 @@ class CatalogUpsertSink(CatalogJobsSink):
         submitting = ChunkJobs(chunk)
         self.submit(submitting, "create", [i for i in items if i.key not in existing], recover=True)
         self.submit(submitting, "update", [i for i in items if i.key in existing], recover=True)
-        chunk.items = []  # the jobs hold the records now (on disk), or they have outcomes
-        if not submitting.jobs:
-            return True
-        if submitting.release():
-            self.chunk_ended(chunk)
-        return False
+        return submitting.submitted(self.chunk_ended)
 
     def existing(self, keys: list[str]) -> set[str] | ApiResult:
         """Which of these external ids Klaviyo has: those the ledger knows, and of the others
@@ -480,12 +442,7 @@ class CatalogDeleteSink(CatalogJobsSink):
     def send_chunk(self, chunk: Chunk) -> bool:
         submitting = ChunkJobs(chunk)
         self.submit(submitting, "delete", chunk.items, recover=True)
-        chunk.items = []
-        if not submitting.jobs:
-            return True
-        if submitting.release():
-            self.dispatch.end(chunk)
-        return False
+        return submitting.submitted(self.dispatch.end)
 
     def applied(self, action: str, keys: list[str]) -> None:
         super().applied(action, keys)

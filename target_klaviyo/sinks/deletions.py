@@ -26,10 +26,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
-from urllib.parse import quote
 
-from target_klaviyo.klaviyo.client import ApiResult, Requester, page_data, pages
-from target_klaviyo.klaviyo.filters import any_of
+from target_klaviyo.klaviyo.list_members import profile_ids_by
 from target_klaviyo.ledger.store import Ledger
 from target_klaviyo.mapping.identity import NO_IDENTIFIER as NO_PROFILE_IDENTIFIER
 from target_klaviyo.mapping.identity import Rejection, blank, resolve_identity, show
@@ -46,8 +44,6 @@ JOB_TYPE = "data-privacy-deletion-job"
 # An identity key's prefix (mapping.identity.Identity.key, and "id:" for Klaviyo ids) -> the
 # profile field it names.
 KEY_FIELDS = {"id": "id", "email": "email", "phone": "phone_number", "external_id": "external_id"}
-LOOKUP_MAX_VALUES = 100  # values in one any(...) filter of get_profiles, and its largest page
-LOOKUP_MAX_CHARS = 6_000  # a lookup URL well under common URL length limits
 NO_IDENTIFIER = "no usable identifier (id, email, phone_number or external_id)"
 
 
@@ -55,47 +51,6 @@ def key_field(key: str) -> tuple[str, str]:
     """(profile field, value) an identity key names."""
     prefix, _, value = key.partition(":")
     return KEY_FIELDS[prefix], value
-
-
-def known_profiles(
-    client: Requester, field: str, values: Sequence[str]
-) -> tuple[dict[str, str], ApiResult | None]:
-    """The Klaviyo id of each value of `field` Klaviyo has a profile for (emails compared in
-    lower case); and the first failed lookup, if any."""
-    found: dict[str, str] = {}
-    for batch in _filter_batches(field, values):
-        params = {
-            "filter": any_of(field, batch),
-            "page[size]": LOOKUP_MAX_VALUES,
-            "fields[profile]": "email,phone_number,external_id",
-        }
-        for page in pages(client, "get_profiles", params):
-            if not page.ok:
-                return found, page
-            for profile in page_data(page):
-                profile_id = profile.get("id")
-                if profile_id is None:
-                    continue
-                attributes = profile.get("attributes") or {}
-                value = profile_id if field == "id" else attributes.get(field)
-                if value is not None:
-                    text = str(value)
-                    found[text.lower() if field == "email" else text] = str(profile_id)
-    return found, None
-
-
-def _filter_batches(field: str, values: Sequence[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    chars = 0
-    for value in values:
-        size = len(quote(any_of(field, [value]), safe=""))
-        if batch and (len(batch) >= LOOKUP_MAX_VALUES or chars + size > LOOKUP_MAX_CHARS):
-            yield batch
-            batch, chars = [], 0
-        batch.append(value)
-        chars += size
-    if batch:
-        yield batch
 
 
 class _Deciding:
@@ -140,6 +95,10 @@ class DeletionSink(KlaviyoSink):
     ORDERED: ClassVar[bool] = False
     # The ledger keeps what Klaviyo accepted (deletions_requested), not payload hashes.
     SKIPS_UNCHANGED: ClassVar[bool] = False
+
+    def spooled_identifiers(self, key: str) -> dict[str, Any]:
+        field, value = key_field(key)
+        return {field: value}
 
     def prepare(self) -> None:
         plan = standard_columns(self.mapping.fields, self.mapping.exclude)
@@ -195,17 +154,10 @@ class DeletionSink(KlaviyoSink):
                 self._stopped = stopped
         return collected
 
-    def _items(self, rows: SubmittedRows) -> list[Item]:
-        items = []
-        for row, (line, key) in enumerate(self.run.spool.rows(rows)):
-            field, value = key_field(key)
-            items.append(Item(0, line, key, {field: value}, None, 0, None, rows.held.get(row)))
-        return items
-
     def hold_unsent(self, reason: str) -> None:
         super().hold_unsent(reason)
         for chunk, rows in self._take_collected(stopped=reason):
-            self.outcomes.hold(self._items(rows), reason)
+            self.outcomes.hold(self.spooled_items(rows), reason)
             self.dispatch.end(chunk)
 
     # -- the end of the stream -----------------------------------------------------------
@@ -224,7 +176,7 @@ class DeletionSink(KlaviyoSink):
             reason = f"not sent: {why}"
             self.outcomes.hold(deciding.open_items(), reason)
             for rows in deciding.untouched():
-                self.outcomes.hold(self._items(rows), reason)
+                self.outcomes.hold(self.spooled_items(rows), reason)
             raise
         finally:
             for chunk, _ in collected:
@@ -267,7 +219,7 @@ class DeletionSink(KlaviyoSink):
             self.run.stats.note(message)
             reason = f"not requested: {message}"
             for rows in deciding.each():
-                items = deciding.rebuilt(self._items(rows))
+                items = deciding.rebuilt(self.spooled_items(rows))
                 done = self._accepted_before([item.key for item in items])
                 self.outcomes.mark_unchanged([item for item in items if item.key in done])
                 for item in items:
@@ -277,7 +229,7 @@ class DeletionSink(KlaviyoSink):
         wanted = deciding.wanted
         repeats = 0
         for rows in deciding.each():
-            items = deciding.rebuilt(self._items(rows))
+            items = deciding.rebuilt(self.spooled_items(rows))
             done = self._accepted_before([item.key for item in items])
             for item in items:
                 if item.key in done or item.key in seen:
@@ -332,7 +284,7 @@ class DeletionSink(KlaviyoSink):
         targets: dict[str, tuple[str, str]] = {}
         for field, group in by_field.items():
             values = list(dict.fromkeys(key_field(item.key)[1] for item in group))
-            found, failure = known_profiles(self.run.client, field, values)
+            found, failure = profile_ids_by(self.run.client, field, values)
             if failure is not None:
                 if failure.exhausted:
                     self.outcomes.hold(group, failure.describe())

@@ -11,7 +11,6 @@ https://developers.klaviyo.com/en/docs/data-in).
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
@@ -90,12 +89,7 @@ class ProfileUpsertSink(KlaviyoSink):
             self.job_request,
             lambda accepted, result: self.job_accepted(submitting, accepted, result),
         )
-        chunk.items = []  # the jobs hold the records now (on disk), or they have outcomes
-        if not submitting.jobs:
-            return True
-        if submitting.release():  # every job ended already
-            self.dispatch.end(chunk)
-        return False
+        return submitting.submitted(self.dispatch.end)
 
     def job_accepted(self, submitting: ChunkJobs, items: list[Item], result: ApiResult) -> None:
         """Klaviyo accepted an import job of these items: it is followed with the run's other
@@ -122,7 +116,7 @@ class ProfileUpsertSink(KlaviyoSink):
         try:
             self.settle_job(job_id, rows, end)
         except Exception as exc:  # nothing is lost: the rows wait on hold
-            self.outcomes.hold(self.rebuilt(rows), f"internal error: {type(exc).__name__}")
+            self.outcomes.hold(self.spooled_items(rows), f"internal error: {type(exc).__name__}")
             self.run.fail(exc)
         finally:
             # A job whose end Klaviyo did not report stays recorded: the next run asks about it.
@@ -135,17 +129,17 @@ class ProfileUpsertSink(KlaviyoSink):
         outcomes = self.outcomes
         job = end.attributes
         if job is None:
-            return outcomes.hold(self.rebuilt(rows), str(end.failure))
+            return outcomes.hold(self.spooled_items(rows), str(end.failure))
         if job.get("status") == "cancelled":
-            return outcomes.hold(self.rebuilt(rows), f"Klaviyo cancelled import job {job_id}")
+            return outcomes.hold(self.spooled_items(rows), f"Klaviyo cancelled import job {job_id}")
         failed = int(job.get("failed_count") or 0)
         clears = set(rows.clears)
         if not failed:
             outcomes.mark_rows_loaded(rows, but=clears)
             if clears:
-                self.clear_nulls(self.rebuilt(rows, identifiers=True, only=clears))
+                self.clear_nulls(self.spooled_items(rows, remap=True, only=clears))
             return None
-        items = self.rebuilt(rows, identifiers=True)
+        items = self.spooled_items(rows, remap=True)
         errors = self.import_errors(job_id, items)
         if isinstance(errors, ApiResult):
             # The job ran but its errors could not be read: resending is safe (upsert).
@@ -163,42 +157,6 @@ class ProfileUpsertSink(KlaviyoSink):
                 len(errors),
             )
         return None
-
-    def rebuilt(
-        self,
-        rows: SubmittedRows,
-        *,
-        identifiers: bool = False,
-        only: Collection[int] | None = None,
-    ) -> list[Item]:
-        """The items of a job's rows (`only` those, when given), from the spool;
-        `identifiers`: mapped again for them (to match import errors, to clear fields), else
-        kept as their lines (to hold them)."""
-        items = []
-        sent, digests = self.run.spool.hashes(rows)
-        unchanged = rows.hashed
-        for row, (line, key) in enumerate(self.run.spool.rows(rows)):
-            if only is not None and row not in only:
-                continue
-            source: dict[str, Any] | str = line
-            found: dict[str, Any] = {}
-            payload = None
-            if identifiers:
-                source = self.intake.rebuild(line)
-                _, found, payload, *_ = self.map_record(source)
-            item = Item(
-                0,
-                source,
-                key,
-                found,
-                payload,
-                0,
-                digests[row] if unchanged else None,
-                rows.held.get(row),
-            )
-            item.sent = sent[row] if unchanged else None
-            items.append(item)
-        return items
 
     def import_errors(self, job_id: str, items: list[Item]) -> dict[int, str] | ApiResult:
         """Every import error of a job, mapped back to its row by its identifiers.

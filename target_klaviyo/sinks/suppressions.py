@@ -78,6 +78,9 @@ class SuppressionSink(KlaviyoSink):
     # Whether every job's emails are read back, not only those of a job that skipped some.
     READS_BACK: ClassVar[bool] = False
 
+    def spooled_identifiers(self, key: str) -> dict[str, Any]:
+        return {"email": key.removeprefix(EMAIL_KEY)}
+
     def prepare(self) -> None:
         plan = standard_columns(self.mapping.fields, self.mapping.exclude)
         self.email_column: str | None = plan.get("email")
@@ -111,12 +114,7 @@ class SuppressionSink(KlaviyoSink):
             self.job_request,
             lambda accepted, result: self.job_accepted(submitting, accepted, result),
         )
-        chunk.items = []  # the jobs hold the records now (on disk), or they have outcomes
-        if not submitting.jobs:
-            return True
-        if submitting.release():  # every job ended already
-            self.dispatch.end(chunk)
-        return False
+        return submitting.submitted(self.dispatch.end)
 
     def job_accepted(self, submitting: ChunkJobs, items: list[Item], result: ApiResult) -> None:
         data = result.body.get("data") if isinstance(result.body, dict) else None
@@ -147,7 +145,7 @@ class SuppressionSink(KlaviyoSink):
         try:
             self.settle_job(job_id, rows, end, settling)
         except Exception as exc:  # nothing is lost: the rows wait on hold
-            items = settling or self.rebuilt(rows)
+            items = settling or self.spooled_items(rows)
             self.outcomes.hold(items, f"internal error: {type(exc).__name__}")
             self.run.fail(exc)
         finally:
@@ -159,16 +157,18 @@ class SuppressionSink(KlaviyoSink):
     ) -> None:
         job = end.attributes
         if job is None:
-            self.outcomes.hold(self.rebuilt(rows), str(end.failure))
+            self.outcomes.hold(self.spooled_items(rows), str(end.failure))
             return
         if job.get("status") == "cancelled":
-            self.outcomes.hold(self.rebuilt(rows), f"Klaviyo cancelled {self.JOB_KIND.name} job")
+            self.outcomes.hold(
+                self.spooled_items(rows), f"Klaviyo cancelled {self.JOB_KIND.name} job"
+            )
             return
         skipped = int(job.get("skipped_count") or 0)
         if not skipped and not self.READS_BACK:
             self.outcomes.mark_rows_loaded(rows)
             return
-        items = self.rebuilt(rows)
+        items = self.spooled_items(rows)
         settling.extend(items)
         found = self.suppressions_of([item.identifiers["email"] for item in items])
         if isinstance(found, ApiResult):
@@ -228,26 +228,6 @@ class SuppressionSink(KlaviyoSink):
                     if isinstance(email, str):
                         found[email.lower()] = _email_suppressions(attributes)
         return found
-
-    def rebuilt(self, rows: SubmittedRows) -> list[Item]:
-        """The items of a job's rows, from the spool (the key names the email)."""
-        sent, digests = self.run.spool.hashes(rows)
-        unchanged = rows.hashed
-        items = []
-        for row, (line, key) in enumerate(self.run.spool.rows(rows)):
-            item = Item(
-                0,
-                line,
-                key,
-                {"email": key.removeprefix(EMAIL_KEY)},
-                None,
-                0,
-                digests[row] if unchanged else None,
-                rows.held.get(row),
-            )
-            item.sent = sent[row] if unchanged else None
-            items.append(item)
-        return items
 
 
 def _email_suppressions(attributes: dict[str, Any]) -> list[dict[str, Any]]:
