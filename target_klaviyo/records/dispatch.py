@@ -37,6 +37,44 @@ MAX_WORKERS = 16  # request threads per stream
 # on their way): four full profile import jobs. A stream of small requests (events, 1,000 a
 # request) queues many while its operation waits for its window.
 MAX_QUEUED_RECORDS = 40_000
+NO_KEYS: array[int] = array("q")
+
+
+class KeysInFlight:
+    """The key hashes of the records on their way, about 10 bytes a key (a set of ints takes
+    70): a full sync keeps every open job's keys here, a million of them for minutes. Hashes
+    are spread over 65,536 arrays by their low bits, so a lookup scans a few entries in C."""
+
+    BUCKETS = 1 << 16
+
+    def __init__(self) -> None:
+        self._buckets: list[array[int]] | None = None  # made on first use
+        self.count = 0
+
+    def overlaps(self, keys: Iterable[int]) -> bool:
+        buckets, mask = self._buckets, self.BUCKETS - 1
+        if not self.count or buckets is None:
+            return False
+        for key in keys:  # noqa: SIM110 - a loop runs faster than any() over a generator
+            if key in buckets[key & mask]:
+                return True
+        return False
+
+    def add(self, keys: array[int]) -> None:
+        if self._buckets is None:
+            self._buckets = [array("q") for _ in range(self.BUCKETS)]
+        buckets, mask = self._buckets, self.BUCKETS - 1
+        for key in keys:
+            buckets[key & mask].append(key)
+        self.count += len(keys)
+
+    def remove(self, keys: array[int]) -> None:
+        buckets, mask = self._buckets, self.BUCKETS - 1
+        if buckets is None or not keys:
+            return
+        for key in keys:
+            buckets[key & mask].remove(key)
+        self.count -= len(keys)
 
 
 @dataclass(eq=False, slots=True)
@@ -77,7 +115,7 @@ class Dispatcher:
         self.seq = 0  # records read (written by the reading thread only)
         self._tokens = itertools.count(1)
         self._outstanding: dict[int, int] = {}  # chunk token -> lowest record seq it holds
-        self._inflight_keys: set[int] = set()  # key hashes of the chunks on their way
+        self._inflight_keys = KeysInFlight()  # key hashes of the chunks on their way
         self._futures: dict[Future[None], int] = {}  # request -> records it carries
         self._live: set[Chunk] = set()  # chunks handed to a request thread, not ended
         self._records_queued = 0  # records the request threads hold
@@ -121,7 +159,7 @@ class Dispatcher:
             return
         items = self._prepare(items)
         if not items:
-            self._end(token, 0, (), job=False)
+            self._end(token, 0, NO_KEYS, job=False)
             return
         # 8 bytes a key (an open job holds 10,000 of them for minutes).
         keys = array("q", [hash(item.key) for item in items] if self.ordered else ())
@@ -132,7 +170,7 @@ class Dispatcher:
                 self._run.raise_if_failed()
             # One chunk's keys are distinct (the sink's prepare), and a chunk waits above while
             # any of its keys is on its way: a key is in at most one chunk in flight.
-            self._inflight_keys.update(keys)
+            self._inflight_keys.add(keys)
             self._records_queued += len(items)
             self._live.add(chunk)
         self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=len(items))
@@ -156,7 +194,7 @@ class Dispatcher:
                 self.max_open_jobs is not None
                 and self.open_jobs + len(self._futures) >= self.max_open_jobs
             )
-            or not self._inflight_keys.isdisjoint(keys)
+            or self._inflight_keys.overlaps(keys)
         )
 
     def must_wait(self) -> bool:
@@ -171,7 +209,7 @@ class Dispatcher:
         items, token = self._take_chunk()
         if items:
             self._outcomes.hold(items, reason)
-            self._end(token, 0, (), job=False)
+            self._end(token, 0, NO_KEYS, job=False)
 
     def wait_idle(self) -> None:
         """Flush and wait until every request and job of this stream has ended."""
@@ -231,11 +269,11 @@ class Dispatcher:
         with self._lock:
             return not self._futures and not self.open_jobs
 
-    def _end(self, token: int, count: int, keys: Iterable[int], *, job: bool) -> None:
+    def _end(self, token: int, count: int, keys: array[int], *, job: bool) -> None:
         if count:
             self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=-count)
         with self._lock:
-            self._inflight_keys.difference_update(keys)
+            self._inflight_keys.remove(keys)
             self._outstanding.pop(token, None)
             if job:
                 self.open_jobs -= 1
