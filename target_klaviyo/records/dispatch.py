@@ -43,38 +43,54 @@ NO_KEYS: array[int] = array("q")
 class KeysInFlight:
     """The key hashes of the records on their way, about 10 bytes a key (a set of ints takes
     70): a full sync keeps every open job's keys here, a million of them for minutes. Hashes
-    are spread over 65,536 arrays by their low bits, so a lookup scans a few entries in C."""
+    are spread over arrays by their low bits, so a lookup scans a few entries in C; there are
+    more arrays as more keys wait (16 keys an array at most, up to 2**18 arrays)."""
 
-    BUCKETS = 1 << 16
+    MIN_BUCKETS = 1 << 10
+    MAX_BUCKETS = 1 << 18
+    KEYS_PER_BUCKET = 16
 
     def __init__(self) -> None:
-        self._buckets: list[array[int]] | None = None  # made on first use
+        self._buckets: list[array[int]] = []
+        self._mask = -1
         self.count = 0
 
     def overlaps(self, keys: Iterable[int]) -> bool:
-        buckets, mask = self._buckets, self.BUCKETS - 1
-        if not self.count or buckets is None:
+        if not self.count:
             return False
+        buckets, mask = self._buckets, self._mask
         for key in keys:  # noqa: SIM110 - a loop runs faster than any() over a generator
             if key in buckets[key & mask]:
                 return True
         return False
 
     def add(self, keys: array[int]) -> None:
-        if self._buckets is None:
-            self._buckets = [array("q") for _ in range(self.BUCKETS)]
-        buckets, mask = self._buckets, self.BUCKETS - 1
+        count = self.count + len(keys)
+        size = len(self._buckets)
+        if count > self.KEYS_PER_BUCKET * size and size < self.MAX_BUCKETS:
+            while count > self.KEYS_PER_BUCKET * size and size < self.MAX_BUCKETS:
+                size = max(self.MIN_BUCKETS, 4 * size)
+            old, self._buckets, self._mask = self._buckets, [], size - 1
+            self._buckets = [array("q") for _ in range(size)]
+            for bucket in old:
+                self._insert(bucket)
+        self._insert(keys)
+        self.count = count
+
+    def _insert(self, keys: array[int]) -> None:
+        buckets, mask = self._buckets, self._mask
         for key in keys:
             buckets[key & mask].append(key)
-        self.count += len(keys)
 
     def remove(self, keys: array[int]) -> None:
-        buckets, mask = self._buckets, self.BUCKETS - 1
-        if buckets is None or not keys:
+        if not keys:
             return
+        buckets, mask = self._buckets, self._mask
         for key in keys:
             buckets[key & mask].remove(key)
         self.count -= len(keys)
+        if not self.count:  # all out: give the arrays back
+            self._buckets, self._mask = [], -1
 
 
 @dataclass(eq=False, slots=True)
