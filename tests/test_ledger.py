@@ -465,6 +465,39 @@ def test_an_error_after_some_outcomes_holds_only_the_rest(emulator: Any, tmp_pat
     assert held_rows(tmp_path / "state") == 11
 
 
+def test_an_internal_error_while_settling_a_job_holds_only_rows_without_an_outcome(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """A bug met while an import job's rows get their outcomes (here: clearing the fields
+    three records sent as null, after the bulk import loaded the other five) stops the run
+    with the three on hold; the five stay loaded, counted once."""
+    import io
+
+    from target_klaviyo.target import TargetKlaviyo
+
+    rows = customers(8)
+    for row in rows[2:5]:
+        row["first_name"] = None
+    streams = {"customers": {**STREAMS["customers"], "nulls": "unset"}}
+    config = base_config(emulator, tmp_path / "state", streams)
+    target = TargetKlaviyo(config=config)
+    real_request = target.run.client.request
+
+    def request(operation: str, **kwargs: Any) -> Any:
+        if operation == "create_or_update_profile":
+            raise RuntimeError("a bug")
+        return real_request(operation, **kwargs)
+
+    target.run.client.request = request  # type: ignore[method-assign]
+    text = singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, rows, ["id"]))
+    with pytest.raises(RuntimeError):
+        target.listen(io.StringIO(text))
+    target.lifecycle.finish()
+    stats = target.run.stats.snapshot()["customers"]
+    assert (stats.read, stats.loaded, stats.on_hold, stats.rejected) == (8, 5, 3, 0)
+    assert held_rows(tmp_path / "state") == 3
+
+
 @pytest.mark.parametrize("earlier_table", ["sent", "sent_hashes"])
 def test_hashes_of_an_earlier_version_are_discarded_once(
     emulator: Any, tmp_path: Path, earlier_table: str

@@ -12,7 +12,7 @@ and added to a chunk), **sent**, and settled by an outcome.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
@@ -295,6 +295,16 @@ class KlaviyoSink(BatchSink):
             items.append(item)
         return items
 
+    def settle_ended_job(self, rows: SubmittedRows, settle: Callable[[JobRows], None]) -> None:
+        """Give an ended job's rows their outcomes with `settle`. Should it fail midway (a
+        bug), the rows still without an outcome wait on hold, and the run stops."""
+        job = JobRows(self, rows)
+        try:
+            settle(job)
+        except Exception as exc:
+            self.outcomes.hold(job.unsettled(), f"internal error: {type(exc).__name__}")
+            self.run.fail(exc)
+
     def record_of(self, item: Item) -> dict[str, Any]:
         """The record of an item, as it was received (rebuilt from its line if need be)."""
         source = item.source
@@ -317,3 +327,41 @@ class KlaviyoSink(BatchSink):
     def hold_unsent(self, reason: str) -> None:
         """The run is stopping: records read but not sent wait on hold."""
         self.dispatch.hold_unsent(reason)
+
+
+class JobRows:
+    """An ended job's rows while they get their outcomes. Each row comes back from the spool
+    once, as one item, and rows loaded wholesale are noted: what has no outcome yet is known
+    at any point, and a record is never settled twice."""
+
+    def __init__(self, sink: KlaviyoSink, rows: SubmittedRows) -> None:
+        self.sink = sink
+        self.rows = rows
+        self._items: dict[int, Item] = {}
+        self._loaded_but: set[int] | None = None  # rows loaded wholesale: all but these
+
+    def items(self, *, remap: bool = False, only: Collection[int] | None = None) -> list[Item]:
+        """The items of the job's rows (`only` those), back from the spool: see
+        `KlaviyoSink.spooled_items`. A row comes back once; later asks get the same item."""
+        wanted = range(self.rows.count) if only is None else sorted(only)
+        missing = {row for row in wanted if row not in self._items}
+        if missing:
+            built = self.sink.spooled_items(self.rows, remap=remap, only=missing)
+            self._items.update(zip(sorted(missing), built, strict=True))
+        return [self._items[row] for row in wanted]
+
+    def hold(self, reason: str) -> None:
+        """Every row waits on hold."""
+        self.sink.outcomes.hold(self.items(), reason)
+
+    def mark_loaded(self, but: Collection[int] = ()) -> None:
+        """Every row was loaded, `but` those (rows whose outcome is decided otherwise)."""
+        self.sink.outcomes.mark_rows_loaded(self.rows, but=but)
+        self._loaded_but = set(but)
+
+    def unsettled(self) -> list[Item]:
+        """The items of the rows without an outcome yet."""
+        rows = range(self.rows.count)
+        if self._loaded_but is not None:
+            rows = sorted(self._loaded_but)  # type: ignore[assignment]
+        return [item for item in self.items(only=rows) if not item.settled]

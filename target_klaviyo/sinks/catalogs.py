@@ -44,7 +44,7 @@ from target_klaviyo.records.jobs import JobEnd, JobKind
 from target_klaviyo.records.protocol import join_body, row_locator
 from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.records.unchanged import UnchangedFilter
-from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
 MAX_ENTRIES = 100  # per bulk catalog job
 LOOKUP_PAGE = 100  # the largest page of get_catalog_items (and variants, categories)
@@ -206,10 +206,9 @@ class CatalogJobsSink(KlaviyoSink):
     ) -> None:
         self.slots.ended()
         try:
-            self.settle_job(submitting, action, job_id, rows, end, recover)
-        except Exception as exc:  # nothing is lost: the rows wait on hold
-            self.outcomes.hold(self.spooled_items(rows), f"internal error: {type(exc).__name__}")
-            self.run.fail(exc)
+            self.settle_ended_job(
+                rows, lambda job: self.settle_job(submitting, action, job_id, job, end, recover)
+            )
         finally:
             if submitting.release():
                 self.chunk_ended(submitting.chunk)
@@ -223,20 +222,19 @@ class CatalogJobsSink(KlaviyoSink):
         submitting: ChunkJobs,
         action: str,
         job_id: str,
-        rows: SubmittedRows,
+        job: JobRows,
         end: JobEnd,
         recover: bool,
     ) -> None:
-        job = end.attributes
-        if job is None:
-            return self.outcomes.hold(self.spooled_items(rows), str(end.failure))
-        if job.get("status") == "cancelled":
-            return self.outcomes.hold(
-                self.spooled_items(rows), f"Klaviyo cancelled {action} job {job_id}"
-            )
+        attributes = end.attributes
+        if attributes is None:
+            return job.hold(str(end.failure))
+        if attributes.get("status") == "cancelled":
+            return job.hold(f"Klaviyo cancelled {action} job {job_id}")
+        rows = job.rows
         keys = [key for _, key in self.run.spool.rows(rows)]
-        errors = self.row_errors(job.get("errors") or [], keys)
-        failed = int(job.get("failed_count") or 0)
+        errors = self.row_errors(attributes.get("errors") or [], keys)
+        failed = int(attributes.get("failed_count") or 0)
         if failed > len(errors):
             self.logger.warning(
                 "catalog %s job %s reported %d failed rows; %d were matched to records",
@@ -247,10 +245,10 @@ class CatalogJobsSink(KlaviyoSink):
             )
         done = [key for row, key in enumerate(keys) if row not in errors]
         self.applied(action, done)
-        self.outcomes.mark_rows_loaded(rows, but=set(errors))
+        job.mark_loaded(but=set(errors))
         if not errors:
             return None
-        items = self.spooled_items(rows, remap=True, only=errors)
+        items = job.items(remap=True, only=errors)
         failed_rows = sorted(errors)
         self.settle_errors(
             submitting,

@@ -22,7 +22,7 @@ from target_klaviyo.records.item import Item, Mapped, Request, mapped
 from target_klaviyo.records.jobs import PROFILE_IMPORT, JobEnd
 from target_klaviyo.records.protocol import join_body, row_locator
 from target_klaviyo.records.spool import SubmittedRows
-from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
 # The pointer of a bad row names its index (a 400 of profile-bulk-import-jobs).
 ROWS_POINTER = "/data/attributes/profiles/data"
@@ -114,10 +114,7 @@ class ProfileUpsertSink(KlaviyoSink):
     ) -> None:
         """Give every row of an ended job its outcome, then let its chunk end."""
         try:
-            self.settle_job(job_id, rows, end)
-        except Exception as exc:  # nothing is lost: the rows wait on hold
-            self.outcomes.hold(self.spooled_items(rows), f"internal error: {type(exc).__name__}")
-            self.run.fail(exc)
+            self.settle_ended_job(rows, lambda job: self.settle_job(job_id, job, end))
         finally:
             # A job whose end Klaviyo did not report stays recorded: the next run asks about it.
             if self.run.ledger is not None and end.attributes is not None:
@@ -125,21 +122,21 @@ class ProfileUpsertSink(KlaviyoSink):
             if submitting.release():
                 self.dispatch.end(submitting.chunk)
 
-    def settle_job(self, job_id: str, rows: SubmittedRows, end: JobEnd) -> None:
+    def settle_job(self, job_id: str, job: JobRows, end: JobEnd) -> None:
         outcomes = self.outcomes
-        job = end.attributes
-        if job is None:
-            return outcomes.hold(self.spooled_items(rows), str(end.failure))
-        if job.get("status") == "cancelled":
-            return outcomes.hold(self.spooled_items(rows), f"Klaviyo cancelled import job {job_id}")
-        failed = int(job.get("failed_count") or 0)
-        clears = set(rows.clears)
+        attributes = end.attributes
+        if attributes is None:
+            return job.hold(str(end.failure))
+        if attributes.get("status") == "cancelled":
+            return job.hold(f"Klaviyo cancelled import job {job_id}")
+        failed = int(attributes.get("failed_count") or 0)
+        clears = set(job.rows.clears)
         if not failed:
-            outcomes.mark_rows_loaded(rows, but=clears)
+            job.mark_loaded(but=clears)
             if clears:
-                self.clear_nulls(self.spooled_items(rows, remap=True, only=clears))
+                self.clear_nulls(job.items(remap=True, only=clears))
             return None
-        items = self.spooled_items(rows, remap=True)
+        items = job.items(remap=True)
         errors = self.import_errors(job_id, items)
         if isinstance(errors, ApiResult):
             # The job ran but its errors could not be read: resending is safe (upsert).

@@ -37,7 +37,7 @@ from target_klaviyo.records.item import Item, Mapped, Request, mapped
 from target_klaviyo.records.jobs import JobEnd, JobKind, parse_time
 from target_klaviyo.records.protocol import row_locator
 from target_klaviyo.records.spool import SubmittedRows
-from target_klaviyo.sinks.base import KlaviyoSink
+from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
 # The pointer of a bad row names its index.
 ROWS_POINTER = "/data/attributes/profiles/data"
@@ -141,35 +141,25 @@ class SuppressionSink(KlaviyoSink):
     def job_ended(
         self, submitting: ChunkJobs, job_id: str, rows: SubmittedRows, end: JobEnd
     ) -> None:
-        settling: list[Item] = []  # the rows' items once rebuilt: each is settled once
         try:
-            self.settle_job(job_id, rows, end, settling)
-        except Exception as exc:  # nothing is lost: the rows wait on hold
-            items = settling or self.spooled_items(rows)
-            self.outcomes.hold(items, f"internal error: {type(exc).__name__}")
-            self.run.fail(exc)
+            self.settle_ended_job(rows, lambda job: self.settle_job(job_id, job, end))
         finally:
             if submitting.release():
                 self.dispatch.end(submitting.chunk)
 
-    def settle_job(
-        self, job_id: str, rows: SubmittedRows, end: JobEnd, settling: list[Item]
-    ) -> None:
-        job = end.attributes
-        if job is None:
-            self.outcomes.hold(self.spooled_items(rows), str(end.failure))
+    def settle_job(self, job_id: str, job: JobRows, end: JobEnd) -> None:
+        attributes = end.attributes
+        if attributes is None:
+            job.hold(str(end.failure))
             return
-        if job.get("status") == "cancelled":
-            self.outcomes.hold(
-                self.spooled_items(rows), f"Klaviyo cancelled {self.JOB_KIND.name} job"
-            )
+        if attributes.get("status") == "cancelled":
+            job.hold(f"Klaviyo cancelled {self.JOB_KIND.name} job")
             return
-        skipped = int(job.get("skipped_count") or 0)
+        skipped = int(attributes.get("skipped_count") or 0)
         if not skipped and not self.READS_BACK:
-            self.outcomes.mark_rows_loaded(rows)
+            job.mark_loaded()
             return
-        items = self.spooled_items(rows)
-        settling.extend(items)
+        items = job.items()
         found = self.suppressions_of([item.identifiers["email"] for item in items])
         if isinstance(found, ApiResult):
             # The job ran, but which emails it skipped cannot be told: sending them again is
@@ -180,7 +170,7 @@ class SuppressionSink(KlaviyoSink):
         loaded: list[Item] = []
         for item in items:
             email = item.identifiers["email"]
-            why = self.unchanged_because(found.get(email), parse_time(job.get("created_at")))
+            why = self.unchanged_because(found.get(email), parse_time(attributes.get("created_at")))
             if why is None:
                 loaded.append(item)
                 continue
