@@ -5,6 +5,8 @@ rejects, recovery when Klaviyo differs from the ledger, deletes, skip_unchanged 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -18,6 +20,7 @@ from tests.support import (
     BOOLEAN,
     NUMBER,
     STRING,
+    Running,
     TargetRun,
     base_config,
     run_checked,
@@ -485,3 +488,32 @@ def test_a_variant_mapping_without_its_item_rejects_with_what_to_map(
     assert result.stream("variants")["rejected"] == 1
     assert "fields.item" in result.rejects()[0]["reason"]
     assert calls(emulator, "bulk_create_catalog_variants") == 0
+
+
+@pytest.mark.emulator(window_scale=0.01, job_latency_s=60)
+def test_catalog_jobs_open_when_a_run_stops_are_asked_about_by_the_next_run(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """SIGTERM while two create jobs run for longer than the grace: their records (and the 50
+    not sent yet) wait on hold, and the next run tells what Klaviyo did with each job, then
+    loads the records."""
+    streams = {"products": PRODUCT_MAPPING}
+    config = base_config(emulator, tmp_path / "state", streams, stop_grace_s=1)
+    run = Running(config, tmp_path)
+    run.write(singer_lines(stream_messages("products", PRODUCTS, [product(i) for i in range(250)])))
+    deadline = time.monotonic() + 30
+    while calls(emulator, "bulk_create_catalog_items") < 2:
+        assert time.monotonic() < deadline, "two create jobs"
+        time.sleep(0.05)
+    run.signal(signal.SIGTERM)
+    code, _, _ = run.finish()
+    assert code == 128 + signal.SIGTERM
+    assert run.summary()["streams"]["products"]["on_hold"] == 250
+
+    emulator.configure(job_latency_s=None)
+    rerun = run_target(config, "", tmp_path)
+    assert rerun.exit_code == 0, rerun.stderr
+    told = [line for line in rerun.stderr.splitlines() if "was in flight" in line]
+    assert len(told) == 2
+    assert all("catalog item create job" in line and "'products'" in line for line in told)
+    assert rerun.stream("products")["loaded"] == 250

@@ -35,6 +35,10 @@ LIST_PAGE_SIZE = 100  # the largest page of the job lists
 CATALOG_JOBS_IN_PROGRESS = 500
 
 
+# Every kind of job, by the operation that asks Klaviyo about one (the ledger records a job so).
+KIND_OF_OPERATION: dict[str, JobKind] = {}
+
+
 @dataclass(frozen=True)
 class JobKind:
     """How to ask Klaviyo about one kind of bulk job."""
@@ -53,6 +57,9 @@ class JobKind:
     # per open status, so that a poll reads open jobs only. Empty: the list as `list_params` has it.
     open_statuses: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        KIND_OF_OPERATION[self.get_operation] = self
+
     def list_queries(self) -> list[dict[str, Any]]:
         params = dict(self.list_params)
         if self.page_size is not None:
@@ -65,6 +72,8 @@ class JobKind:
 PROFILE_IMPORT = JobKind(
     "profile import", "get_bulk_import_profiles_jobs", "get_bulk_import_profiles_job"
 )
+# What ledgers written before other kinds of jobs were recorded name a profile import by.
+KIND_OF_OPERATION["bulk_import_profiles"] = PROFILE_IMPORT
 
 
 @dataclass

@@ -28,6 +28,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 from target_klaviyo.klaviyo.client import ConfigError, KlaviyoAuthError, KlaviyoClient
 from target_klaviyo.klaviyo.startup import StartupError, account_of, check_account
 from target_klaviyo.ledger.store import LedgerError
+from target_klaviyo.records.jobs import KIND_OF_OPERATION
 from target_klaviyo.run.context import Run
 from target_klaviyo.run.progress import Progress
 from target_klaviyo.run.stats import render_table, write_summary_file
@@ -135,17 +136,20 @@ class Lifecycle:
         ledger = self.run.ledger
         assert ledger is not None
         for job in ledger.jobs_in_flight():
-            result = self.run.client.request(
-                "get_bulk_import_profiles_job", path_params={"id": job.id}
-            )
-            if result.ok:
-                status = result.body["data"]["attributes"].get("status")
-                outcome = f"Klaviyo reports it {status}"
+            kind = KIND_OF_OPERATION.get(job.operation)
+            if kind is None:  # recorded by a newer version
+                outcome = "this version cannot ask Klaviyo about it"
             else:
-                outcome = f"Klaviyo no longer knows it ({result.describe()})"
+                result = self.run.client.request(kind.get_operation, path_params={"id": job.id})
+                if result.ok:
+                    status = result.body["data"]["attributes"].get("status")
+                    outcome = f"Klaviyo reports it {status}"
+                else:
+                    outcome = f"Klaviyo no longer knows it ({result.describe()})"
             self.logger.info(
-                "import job %s of stream %r (%d records) was in flight when an earlier run"
+                "%s job %s of stream %r (%d records) was in flight when an earlier run"
                 " stopped; %s. Its records are sent again with this run's input.",
+                kind.name if kind else job.operation,
                 job.id,
                 job.stream,
                 job.records,

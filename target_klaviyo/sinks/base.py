@@ -24,6 +24,7 @@ from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.records.dispatch import Chunk, Dispatcher
 from target_klaviyo.records.intake import Failure, Intake
 from target_klaviyo.records.item import Item, Mapped
+from target_klaviyo.records.jobs import JobEnd, JobKind
 from target_klaviyo.records.outcomes import Outcomes
 from target_klaviyo.records.protocol import BulkProtocol
 from target_klaviyo.records.spool import SubmittedRows
@@ -294,6 +295,30 @@ class KlaviyoSink(BatchSink):
             item.sent = sent[row] if rows.hashed else None
             items.append(item)
         return items
+
+    def follow_job(
+        self,
+        kind: JobKind,
+        job_id: str,
+        attributes: dict[str, Any],
+        records: int,
+        on_end: Callable[[JobEnd], None],
+    ) -> None:
+        """A job Klaviyo accepted joins the run's other open jobs. The ledger records it until
+        Klaviyo reports its end: a run stopped before then leaves it for the next run to ask
+        about."""
+        ledger = self.run.ledger
+        if ledger is not None:
+            ledger.job_started(job_id, kind.get_operation, self.stream_name, records)
+
+        def ended(end: JobEnd) -> None:
+            if ledger is not None and end.attributes is not None:
+                ledger.job_finished(job_id)
+            on_end(end)
+
+        self.run.jobs.watch(
+            kind, job_id, attributes.get("created_at"), self.run.settings.job_timeout_s, ended
+        )
 
     def settle_ended_job(self, rows: SubmittedRows, settle: Callable[[JobRows], None]) -> None:
         """Give an ended job's rows their outcomes with `settle`. Should it fail midway (a

@@ -187,11 +187,11 @@ class CatalogJobsSink(KlaviyoSink):
         rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
         submitting.opened(self.dispatch)
         self.slots.opened()
-        self.run.jobs.watch(
+        self.follow_job(
             JOB_KINDS[(self.OBJECT, action)],
             job_id,
-            (data.get("attributes") or {}).get("created_at"),
-            self.run.settings.job_timeout_s,
+            data.get("attributes") or {},
+            rows.count,
             lambda end: self.job_ended(submitting, action, job_id, rows, end, recover),
         )
 

@@ -98,14 +98,11 @@ class ProfileUpsertSink(KlaviyoSink):
         job_id = str(data["id"])
         rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
         submitting.opened(self.dispatch)
-        ledger = self.run.ledger
-        if ledger is not None:
-            ledger.job_started(job_id, "bulk_import_profiles", self.stream_name, rows.count)
-        self.run.jobs.watch(
+        self.follow_job(
             PROFILE_IMPORT,
             job_id,
-            (data.get("attributes") or {}).get("created_at"),
-            self.run.settings.job_timeout_s,
+            data.get("attributes") or {},
+            rows.count,
             lambda end: self.job_ended(submitting, job_id, rows, end),
         )
 
@@ -116,9 +113,6 @@ class ProfileUpsertSink(KlaviyoSink):
         try:
             self.settle_ended_job(rows, lambda job: self.settle_job(job_id, job, end))
         finally:
-            # A job whose end Klaviyo did not report stays recorded: the next run asks about it.
-            if self.run.ledger is not None and end.attributes is not None:
-                self.run.ledger.job_finished(job_id)
             if submitting.release():
                 self.dispatch.end(submitting.chunk)
 

@@ -130,11 +130,11 @@ class SuppressionSink(KlaviyoSink):
             item.payload = None  # Klaviyo has it; the spool keeps the record, not a payload
         rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
         submitting.opened(self.dispatch)
-        self.run.jobs.watch(
+        self.follow_job(
             self.JOB_KIND,
             job_id,
-            attributes.get("created_at"),
-            self.run.settings.job_timeout_s,
+            attributes,
+            rows.count,
             lambda end: self.job_ended(submitting, job_id, rows, end),
         )
 
