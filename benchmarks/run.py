@@ -441,7 +441,8 @@ class Bench:
         args = self.args
         latencies = [float(x) for x in args.job_latencies.split(",") if x.strip()]
         runs = [(args.job_profiles, latency) for latency in latencies]
-        runs.append((args.job_memory_profiles, max(latencies)))
+        if args.job_memory_profiles:  # 0: no memory run
+            runs.append((args.job_memory_profiles, max(latencies)))
         sizes = ", ".join(f"{n:,} at L = {lat:g} s" for n, lat in runs)
         print(
             "\n[profiles] a customers table alone at Klaviyo's real tier rates, import jobs "
@@ -459,6 +460,7 @@ class Bench:
                     emulator, input_path, validate=None, label=f"profiles-{latency:g}"
                 )
                 log = emulator.control("GET", "/requests")
+                timing = emulator.control("GET", "/timing")
             calls = Counter(entry["operation"] for entry in log)
             throttled = Counter(entry["operation"] for entry in log if entry["status"] == 429)
             polls = calls["get_bulk_import_profiles_jobs"] + calls["get_bulk_import_profiles_job"]
@@ -472,6 +474,17 @@ class Bench:
                 f" list + {calls['get_bulk_import_profiles_job']} of single jobs ="
                 f" {polls / jobs:.2f} a job; 429s: {sum(throttled.values())}"
                 + (f" ({dict(throttled)})" if throttled else "")
+            )
+            submitted = [
+                entry["ended_wall"] - measured.started_at
+                for entry in log
+                if entry["operation"] == "bulk_import_profiles" and entry["status"] == 202
+            ]
+            print(
+                f"    last job submitted {max(submitted, default=0):.1f} s after launch; the"
+                f" emulator ended {timing['jobs_ended']} jobs, the latest"
+                f" {max(0.0, timing['late_s_max']):.1f} s after it was due (it checks and"
+                " applies every row itself, on the same machine)"
             )
             if profiles == args.job_profiles:
                 self.figure(

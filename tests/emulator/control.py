@@ -63,6 +63,8 @@ def _control(
         reason = str(payload.get("reason", "HARD_BOUNCE"))
         profile_id = emulator.suppress(str(payload["email"]), reason, payload.get("timestamp"))
         return {"profile_id": profile_id}
+    if (method, route) == ("GET", "/timing"):
+        return emulator.timing()
     if (method, route) == ("GET", "/config"):
         return {"job_latency_s": emulator.job_latency_s}
     if (method, route) == ("POST", "/config"):

@@ -176,6 +176,15 @@ class Emulator:
         if worker is not None:
             worker.submit(work)
 
+    def timing(self) -> dict[str, Any]:
+        """How closely jobs under `job_latency_s` kept to it: the emulator checks and applies
+        every row itself, so on a busy machine a job can end after it was due."""
+        timed = self._timed_jobs
+        return {
+            "jobs_ended": timed.ended if timed else 0,
+            "late_s_max": round(timed.late_s_max, 3) if timed else 0.0,
+        }
+
     def configure(self, *, job_latency_s: float | None) -> None:
         """Change the job model for jobs submitted from now on (jobs under way keep theirs)."""
         self.job_latency_s = _latency(job_latency_s)

@@ -254,6 +254,10 @@ class ConcurrentJobWorker(threading.Thread):
         self._jobs: list[_TimedJob] = []
         self._cond = threading.Condition()
         self._stop_event = threading.Event()
+        # How far behind its latency model the emulator ran (its own CPU: each row is checked
+        # and applied here): jobs ended, and the most seconds one ended after it was due.
+        self.ended = 0
+        self.late_s_max = 0.0
 
     def submit(self, work: Work, latency_s: float) -> None:
         if work.job is None:
@@ -334,4 +338,7 @@ class ConcurrentJobWorker(threading.Thread):
             timed.applied = end
         if ending:
             finish(store, job)
+            self.ended += 1
+            due = timed.cancels if job.cancel else timed.ends
+            self.late_s_max = max(self.late_s_max, time.monotonic() - due)
         return ending
