@@ -339,6 +339,6 @@ class ConcurrentJobWorker(threading.Thread):
         if ending:
             finish(store, job)
             self.ended += 1
-            due = timed.cancels if job.cancel else timed.ends
-            self.late_s_max = max(self.late_s_max, time.monotonic() - due)
+            was_due = timed.cancels if job.cancel else timed.ends
+            self.late_s_max = max(self.late_s_max, time.monotonic() - was_due)
         return ending
