@@ -386,7 +386,4 @@ class JobRows:
 
     def unsettled(self) -> list[Item]:
         """The items of the rows without an outcome yet."""
-        rows = range(self.rows.count)
-        if self._loaded_but is not None:
-            rows = sorted(self._loaded_but)  # type: ignore[assignment]
-        return [item for item in self.items(only=rows) if not item.settled]
+        return [item for item in self.items(only=self._loaded_but) if not item.settled]
