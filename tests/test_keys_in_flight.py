@@ -38,3 +38,7 @@ def test_keys_in_flight_agree_with_a_set_as_chunks_come_and_go() -> None:
         keys.remove(chunk)
     assert keys.count == 0
     assert not keys.overlaps(list(reference))
+    keys.remove(array("q", [1, 2, 3]))  # keys not on their way: nothing happens
+    keys.add(array("q", [5]))
+    keys.remove(array("q", [5, 6]))
+    assert keys.count == 0

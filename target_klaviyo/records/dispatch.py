@@ -83,12 +83,17 @@ class KeysInFlight:
             buckets[key & mask].append(key)
 
     def remove(self, keys: array[int]) -> None:
-        if not keys:
+        if not keys or not self._buckets:
             return
         buckets, mask = self._buckets, self._mask
+        removed = 0
         for key in keys:
-            buckets[key & mask].remove(key)
-        self.count -= len(keys)
+            try:
+                buckets[key & mask].remove(key)
+            except ValueError:  # not on its way (a set would not mind either)
+                continue
+            removed += 1
+        self.count -= removed
         if not self.count:  # all out: give the arrays back
             self._buckets, self._mask = [], -1
 
