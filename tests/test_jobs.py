@@ -104,7 +104,7 @@ def test_a_cancelled_job_holds_its_records_and_the_next_run_loads_them(
     first.assert_accounted()
     stats = first.stream("customers")
     assert (stats["loaded"], stats["on_hold"]) == (JOB_ROWS, JOB_ROWS)
-    assert "cancelled import job" in first.stderr
+    assert "Klaviyo cancelled profile import job" in first.stderr
 
     second = run_target(config, "", tmp_path)
     assert second.exit_code == 0, second.stderr

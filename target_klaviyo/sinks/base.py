@@ -21,7 +21,7 @@ from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.ledger.store import HeldRecord
 from target_klaviyo.mapping.identity import Rejection
-from target_klaviyo.records.dispatch import Chunk, Dispatcher
+from target_klaviyo.records.dispatch import Chunk, ChunkJobs, Dispatcher
 from target_klaviyo.records.intake import Failure, Intake
 from target_klaviyo.records.item import Item, Mapped
 from target_klaviyo.records.jobs import JobEnd, JobKind
@@ -298,37 +298,57 @@ class KlaviyoSink(BatchSink):
 
     def follow_job(
         self,
+        submitting: ChunkJobs,
         kind: JobKind,
-        job_id: str,
-        attributes: dict[str, Any],
-        records: int,
-        on_end: Callable[[JobEnd], None],
+        data: dict[str, Any],
+        items: list[Item],
+        settle: Callable[[JobRows, dict[str, Any]], None],
     ) -> None:
-        """A job Klaviyo accepted joins the run's other open jobs. The ledger records it until
-        Klaviyo reports its end: a run stopped before then leaves it for the next run to ask
-        about."""
+        """Klaviyo accepted a job of these items (`data`: the job it answered with). Their
+        records wait on disk while the job is followed with the run's other open jobs, and the
+        ledger records it until Klaviyo reports its end (a run stopped before then leaves it
+        for the next run to ask about). When it ends, `settle` gives its rows their outcomes
+        from its final attributes; a job that could not be followed, or that Klaviyo
+        cancelled, holds them. The chunk ends with the last of its jobs."""
+        job_id = str(data["id"])
+        rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
+        submitting.opened(self.dispatch)
         ledger = self.run.ledger
         if ledger is not None:
-            ledger.job_started(job_id, kind.get_operation, self.stream_name, records)
+            ledger.job_started(job_id, kind.get_operation, self.stream_name, rows.count)
+
+        def settle_final(job: JobRows, end: JobEnd) -> None:
+            attributes = end.attributes
+            if attributes is None:
+                job.hold(str(end.failure))
+            elif attributes.get("status") == "cancelled":
+                job.hold(f"Klaviyo cancelled {kind.name} job {job_id}")
+            else:
+                settle(job, attributes)
 
         def ended(end: JobEnd) -> None:
             if ledger is not None and end.attributes is not None:
                 ledger.job_finished(job_id)
-            on_end(end)
+            self.job_ended()
+            job = JobRows(self, job_id, rows)
+            try:
+                settle_final(job, end)
+            except Exception as exc:  # a bug: what has no outcome yet waits on hold
+                self.outcomes.hold(job.unsettled(), f"internal error: {type(exc).__name__}")
+                self.run.fail(exc)
+            finally:
+                if submitting.release():
+                    self.chunk_ended(submitting.chunk)
 
-        self.run.jobs.watch(
-            kind, job_id, attributes.get("created_at"), self.run.settings.job_timeout_s, ended
-        )
+        created_at = (data.get("attributes") or {}).get("created_at")
+        self.run.jobs.watch(kind, job_id, created_at, self.run.settings.job_timeout_s, ended)
 
-    def settle_ended_job(self, rows: SubmittedRows, settle: Callable[[JobRows], None]) -> None:
-        """Give an ended job's rows their outcomes with `settle`. Should it fail midway (a
-        bug), the rows still without an outcome wait on hold, and the run stops."""
-        job = JobRows(self, rows)
-        try:
-            settle(job)
-        except Exception as exc:
-            self.outcomes.hold(job.unsettled(), f"internal error: {type(exc).__name__}")
-            self.run.fail(exc)
+    def job_ended(self) -> None:
+        """One of this sink's jobs ended (its rows get their outcomes next)."""
+
+    def chunk_ended(self, chunk: Chunk) -> None:
+        """Every record of a chunk sent as jobs has its outcome."""
+        self.dispatch.end(chunk)
 
     def record_of(self, item: Item) -> dict[str, Any]:
         """The record of an item, as it was received (rebuilt from its line if need be)."""
@@ -359,8 +379,9 @@ class JobRows:
     once, as one item, and rows loaded wholesale are noted: what has no outcome yet is known
     at any point, and a record is never settled twice."""
 
-    def __init__(self, sink: KlaviyoSink, rows: SubmittedRows) -> None:
+    def __init__(self, sink: KlaviyoSink, job_id: str, rows: SubmittedRows) -> None:
         self.sink = sink
+        self.id = job_id
         self.rows = rows
         self._items: dict[int, Item] = {}
         self._loaded_but: set[int] | None = None  # rows loaded wholesale: all but these

@@ -40,9 +40,8 @@ from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.mapping.values import encode
 from target_klaviyo.records.dispatch import Chunk, ChunkJobs
 from target_klaviyo.records.item import Item, Mapped, Request, mapped
-from target_klaviyo.records.jobs import JobEnd, JobKind
+from target_klaviyo.records.jobs import JobKind
 from target_klaviyo.records.protocol import join_body, row_locator
-from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.records.unchanged import UnchangedFilter
 from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
@@ -182,55 +181,26 @@ class CatalogJobsSink(KlaviyoSink):
         result: ApiResult,
         recover: bool,
     ) -> None:
-        data = (result.body or {}).get("data") or {}
-        job_id = str(data.get("id"))
-        rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
-        submitting.opened(self.dispatch)
         self.slots.opened()
         self.follow_job(
+            submitting,
             JOB_KINDS[(self.OBJECT, action)],
-            job_id,
-            data.get("attributes") or {},
-            rows.count,
-            lambda end: self.job_ended(submitting, action, job_id, rows, end, recover),
+            result.body["data"],
+            items,
+            lambda job, attributes: self.settle_job(submitting, action, job, attributes, recover),
         )
 
-    def job_ended(
-        self,
-        submitting: ChunkJobs,
-        action: str,
-        job_id: str,
-        rows: SubmittedRows,
-        end: JobEnd,
-        recover: bool,
-    ) -> None:
+    def job_ended(self) -> None:
         self.slots.ended()
-        try:
-            self.settle_ended_job(
-                rows, lambda job: self.settle_job(submitting, action, job_id, job, end, recover)
-            )
-        finally:
-            if submitting.release():
-                self.chunk_ended(submitting.chunk)
-
-    def chunk_ended(self, chunk: Chunk) -> None:
-        """Every record of a chunk sent as jobs has its outcome."""
-        self.dispatch.end(chunk)
 
     def settle_job(
         self,
         submitting: ChunkJobs,
         action: str,
-        job_id: str,
         job: JobRows,
-        end: JobEnd,
+        attributes: dict[str, Any],
         recover: bool,
     ) -> None:
-        attributes = end.attributes
-        if attributes is None:
-            return job.hold(str(end.failure))
-        if attributes.get("status") == "cancelled":
-            return job.hold(f"Klaviyo cancelled {action} job {job_id}")
         rows = job.rows
         keys = [key for _, key in self.run.spool.rows(rows)]
         errors = self.row_errors(attributes.get("errors") or [], keys)
@@ -239,7 +209,7 @@ class CatalogJobsSink(KlaviyoSink):
             self.logger.warning(
                 "catalog %s job %s reported %d failed rows; %d were matched to records",
                 action,
-                job_id,
+                job.id,
                 failed,
                 len(errors),
             )
@@ -247,7 +217,7 @@ class CatalogJobsSink(KlaviyoSink):
         self.applied(action, done)
         job.mark_loaded(but=set(errors))
         if not errors:
-            return None
+            return
         items = job.items(remap=True, only=errors)
         failed_rows = sorted(errors)
         self.settle_errors(
@@ -256,7 +226,7 @@ class CatalogJobsSink(KlaviyoSink):
             [(items[n], errors[row]) for n, row in enumerate(failed_rows)],
             recover,
         )
-        return None
+        return
 
     def applied(self, action: str, keys: list[str]) -> None:
         """Klaviyo created, updated or deleted the entries of these keys."""

@@ -19,9 +19,8 @@ from target_klaviyo.mapping.profile import ProfileMapper, cleared_fields
 from target_klaviyo.mapping.values import decode, encode
 from target_klaviyo.records.dispatch import Chunk, ChunkJobs
 from target_klaviyo.records.item import Item, Mapped, Request, mapped
-from target_klaviyo.records.jobs import PROFILE_IMPORT, JobEnd
+from target_klaviyo.records.jobs import PROFILE_IMPORT
 from target_klaviyo.records.protocol import join_body, row_locator
-from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
 # The pointer of a bad row names its index (a 400 of profile-bulk-import-jobs).
@@ -94,35 +93,17 @@ class ProfileUpsertSink(KlaviyoSink):
     def job_accepted(self, submitting: ChunkJobs, items: list[Item], result: ApiResult) -> None:
         """Klaviyo accepted an import job of these items: it is followed with the run's other
         open jobs, and the items' records wait on disk until it ends."""
-        data = result.body["data"]
-        job_id = str(data["id"])
-        rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
-        submitting.opened(self.dispatch)
         self.follow_job(
+            submitting,
             PROFILE_IMPORT,
-            job_id,
-            data.get("attributes") or {},
-            rows.count,
-            lambda end: self.job_ended(submitting, job_id, rows, end),
+            result.body["data"],
+            items,
+            self.settle_job,
         )
 
-    def job_ended(
-        self, submitting: ChunkJobs, job_id: str, rows: SubmittedRows, end: JobEnd
-    ) -> None:
-        """Give every row of an ended job its outcome, then let its chunk end."""
-        try:
-            self.settle_ended_job(rows, lambda job: self.settle_job(job_id, job, end))
-        finally:
-            if submitting.release():
-                self.dispatch.end(submitting.chunk)
-
-    def settle_job(self, job_id: str, job: JobRows, end: JobEnd) -> None:
+    def settle_job(self, job: JobRows, attributes: dict[str, Any]) -> None:
+        """Give every row of an ended import job its outcome."""
         outcomes = self.outcomes
-        attributes = end.attributes
-        if attributes is None:
-            return job.hold(str(end.failure))
-        if attributes.get("status") == "cancelled":
-            return job.hold(f"Klaviyo cancelled import job {job_id}")
         failed = int(attributes.get("failed_count") or 0)
         clears = set(job.rows.clears)
         if not failed:
@@ -131,7 +112,7 @@ class ProfileUpsertSink(KlaviyoSink):
                 self.clear_nulls(job.items(remap=True, only=clears))
             return None
         items = job.items(remap=True)
-        errors = self.import_errors(job_id, items)
+        errors = self.import_errors(job.id, items)
         if isinstance(errors, ApiResult):
             # The job ran but its errors could not be read: resending is safe (upsert).
             return outcomes.hold(items, errors.describe())
@@ -143,7 +124,7 @@ class ProfileUpsertSink(KlaviyoSink):
         if failed != len(errors):
             self.logger.warning(
                 "import job %s reported %d failed rows; %d were matched to records",
-                job_id,
+                job.id,
                 failed,
                 len(errors),
             )

@@ -34,9 +34,8 @@ from target_klaviyo.mapping.profile import standard_columns
 from target_klaviyo.mapping.values import encode, encoded_size
 from target_klaviyo.records.dispatch import Chunk, ChunkJobs
 from target_klaviyo.records.item import Item, Mapped, Request, mapped
-from target_klaviyo.records.jobs import JobEnd, JobKind, parse_time
+from target_klaviyo.records.jobs import JobKind, parse_time
 from target_klaviyo.records.protocol import row_locator
-from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
 # The pointer of a bad row names its index.
@@ -124,37 +123,11 @@ class SuppressionSink(KlaviyoSink):
                 self.logger.warning("%s: accepted without a job to follow", self.OPERATION)
             self.outcomes.mark_loaded(items)
             return
-        job_id = str(data["id"])
-        attributes = data.get("attributes") or {}
         for item in items:
             item.payload = None  # Klaviyo has it; the spool keeps the record, not a payload
-        rows = self.run.spool.write(items, unchanged=self.unchanged.enabled)
-        submitting.opened(self.dispatch)
-        self.follow_job(
-            self.JOB_KIND,
-            job_id,
-            attributes,
-            rows.count,
-            lambda end: self.job_ended(submitting, job_id, rows, end),
-        )
+        self.follow_job(submitting, self.JOB_KIND, data, items, self.settle_job)
 
-    def job_ended(
-        self, submitting: ChunkJobs, job_id: str, rows: SubmittedRows, end: JobEnd
-    ) -> None:
-        try:
-            self.settle_ended_job(rows, lambda job: self.settle_job(job_id, job, end))
-        finally:
-            if submitting.release():
-                self.dispatch.end(submitting.chunk)
-
-    def settle_job(self, job_id: str, job: JobRows, end: JobEnd) -> None:
-        attributes = end.attributes
-        if attributes is None:
-            job.hold(str(end.failure))
-            return
-        if attributes.get("status") == "cancelled":
-            job.hold(f"Klaviyo cancelled {self.JOB_KIND.name} job")
-            return
+    def settle_job(self, job: JobRows, attributes: dict[str, Any]) -> None:
         skipped = int(attributes.get("skipped_count") or 0)
         if not skipped and not self.READS_BACK:
             job.mark_loaded()
@@ -187,7 +160,7 @@ class SuppressionSink(KlaviyoSink):
             self.logger.info(
                 "%s job %s skipped %d emails; %d were told apart by their profiles",
                 self.JOB_KIND.name,
-                job_id,
+                job.id,
                 skipped,
                 sum(reasons.values()),
             )
