@@ -129,11 +129,20 @@ def email_error(value: str) -> str | None:
     return None
 
 
+# "+1" and a national number that does not start with 0 or 1: a North American number.
+NANP_E164 = re.compile(r"\+1[2-9]\d{9}")
+
+
 # Bulk jobs check each number when the request comes and again when its row is applied, up to
 # a million rows later.
 @functools.lru_cache(maxsize=1 << 20)
 def check_phone(value: str) -> PhoneCheck:
     """E.164 shape and libphonenumber validity (Klaviyo: profile identifiers)."""
+    if NANP_E164.fullmatch(value):
+        region = nanp_exchange_region(value[2:9])
+        if region is None:
+            return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
+        return PhoneCheck(True, region)
     if not E164.match(value):
         return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
     try:
@@ -146,6 +155,19 @@ def check_phone(value: str) -> PhoneCheck:
     if region is None or not phonenumbers.is_valid_number_for_region(parsed, region):
         return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
     return PhoneCheck(True, region)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def nanp_exchange_region(first_seven: str) -> str | None:
+    """The region of a valid North American number, None for an invalid one, from the first
+    seven digits of its national number: libphonenumber's patterns for country code 1 decide
+    both by the area code and exchange and accept any line number, so one parse serves the
+    1,000 numbers of an exchange (bulk imports bring 10,000 numbers a job)."""
+    number = phonenumbers.PhoneNumber(country_code=1, national_number=int(first_seven + "000"))
+    region = phonenumbers.region_code_for_number(number)
+    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
+        return None
+    return str(region)
 
 
 UNSUPPORTED_REGION = "Phone number is valid but is not in a supported region for this account."

@@ -1,0 +1,67 @@
+"""North American numbers are judged by their exchange: the target (normalising) and the
+emulator (checking) both answer for country code 1 from the first seven national digits, which
+holds only while libphonenumber's patterns for +1 accept any line number. These tests compare
+both with libphonenumber's full answer across every area code, so a metadata release that
+breaks the rule fails here rather than in a customer's load."""
+
+from __future__ import annotations
+
+import random
+
+import phonenumbers
+import pytest
+
+from target_klaviyo.mapping.identity import Rejection, normalise_phone
+from tests.emulator.rules import check_phone
+
+
+def _sample() -> list[str]:
+    """Every area code, with common and random exchanges, each with several line numbers."""
+    rng = random.Random(20261206)
+    numbers = []
+    for area in range(200, 1000):
+        for exchange in (200, 555, 911, rng.randrange(100, 1000), rng.randrange(100, 1000)):
+            for line in (0, 1234, rng.randrange(10_000)):
+                numbers.append(f"+1{area}{exchange:03d}{line:04d}")
+    return numbers
+
+
+def _full(value: str) -> tuple[bool, str | None]:
+    parsed = phonenumbers.parse(value, None)
+    region = phonenumbers.region_code_for_number(parsed)
+    valid = phonenumbers.is_valid_number(parsed)
+    return valid, region if valid else None
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[tuple[str, bool, str | None]]:
+    return [(value, *_full(value)) for value in _sample()]
+
+
+def test_emulator_checks_north_american_numbers_as_libphonenumber_does(
+    sample: list[tuple[str, bool, str | None]],
+) -> None:
+    check_phone.cache_clear()
+    differ = [
+        (value, valid, region)
+        for value, valid, region in sample
+        if (check_phone(value).ok, check_phone(value).region) != (valid, region)
+    ]
+    assert sum(valid for _, valid, _ in sample) > len(sample) // 4  # the sample has both kinds
+    assert differ == []
+
+
+def test_target_normalises_north_american_numbers_as_libphonenumber_does(
+    sample: list[tuple[str, bool, str | None]],
+) -> None:
+    differ = []
+    for value, valid, _ in sample:
+        written = f"({value[2:5]}) {value[5:8]}-{value[8:]}"  # as a warehouse writes it
+        for text, region in ((value, None), (written, "US")):
+            try:
+                result: str | None = normalise_phone(text, region)
+            except Rejection:
+                result = None
+            if result != (value if valid else None):
+                differ.append((text, region, valid, result))
+    assert differ == []
