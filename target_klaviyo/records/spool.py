@@ -53,17 +53,24 @@ class Spool:
         item's payload, when it has one, marks a row with fields to clear afterwards."""
         lines = [_line(item.source) for item in items]
         keys = [item.key for item in items]
-        text = ("".join(lines) + "".join(keys)).encode()
-        parts = [text, array("I", map(len, lines)).tobytes(), array("I", map(len, keys)).tobytes()]
+        # Written part by part: a job's lines are several MB, and each join of the whole
+        # would copy them once more.
+        parts = [
+            "".join(lines).encode(),
+            "".join(keys).encode(),
+            array("I", map(len, lines)).tobytes(),
+            array("I", map(len, keys)).tobytes(),
+        ]
         if unchanged:
             parts.append(array("q", [item.sent or 0 for item in items]).tobytes())
             parts.append(array("q", [item.digest or 0 for item in items]).tobytes())
-        data = b"".join(parts)
         with self._lock:
-            self._file.seek(self._end)
-            self._file.write(data)
-            offset, self._end = self._end, self._end + len(data)
-        rows = SubmittedRows(offset, len(text), len(items), unchanged)
+            offset = self._end
+            self._file.seek(offset)
+            for part in parts:
+                self._file.write(part)
+            self._end = offset + sum(map(len, parts))
+        rows = SubmittedRows(offset, len(parts[0]) + len(parts[1]), len(items), unchanged)
         for row, item in enumerate(items):
             if item.held is not None:
                 rows.held[row] = item.held

@@ -1,0 +1,35 @@
+"""The spool: an open job's records wait on disk and come back exactly as they were read."""
+
+from __future__ import annotations
+
+from target_klaviyo.records.item import Item
+from target_klaviyo.records.spool import Spool
+
+
+def _item(seq: int) -> Item:
+    item = Item(
+        seq,
+        f'{{"type": "RECORD", "record": {{"name": "Zoë {seq} ✓"}}}}\n',
+        f"email:jürgen{seq}@example.de",
+        {},
+        None,
+        1,
+        1_000 + seq,
+    )
+    item.sent = -seq
+    return item
+
+
+def test_jobs_records_come_back_from_the_spool_as_they_were_read() -> None:
+    spool = Spool()
+    try:
+        items = [_item(seq) for seq in range(1, 8)]
+        first = spool.write(items[:3], unchanged=True)
+        second = spool.write(items[3:], unchanged=True)
+        assert spool.rows(second) == [(item.source, item.key) for item in items[3:]]
+        assert spool.rows(first) == [(item.source, item.key) for item in items[:3]]
+        sent, digests = spool.hashes(second)
+        assert list(sent) == [-4, -5, -6, -7]
+        assert list(digests) == [1_004, 1_005, 1_006, 1_007]
+    finally:
+        spool.close()
