@@ -12,7 +12,7 @@ import phonenumbers
 import pytest
 
 from target_klaviyo.mapping.identity import Rejection, normalise_phone
-from tests.emulator.rules import check_phone
+from tests.emulator.rules import check_phone, nanp_exchange_region
 
 
 def _sample() -> list[str]:
@@ -41,7 +41,7 @@ def sample() -> list[tuple[str, bool, str | None]]:
 def test_emulator_checks_north_american_numbers_as_libphonenumber_does(
     sample: list[tuple[str, bool, str | None]],
 ) -> None:
-    check_phone.cache_clear()
+    nanp_exchange_region.cache_clear()
     differ = [
         (value, valid, region)
         for value, valid, region in sample

@@ -133,9 +133,6 @@ def email_error(value: str) -> str | None:
 NANP_E164 = re.compile(r"\+1[2-9]\d{9}")
 
 
-# Bulk jobs check each number when the request comes and again when its row is applied, up to
-# a million rows later.
-@functools.lru_cache(maxsize=1 << 20)
 def check_phone(value: str) -> PhoneCheck:
     """E.164 shape and libphonenumber validity (Klaviyo: profile identifiers)."""
     if NANP_E164.fullmatch(value):
@@ -143,6 +140,13 @@ def check_phone(value: str) -> PhoneCheck:
         if region is None:
             return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
         return PhoneCheck(True, region)
+    return _check_parsed(value)
+
+
+# Bulk jobs check each number when the request comes and again when its row is applied, up to
+# a million rows later.
+@functools.lru_cache(maxsize=1 << 20)
+def _check_parsed(value: str) -> PhoneCheck:
     if not E164.match(value):
         return PhoneCheck(False, None, f"'{value}' is not a valid phone number.")
     try:
