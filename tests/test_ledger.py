@@ -431,36 +431,58 @@ def test_a_key_without_write_scope_stops_the_run_and_keeps_the_records(
     assert len(emulator_profiles(emulator)) == 25
 
 
+def _listen_while_requests_fail(
+    emulator: Any,
+    tmp_path: Path,
+    streams: dict[str, Any],
+    rows: list[dict[str, Any]],
+    failure: Any,
+) -> Any:
+    """A run whose requests go through `failure(operation)` first (an exception it returns
+    is raised in the request's place); the run stops with that exception. Its stats."""
+    import io
+
+    from target_klaviyo.target import TargetKlaviyo
+
+    target = TargetKlaviyo(config=base_config(emulator, tmp_path / "state", streams))
+    real_request = target.run.client.request
+    raised: list[BaseException] = []
+
+    def request(operation: str, **kwargs: Any) -> Any:
+        error = failure(operation)
+        if error is not None:
+            raised.append(error)
+            raise error
+        return real_request(operation, **kwargs)
+
+    target.run.client.request = request  # type: ignore[method-assign]
+    text = singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, rows, ["id"]))
+    with pytest.raises(BaseException) as stopped:
+        target.listen(io.StringIO(text))
+    assert raised and stopped.value is raised[0]
+    target.lifecycle.finish()
+    return target.run.stats.snapshot()["customers"]
+
+
 def test_an_error_after_some_outcomes_holds_only_the_rest(emulator: Any, tmp_path: Path) -> None:
     """Each record gets exactly one outcome even when a request fails half-way through a
     chunk: here the first import names a bad row (rejected), then the resend meets a key
     that lost its write scope. The bad row stays rejected; only the others go on hold."""
-    import io
-
     from target_klaviyo.klaviyo.client import KlaviyoAuthError
-    from target_klaviyo.target import TargetKlaviyo
 
     rows = customers(12)
     rows[4]["email"] = "someone@example.c0m"  # our check passes it; Klaviyo refuses it
-    config = base_config(emulator, tmp_path / "state", STREAMS)
-    target = TargetKlaviyo(config=config)
-    real_request = target.run.client.request
     imports = []
 
-    def request(operation: str, **kwargs: Any) -> Any:
+    def failure(operation: str) -> BaseException | None:
         if operation == "bulk_import_profiles":
             imports.append(operation)
             if len(imports) == 2:
-                raise KlaviyoAuthError("the private API key lacks a scope (403)")
-        return real_request(operation, **kwargs)
+                return KlaviyoAuthError("the private API key lacks a scope (403)")
+        return None
 
-    target.run.client.request = request  # type: ignore[method-assign]
     emulator.expect_violations(1)
-    text = singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, rows, ["id"]))
-    with pytest.raises(KlaviyoAuthError):
-        target.listen(io.StringIO(text))
-    target.lifecycle.finish()
-    stats = target.run.stats.snapshot()["customers"]
+    stats = _listen_while_requests_fail(emulator, tmp_path, STREAMS, rows, failure)
     assert (stats.read, stats.rejected, stats.on_hold, stats.loaded) == (12, 1, 11, 0)
     assert held_rows(tmp_path / "state") == 11
 
@@ -471,29 +493,15 @@ def test_an_internal_error_while_settling_a_job_holds_only_rows_without_an_outco
     """A bug met while an import job's rows get their outcomes (here: clearing the fields
     three records sent as null, after the bulk import loaded the other five) stops the run
     with the three on hold; the five stay loaded, counted once."""
-    import io
-
-    from target_klaviyo.target import TargetKlaviyo
-
     rows = customers(8)
     for row in rows[2:5]:
         row["first_name"] = None
     streams = {"customers": {**STREAMS["customers"], "nulls": "unset"}}
-    config = base_config(emulator, tmp_path / "state", streams)
-    target = TargetKlaviyo(config=config)
-    real_request = target.run.client.request
 
-    def request(operation: str, **kwargs: Any) -> Any:
-        if operation == "create_or_update_profile":
-            raise RuntimeError("a bug")
-        return real_request(operation, **kwargs)
+    def failure(operation: str) -> BaseException | None:
+        return RuntimeError("a bug") if operation == "create_or_update_profile" else None
 
-    target.run.client.request = request  # type: ignore[method-assign]
-    text = singer_lines(stream_messages("customers", CUSTOMER_SCHEMA, rows, ["id"]))
-    with pytest.raises(RuntimeError):
-        target.listen(io.StringIO(text))
-    target.lifecycle.finish()
-    stats = target.run.stats.snapshot()["customers"]
+    stats = _listen_while_requests_fail(emulator, tmp_path, streams, rows, failure)
     assert (stats.read, stats.loaded, stats.on_hold, stats.rejected) == (8, 5, 3, 0)
     assert held_rows(tmp_path / "state") == 3
 
