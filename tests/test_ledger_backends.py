@@ -140,6 +140,31 @@ def test_skip_unchanged_hashes_are_found_again_pending_or_stored(place: LedgerPl
         ledger.close()
 
 
+def test_skip_unchanged_a_key_sent_again_in_one_run_keeps_its_latest_digest(
+    place: LedgerPlace,
+) -> None:
+    """Several hashes of one key wait together: the latest counts, before and after they are
+    written, and a key forgotten while waiting (its record rejected) is not skipped unless
+    it was accepted again since."""
+    ledger = place.open()
+    try:
+        ledger.remember_sent([(1, 10), (2, 20), (3, 30)])
+        ledger.remember_sent([(1, 11), (2, 21)])
+        ledger.forget_sent([2, 3])
+        ledger.remember_sent([(3, 31)])
+        for _ in ("waiting", "written"):
+            assert ledger.unchanged([(1, 10), (2, 20), (3, 30)]) == set()
+            assert ledger.unchanged([(1, 11), (2, 21), (3, 31)]) == {1, 3}
+            ledger.flush_sent()
+    finally:
+        ledger.close()
+    ledger = place.open()
+    try:
+        assert ledger.unchanged([(1, 11), (2, 21), (3, 31)]) == {1, 3}
+    finally:
+        ledger.close()
+
+
 def test_mirror_membership_pages_in_byte_order(place: LedgerPlace) -> None:
     ledger = place.open()
     try:

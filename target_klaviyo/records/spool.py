@@ -19,6 +19,8 @@ from target_klaviyo.ledger.store import HeldRecord
 from target_klaviyo.mapping.values import encode, to_json
 from target_klaviyo.records.item import Item
 
+SLICE_ROWS = 1_000  # rows whose text is encoded and written at a time
+
 
 @dataclass(eq=False, slots=True)
 class SubmittedRows:
@@ -53,24 +55,24 @@ class Spool:
         item's payload, when it has one, marks a row with fields to clear afterwards."""
         lines = [_line(item.source) for item in items]
         keys = [item.key for item in items]
-        # Written part by part: a job's lines are several MB, and each join of the whole
-        # would copy them once more.
-        parts = [
-            "".join(lines).encode(),
-            "".join(keys).encode(),
-            array("I", map(len, lines)).tobytes(),
-            array("I", map(len, keys)).tobytes(),
-        ]
+        tail = [array("I", map(len, lines)).tobytes(), array("I", map(len, keys)).tobytes()]
         if unchanged:
-            parts.append(array("q", [item.sent or 0 for item in items]).tobytes())
-            parts.append(array("q", [item.digest or 0 for item in items]).tobytes())
+            tail.append(array("q", [item.sent or 0 for item in items]).tobytes())
+            tail.append(array("q", [item.digest or 0 for item in items]).tobytes())
         with self._lock:
             offset = self._end
             self._file.seek(offset)
-            for part in parts:
+            # Encoded a slice at a time: a job's lines are several MB, and request threads
+            # spool at the same time as the reader fills the next requests.
+            text_size = 0
+            for texts in (lines, keys):
+                for start in range(0, len(texts), SLICE_ROWS):
+                    text = "".join(texts[start : start + SLICE_ROWS]).encode()
+                    text_size += self._file.write(text)
+            for part in tail:
                 self._file.write(part)
-            self._end = offset + sum(map(len, parts))
-        rows = SubmittedRows(offset, len(parts[0]) + len(parts[1]), len(items), unchanged)
+            self._end = offset + text_size + sum(map(len, tail))
+        rows = SubmittedRows(offset, text_size, len(items), unchanged)
         for row, item in enumerate(items):
             if item.held is not None:
                 rows.held[row] = item.held
