@@ -100,6 +100,14 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def _interleaved(keys: Sequence[int], digests: Sequence[int]) -> list[int]:
+    """key, digest, key, digest, ..."""
+    values: list[int] = [0] * (2 * len(keys))
+    values[0::2] = keys
+    values[1::2] = digests
+    return values
+
+
 @functools.lru_cache(maxsize=8)
 def _sent_insert(rows: int) -> str:
     """One statement writing `rows` skip_unchanged hashes."""
@@ -216,20 +224,23 @@ class SqliteBackend(Backend):
         return found
 
     def put_hashes(self, keys: Sequence[int], digests: Sequence[int]) -> None:
-        # key, digest, key, digest, ... built by slices (C loops, no tuple per row).
-        values: list[int] = [0] * (2 * len(keys))
-        values[0::2] = keys
-        values[1::2] = digests
         # Many rows per statement: binding and stepping one statement per row is most of
-        # the cost of writing them.
-        step = _SENT_ROWS_PER_INSERT * 2
-        full = len(values) - len(values) % step
+        # the cost of writing them. Each statement's values (key, digest, key, digest, ...)
+        # are built by slices (C loops, no tuple per row) as it is bound: a batch is 100,000
+        # rows.
+        step = _SENT_ROWS_PER_INSERT
+        full = len(keys) - len(keys) % step
         self._db.executemany(
-            _sent_insert(_SENT_ROWS_PER_INSERT),
-            (values[start : start + step] for start in range(0, full, step)),
+            _sent_insert(step),
+            (
+                _interleaved(keys[start : start + step], digests[start : start + step])
+                for start in range(0, full, step)
+            ),
         )
-        if full < len(values):
-            self._db.execute(_sent_insert((len(values) - full) // 2), values[full:])
+        if full < len(keys):
+            self._db.execute(
+                _sent_insert(len(keys) - full), _interleaved(keys[full:], digests[full:])
+            )
 
     def lock_stream(self, account: str, stream: str, timeout_s: float) -> StreamLock:
         locks = self._locks
