@@ -28,11 +28,9 @@ import os
 import secrets
 import threading
 import time
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from itertools import compress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,13 +160,9 @@ class Ledger:
             else SqliteBackend.open(self.state_dir, read_only=read_only)
         )
         self._lock = threading.Lock()
-        # skip_unchanged hashes wait here, row by row in arrays (17 bytes a row, where a dict
-        # takes 100): a key, its digest, and whether the row forgets the key instead. They are
-        # written in sorted batches: one insert at a time would touch a random page of the
-        # table each.
-        self._sent_keys: array[int] = array("q")
-        self._sent_digests: array[int] = array("q")
-        self._sent_forgets: array[int] = array("b")
+        # skip_unchanged hashes wait here and are written in sorted batches: one insert at a
+        # time would touch a random page of the table each.
+        self._sent_pending: dict[int, int] = {}
         self._rejects_pending: list[tuple[str, str, str | None, str, str, datetime]] = []
         self._closed = False
         self._stream_locks: list[StreamLock] = []  # released by close, if not before
@@ -369,18 +363,14 @@ class Ledger:
         wanted = dict(pairs)
         same: set[int] = set()
         with self._lock:
-            keys = self._sent_keys
-            # The asked keys that wait in memory (few, if any): found by one scan in C.
-            waiting = wanted.keys() & keys if keys else set()
-            if waiting:
-                # Each one's latest row: dict() keeps a key's last.
-                kept = zip(self._sent_digests, self._sent_forgets, strict=True)
-                rows = zip(keys, kept, strict=True)
-                latest = dict(compress(rows, map(waiting.__contains__, keys)))
-                for key, (digest, forgets) in latest.items():
-                    if not forgets and digest == wanted[key]:
+            pending = self._sent_pending
+            asked = []
+            for key, digest in wanted.items():
+                if key in pending:
+                    if pending[key] == digest:
                         same.add(key)
-        asked = [key for key in wanted if key not in waiting]
+                else:
+                    asked.append(key)
         if asked:
             with self._lock:
                 found = self._db.lookup_hashes(asked)
@@ -394,35 +384,28 @@ class Ledger:
         loses at most the latest, which are then sent again once — never skipped wrongly."""
         if self.read_only:
             return
-        pairs = list(pairs)
         with self._lock:
-            self._sent_keys.extend(map(_first, pairs))
-            self._sent_digests.extend(map(_second, pairs))
-            self._sent_forgets.extend(bytes(len(pairs)))
-            full = len(self._sent_keys) >= self.SENT_BATCH
+            self._sent_pending.update(pairs)
+            full = len(self._sent_pending) >= self.SENT_BATCH
         if full:
             self.flush_sent()
 
     def flush_sent(self) -> None:
         """Write the skip_unchanged hashes that wait in memory."""
         with self._lock:
-            if not self._sent_keys or self.read_only:
+            if not self._sent_pending or self.read_only:
                 return
-            keys, digests = _latest_rows(self._sent_keys, self._sent_digests, self._sent_forgets)
-            self._sent_keys, self._sent_digests = array("q"), array("q")
-            self._sent_forgets = array("b")
-            if keys:
-                with self._db.transaction():
-                    self._db.put_hashes(keys, digests)
+            pending, self._sent_pending = self._sent_pending, {}
+            keys = sorted(pending)
+            digests = operator.itemgetter(*keys)(pending)  # one key: the digest alone
+            with self._db.transaction():
+                self._db.put_hashes(keys, digests if len(keys) > 1 else [digests])
 
     def forget_sent(self, keys: Iterable[int]) -> None:
         keys = list(keys)
         with self._lock:
-            # A row that forgets the key: if the key waits in memory, the batch written
-            # leaves it out.
-            self._sent_keys.extend(keys)
-            self._sent_digests.extend(bytes(len(keys)))
-            self._sent_forgets.extend(b"\x01" * len(keys))
+            for key in keys:
+                self._sent_pending.pop(key, None)
         self._delete_in("sent_hashes", "", (), "key", keys, "int8")
 
     # -- list membership for mirror -------------------------------------------------------
@@ -646,30 +629,3 @@ def open_ledger(
         )
     backend = PostgresBackend.open(url, schema, read_only=read_only)
     return Ledger(state_dir, read_only=read_only, backend=backend)
-
-
-_first = operator.itemgetter(0)
-_second = operator.itemgetter(1)
-
-
-def _latest_rows(
-    keys: array[int], digests: array[int], forgets: array[int]
-) -> tuple[array[int], array[int]]:
-    """One row per key, its latest, in key order; keys whose latest row forgets them left
-    out."""
-    # A stable sort keeps one key's rows in the order they came: walking it backwards, a
-    # key's first row is its latest.
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    out_keys, out_digests = array("q"), array("q")
-    last = None
-    for index in reversed(order):
-        key = keys[index]
-        if key == last:
-            continue
-        last = key
-        if not forgets[index]:
-            out_keys.append(key)
-            out_digests.append(digests[index])
-    out_keys.reverse()
-    out_digests.reverse()
-    return out_keys, out_digests
