@@ -15,6 +15,7 @@ are accounted for.
 from __future__ import annotations
 
 import itertools
+import struct
 import threading
 from array import array
 from collections.abc import Callable, Iterable
@@ -40,18 +41,23 @@ MAX_QUEUED_RECORDS = 40_000
 NO_KEYS: array[int] = array("q")
 
 
+# A key hash as a bucket of KeysInFlight holds it: its 8 bytes.
+_packed = struct.Struct("=q").pack
+
+
 class KeysInFlight:
-    """The key hashes of the records on their way, about 10 bytes a key (a set of ints takes
+    """The key hashes of the records on their way, 11 to 17 bytes a key (a set of ints takes
     70): a full sync keeps every open job's keys here, a million of them for minutes. Hashes
-    are spread over arrays by their low bits, so a lookup scans a few entries in C; there are
-    more arrays as more keys wait (16 keys an array at most, up to 2**18 arrays)."""
+    are spread over buckets by their low bits; a bucket is the 8 bytes of each of its keys,
+    end to end (`bytes`: no object a key, no spare room), so a lookup is one search in C.
+    There are more buckets as more keys wait (16 keys a bucket at most, up to 2**18)."""
 
     MIN_BUCKETS = 1 << 10
     MAX_BUCKETS = 1 << 18
     KEYS_PER_BUCKET = 16
 
     def __init__(self) -> None:
-        self._buckets: list[array[int]] = []
+        self._buckets: list[bytes] = []
         self._mask = -1
         self.count = 0
 
@@ -59,8 +65,10 @@ class KeysInFlight:
         if not self.count:
             return False
         buckets, mask = self._buckets, self._mask
-        for key in keys:  # noqa: SIM110 - a loop runs faster than any() over a generator
-            if key in buckets[key & mask]:
+        for key in keys:
+            bucket = buckets[key & mask]
+            # `in` first, in C: _find only confirms the (rare) match starts at a key.
+            if bucket and _packed(key) in bucket and _find(bucket, _packed(key)) >= 0:
                 return True
         return False
 
@@ -70,17 +78,17 @@ class KeysInFlight:
         if count > self.KEYS_PER_BUCKET * size and size < self.MAX_BUCKETS:
             while count > self.KEYS_PER_BUCKET * size and size < self.MAX_BUCKETS:
                 size = max(self.MIN_BUCKETS, 4 * size)
-            old, self._buckets, self._mask = self._buckets, [], size - 1
-            self._buckets = [array("q") for _ in range(size)]
+            old, self._buckets, self._mask = self._buckets, [b""] * size, size - 1
             for bucket in old:
-                self._insert(bucket)
+                if bucket:
+                    self._insert(array("q", bucket))
         self._insert(keys)
         self.count = count
 
     def _insert(self, keys: array[int]) -> None:
         buckets, mask = self._buckets, self._mask
         for key in keys:
-            buckets[key & mask].append(key)
+            buckets[key & mask] += _packed(key)
 
     def remove(self, keys: array[int]) -> None:
         if not keys or not self._buckets:
@@ -88,14 +96,24 @@ class KeysInFlight:
         buckets, mask = self._buckets, self._mask
         removed = 0
         for key in keys:
-            try:
-                buckets[key & mask].remove(key)
-            except ValueError:  # not on its way (a set would not mind either)
+            index = key & mask
+            bucket = buckets[index]
+            at = _find(bucket, _packed(key))
+            if at < 0:  # not on its way (a set would not mind either)
                 continue
+            buckets[index] = bucket[:at] + bucket[at + 8 :]
             removed += 1
         self.count -= removed
-        if not self.count:  # all out: give the arrays back
+        if not self.count:  # all out: give the buckets back
             self._buckets, self._mask = [], -1
+
+
+def _find(bucket: bytes, packed: bytes) -> int:
+    """Where a key's 8 bytes are in a bucket, or -1: a match must start where a key does."""
+    at = bucket.find(packed)
+    while at > 0 and at % 8:
+        at = bucket.find(packed, at + 1)
+    return at
 
 
 @dataclass(eq=False, slots=True)
