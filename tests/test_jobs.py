@@ -142,3 +142,25 @@ def test_a_job_without_progress_is_asked_again_when_jobs_of_its_kind_end() -> No
     assert job.next_poll == 100.0 + 20.0 + POLL_MIN_S  # just after it would end
     job.saw({"status": "processing"}, now=121.0, typical_s=20.0)
     assert job.next_poll == 121.0 + 1.0  # overdue: a twentieth of its length
+
+
+@pytest.mark.emulator(job_latency_s=1.0)
+def test_a_profile_changed_and_changed_back_in_one_run_ends_as_its_last_row(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """skip_unchanged: a row equal to what the last run sent is not skipped while an earlier
+    row of the same profile, different, is still on its way (it would land last)."""
+    config = base_config(emulator, tmp_path / "state", STREAMS)
+    run_checked(
+        emulator,
+        config,
+        stream_messages("customers", SCHEMA, customers(JOB_ROWS), ["id"]),
+        tmp_path,
+    )
+    rows = [
+        *customers(JOB_ROWS, plan="gold"),
+        {"id": 0, "email": "person0@example.com", "plan": "basic"},
+    ]
+    run_checked(emulator, config, stream_messages("customers", SCHEMA, rows, ["id"]), tmp_path)
+    (profile,) = [p for p in emulator.dump()["profiles"] if p["attributes"]["external_id"] == "0"]
+    assert profile["properties"]["plan"] == "basic"

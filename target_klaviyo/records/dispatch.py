@@ -8,8 +8,9 @@ on disk (`spool.py`), not in memory, and the request thread is free for the next
 Reading waits only where it must: when the stream's request threads already hold
 `MAX_QUEUED_RECORDS` records (memory), when the stream has `max_open_jobs` jobs open or on their
 way, and when a chunk holds a key still on its way in an earlier request or job (Klaviyo
-applies one key's writes in input order). The STATE gate asks how far the stream's records
-are accounted for.
+applies one key's writes in input order, and whether a record is unchanged is known only once
+its key's earlier write has ended). The STATE gate asks how far the stream's records are
+accounted for.
 """
 
 from __future__ import annotations
@@ -196,15 +197,26 @@ class Dispatcher:
         items, token = self._take_chunk()
         if not items:
             return
-        items = self._prepare(items)
-        if not items:
-            self._end(token, 0, NO_KEYS, job=False)
-            return
         # 8 bytes a key (an open job holds 10,000 of them for minutes).
         keys = array("q", [hash(item.key) for item in items] if self.ordered else ())
+        if keys:
+            # A key still on its way waits first: what that write ends as (remembered when
+            # it ends) decides whether this one is unchanged.
+            with self._lock:
+                while self._inflight_keys.overlaps(keys):
+                    self._lock.wait(timeout=1.0)
+                    self._run.raise_if_failed()
+        prepared = self._prepare(items)
+        if not prepared:
+            self._end(token, 0, NO_KEYS, job=False)
+            return
+        if prepared is not items:  # some were settled (superseded or unchanged)
+            keys = array("q", [hash(item.key) for item in prepared] if self.ordered else ())
+        items = prepared
         chunk = Chunk(token, items, keys, len(items))
         with self._lock:
-            while self._no_room_for(len(items), keys):
+            # Only this thread adds keys: none of these is on its way since the wait above.
+            while self._no_room_for(len(items)):
                 self._lock.wait(timeout=1.0)
                 self._run.raise_if_failed()
             # One chunk's keys are distinct (the sink's prepare), and a chunk waits above while
@@ -223,24 +235,20 @@ class Dispatcher:
         self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
         return items, token
 
-    def _no_room_for(self, records: int, keys: Iterable[int]) -> bool:
+    def _no_room_for(self, records: int) -> bool:
         """Whether a chunk must wait for requests or jobs in flight (holding the lock)."""
-        return (
-            bool(self._futures and self._records_queued + records > MAX_QUEUED_RECORDS)
-            or (
-                # A chunk on its way opens a job once Klaviyo accepts it: it counts already,
-                # or a fast reader would hand over many chunks before the first job opens.
-                self.max_open_jobs is not None
-                and self.open_jobs + len(self._futures) >= self.max_open_jobs
-            )
-            or self._inflight_keys.overlaps(keys)
+        return bool(self._futures and self._records_queued + records > MAX_QUEUED_RECORDS) or (
+            # A chunk on its way opens a job once Klaviyo accepts it: it counts already,
+            # or a fast reader would hand over many chunks before the first job opens.
+            self.max_open_jobs is not None
+            and self.open_jobs + len(self._futures) >= self.max_open_jobs
         )
 
     def must_wait(self) -> bool:
         """Whether handing over the current chunk would first wait for requests in flight."""
         with self._lock:
             keys = [hash(item.key) for item in self._chunk] if self.ordered else []
-            return self._no_room_for(len(self._chunk), keys)
+            return self._no_room_for(len(self._chunk)) or self._inflight_keys.overlaps(keys)
 
     def hold_unsent(self, reason: str) -> None:
         """The run is stopping: records read but not sent wait on hold."""
