@@ -130,6 +130,33 @@ def test_sigterm_with_jobs_open_holds_them_after_the_grace(emulator: Any, tmp_pa
     assert rerun.stderr.count("was in flight when an earlier run stopped") == 2
 
 
+@pytest.mark.emulator(job_latency_s=60)
+def test_sigterm_while_a_record_waits_for_its_profiles_open_job(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """A record whose profile is in an open job waits for that job to end; stopped then, it
+    goes on hold with the others and the summary adds up."""
+    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=1)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 10_000))
+    # Profile 0 again after a full job's worth: the last request waits for that job.
+    run.write(singer_lines([record_message("customers", {"id": 0, "email": "p0@example.com"})]))
+    run.close_input()
+    wait_for(seen(emulator, "bulk_import_profiles"), "the first import job")
+    time.sleep(1.0)  # the last request is waiting
+
+    run.signal(signal.SIGTERM)
+    code, _, stderr = run.finish()
+
+    assert code == 128 + signal.SIGTERM
+    stop_line(stderr, "SIGTERM")
+    summary = run.summary()
+    assert_adds_up(summary)
+    assert summary["streams"]["customers"]["read"] == 10_001
+    assert summary["streams"]["customers"]["on_hold"] == 10_001, (summary, stderr[-2500:])
+
+
 def test_sigint_while_waiting_on_a_rate_limit(emulator: Any, tmp_path: Path) -> None:
     emulator.add_fault("429", operation="bulk_create_events", count=None, retry_after=120)
     config = base_config(emulator, tmp_path / "state", STREAMS)

@@ -199,26 +199,28 @@ class Dispatcher:
             return
         # 8 bytes a key (an open job holds 10,000 of them for minutes).
         keys = array("q", [hash(item.key) for item in items] if self.ordered else ())
-        if keys:
-            # A key still on its way waits first: what that write ends as (remembered when
-            # it ends) decides whether this one is unchanged.
-            with self._lock:
-                while self._inflight_keys.overlaps(keys):
-                    self._lock.wait(timeout=1.0)
-                    self._run.raise_if_failed()
-        prepared = self._prepare(items)
-        if not prepared:
-            self._end(token, 0, NO_KEYS, job=False)
-            return
-        if prepared is not items:  # some were settled (superseded or unchanged)
-            keys = array("q", [hash(item.key) for item in prepared] if self.ordered else ())
-        items = prepared
+        try:
+            if keys:
+                # A key still on its way waits first: what that write ends as (remembered
+                # when it ends) decides whether this one is unchanged.
+                self._wait_while(lambda: self._inflight_keys.overlaps(keys))
+            prepared = self._prepare(items)
+            if not prepared:
+                self._end(token, 0, NO_KEYS, job=False)
+                return
+            if prepared is not items:  # some were settled (superseded or unchanged)
+                keys = array("q", [hash(item.key) for item in prepared] if self.ordered else ())
+            items = prepared
+            # Only this thread adds keys and takes room: what holds now holds below.
+            self._wait_while(lambda: self._no_room_for(len(items)))
+        except BaseException:
+            # Not handed over (the run stops, or failed): back in the current chunk, where a
+            # stopping run puts what it read on hold.
+            self._chunk, self._chunk_token = items, token
+            self._chunk_bytes = sum(item.size + 1 for item in items)
+            raise
         chunk = Chunk(token, items, keys, len(items))
         with self._lock:
-            # Only this thread adds keys: none of these is on its way since the wait above.
-            while self._no_room_for(len(items)):
-                self._lock.wait(timeout=1.0)
-                self._run.raise_if_failed()
             # One chunk's keys are distinct (the sink's prepare), and a chunk waits above while
             # any of its keys is on its way: a key is in at most one chunk in flight.
             self._inflight_keys.add(keys)
@@ -229,6 +231,13 @@ class Dispatcher:
         with self._lock:
             self._futures[future] = len(items)
         future.add_done_callback(self._forget_future)
+
+    def _wait_while(self, blocked: Callable[[], bool]) -> None:
+        """The reading thread waits while `blocked()` (asked holding the lock)."""
+        with self._lock:
+            while blocked():
+                self._lock.wait(timeout=1.0)
+                self._run.raise_if_failed()
 
     def _take_chunk(self) -> tuple[list[Item], int]:
         items, token = self._chunk, self._chunk_token
