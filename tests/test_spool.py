@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 from target_klaviyo.records.item import Item
 from target_klaviyo.records.spool import Spool
 
@@ -31,5 +33,19 @@ def test_jobs_records_come_back_from_the_spool_as_they_were_read() -> None:
         sent, digests = spool.hashes(second)
         assert list(sent) == [-4, -5, -6, -7]
         assert list(digests) == [1_004, 1_005, 1_006, 1_007]
+    finally:
+        spool.close()
+
+
+def test_an_open_jobs_key_hashes_come_back_between_other_jobs_rows() -> None:
+    spool = Spool()
+    try:
+        first = spool.write([_item(1)], unchanged=True)
+        keys = array("q", [-(2**63), -1, 0, 2**63 - 1, hash("email:a@example.com")])
+        where = spool.write_keys(keys)
+        second = spool.write([_item(2)], unchanged=False)
+        assert spool.read_keys(where) == keys
+        assert spool.rows(first) == [(_item(1).source, _item(1).key)]
+        assert spool.rows(second) == [(_item(2).source, _item(2).key)]
     finally:
         spool.close()

@@ -40,6 +40,8 @@ MAX_WORKERS = 16  # request threads per stream
 # request) queues many while its operation waits for its window.
 MAX_QUEUED_RECORDS = 40_000
 NO_KEYS: array[int] = array("q")
+# A job-held chunk with at least this many keys keeps them on disk (`Spool.write_keys`).
+SPOOL_KEYS_FROM = 1_000
 
 
 # A key hash as a bucket of KeysInFlight holds it: its 8 bytes.
@@ -127,6 +129,7 @@ class Chunk:
     count: int
     job: bool = False  # a bulk job holds the records: the chunk ends when the job ends
     ended: bool = False
+    spooled_keys: tuple[int, int] | None = None  # `keys`, on disk while a job holds them
 
 
 class Dispatcher:
@@ -295,8 +298,13 @@ class Dispatcher:
             self.end(chunk)
 
     def job_opened(self, chunk: Chunk) -> None:
-        """A bulk job holds the chunk's records now; `end(chunk)` comes when it ends."""
+        """A bulk job holds the chunk's records now; `end(chunk)` comes when it ends (after
+        the submission: `ChunkJobs`). Its key hashes wait on disk until then: a full sync
+        keeps hundreds of jobs open for minutes."""
         chunk.job = True
+        if len(chunk.keys) >= SPOOL_KEYS_FROM:
+            chunk.spooled_keys = self._run.spool.write_keys(chunk.keys)
+            chunk.keys = NO_KEYS
         with self._lock:
             self.open_jobs += 1
 
@@ -307,7 +315,10 @@ class Dispatcher:
                 return
             chunk.ended = True
             self._live.discard(chunk)
-        self._end(chunk.token, chunk.count, chunk.keys, job=chunk.job)
+        keys = chunk.keys
+        if chunk.spooled_keys is not None:
+            keys = self._run.spool.read_keys(chunk.spooled_keys)
+        self._end(chunk.token, chunk.count, keys, job=chunk.job)
 
     def abandon(self, reason: str) -> int:
         """The run is stopping and its grace is over: records of requests still on their way

@@ -4,8 +4,8 @@ Once Klaviyo accepted a job, its records wait — often minutes — for the job 
 are needed again only if the job reports errors (to map them to rows and reject those) or
 fails (to hold them). So each job's records are written once, as their lines of input, to an
 unnamed temporary file and read back only then. What a success needs per record (the
-skip_unchanged hashes to remember) is written beside them and read back when the job ends:
-memory keeps a few dozen bytes a job, however many jobs are open and however large.
+skip_unchanged hashes to remember) is written beside them and read back when the job ends,
+as are the key hashes that keep one identity's later writes waiting for the job.
 """
 
 from __future__ import annotations
@@ -79,6 +79,21 @@ class Spool:
             if item.payload is not None:  # what the record still needs cleared
                 rows.clears.append(row)
         return rows
+
+    def write_keys(self, keys: array[int]) -> tuple[int, int]:
+        """Spool the key hashes of an open job's records (8 bytes each, needed again only when
+        the job ends): where they are, as (offset, count)."""
+        with self._lock:
+            offset = self._end
+            self._file.seek(offset)
+            self._end = offset + self._file.write(keys.tobytes())
+        return offset, len(keys)
+
+    def read_keys(self, where: tuple[int, int]) -> array[int]:
+        offset, count = where
+        keys = array("q")
+        keys.frombytes(self._read(offset, 8 * count))
+        return keys
 
     def _read(self, offset: int, size: int) -> bytes:
         with self._lock:
