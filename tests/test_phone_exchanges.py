@@ -11,7 +11,7 @@ import random
 import phonenumbers
 import pytest
 
-from target_klaviyo.mapping.identity import Rejection, normalise_phone
+from target_klaviyo.mapping.identity import NanpExchanges, Rejection, normalise_phone
 from tests.emulator.rules import check_phone, nanp_exchange_region
 
 
@@ -65,3 +65,21 @@ def test_target_normalises_north_american_numbers_as_libphonenumber_does(
             if result != (value if valid else None):
                 differ.append((text, region, valid, result))
     assert differ == []
+
+
+def test_each_exchange_keeps_its_own_answer_beside_its_neighbours() -> None:
+    """Four exchanges share a byte of the table: each keeps the answer libphonenumber gives,
+    the first time and every time after."""
+    rng = random.Random(6)
+    prefixes = [f"{p:07d}" for p in range(2_125_550, 2_125_560)]  # neighbours in one byte
+    prefixes += [f"{rng.randrange(10_000_000):07d}" for _ in range(3_000)]
+    exchanges = NanpExchanges()
+
+    def libphonenumber(prefix: str) -> bool:
+        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(prefix) * 1000)
+        return bool(phonenumbers.is_valid_number(number))
+
+    expected = [libphonenumber(prefix) for prefix in prefixes]
+    assert any(expected) and not all(expected)
+    assert [exchanges.valid(prefix) for prefix in prefixes] == expected
+    assert [exchanges.valid(prefix) for prefix in reversed(prefixes)] == expected[::-1]
