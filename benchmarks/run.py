@@ -65,6 +65,7 @@ from benchmarks.workload import (
     EVENTS_PER_REQUEST,
     EVENTS_STREAM,
     PROFILES_PER_JOB,
+    RECORDS_FORMAT,
     Workload,
     catalog_streams,
     config_streams,
@@ -117,6 +118,7 @@ class Bench:
     def input_file(self, name: str, workload: Workload, variant: int = 0) -> Path:
         # Named by its sizes, so that a kept --workdir reuses an input only for the same workload.
         sizes = f"{workload.profiles}-{workload.events}-{workload.members}-v{variant}"
+        sizes += f"-f{RECORDS_FORMAT}"
         path = self.workdir / f"{name}-{sizes}.singer"
         if not path.exists():
             started = time.perf_counter()

@@ -63,6 +63,9 @@ CITIES = ("Boston", "Berlin", "Lagos", "Lima", "Osaka", "Pune", "Oslo", "Austin"
 TIERS = ("bronze", "silver", "gold", "platinum")
 CHANNELS = ("web", "app", "store")
 BLOCK = 500  # records of one stream written together when interleaving
+# Part of an input file's name: a new value when the generated records change, so that a kept
+# --workdir writes new inputs.
+RECORDS_FORMAT = 2
 
 # Klaviyo's batch maxima (the spec's bulk_import_profiles and bulk_create_events).
 PROFILES_PER_JOB = 10_000
@@ -99,11 +102,13 @@ def email(i: int) -> str:
 
 
 def phone(i: int) -> Any:
-    """A unique US number for i < 80,000,000, written in one of several formats."""
+    """A unique US number for i < 80,000,000, written in one of several formats. Exchanges vary
+    from row to row, as in a customers table: 80,000 first seven digits, each a new answer to
+    look up for a target that checks numbers by exchange."""
     area = AREA_CODES[i % len(AREA_CODES)]
     rest = i // len(AREA_CODES)
-    exchange = 200 + (rest // 10_000) % 800
-    line = rest % 10_000
+    exchange = 200 + rest % 800
+    line = (rest // 800 * 7919) % 10_000  # 7919 is prime to 10,000: lines stay unique
     kind = i % 100
     if kind == 99:
         return f"12-{line:04d}"  # invalid: dropped with a warning, the email remains
