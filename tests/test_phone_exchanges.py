@@ -11,7 +11,12 @@ import random
 import phonenumbers
 import pytest
 
-from target_klaviyo.mapping.identity import NanpExchanges, Rejection, normalise_phone
+from target_klaviyo.mapping.identity import (
+    NanpExchanges,
+    Rejection,
+    _region_test,
+    normalise_phone,
+)
 from tests.emulator.rules import check_phone, nanp_exchange_region
 
 
@@ -83,3 +88,23 @@ def test_each_exchange_keeps_its_own_answer_beside_its_neighbours() -> None:
     assert any(expected) and not all(expected)
     assert [exchanges.valid(prefix) for prefix in prefixes] == expected
     assert [exchanges.valid(prefix) for prefix in reversed(prefixes)] == expected[::-1]
+
+
+@pytest.mark.parametrize("region", ["US", "CA", "GB", "DE"])
+def test_a_regions_compiled_patterns_answer_as_libphonenumber(region: str) -> None:
+    valid = _region_test(region)
+    assert valid is not None  # this phonenumbers' metadata is read as expected
+    code = phonenumbers.country_code_for_region(region)
+    rng = random.Random(region)
+    nationals = [str(rng.randrange(10**length)) for length in range(5, 13) for _ in range(400)]
+    nationals += [value[2:] for value in _sample()[::7]]
+    assert 0 < sum(map(valid, nationals)) < len(nationals)  # the sample has both kinds
+    differ = [
+        national
+        for national in nationals
+        if valid(national)
+        != phonenumbers.is_valid_number_for_region(
+            phonenumbers.PhoneNumber(country_code=code, national_number=int(national)), region
+        )
+    ]
+    assert differ == []

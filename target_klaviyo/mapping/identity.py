@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -115,14 +116,67 @@ class NanpExchanges:
         return state == self.VALID
 
 
+# The number types libphonenumber tries, in `_number_type_helper`'s order.
+_NUMBER_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+def _region_test(region: str) -> Callable[[str], bool] | None:
+    """`phonenumbers.is_valid_number_for_region` for one region, on a national number, with
+    the region's patterns compiled once (the library looks each up again per call): a
+    number is valid when it has the region's general form and one of its types' forms.
+    None when the metadata is not as expected (a later phonenumbers): the library decides."""
+    try:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if metadata is None:
+            return None
+        descs = [metadata.general_desc, *(getattr(metadata, name) for name in _NUMBER_TYPES)]
+        tests = [
+            None
+            if desc is None or not desc.national_number_pattern
+            else (frozenset(desc.possible_length), re.compile(desc.national_number_pattern))
+            for desc in descs
+        ]
+    except (AttributeError, TypeError, re.error):
+        return None
+    general, types = tests[0], [test for test in tests[1:] if test is not None]
+    if general is None:
+        return None
+
+    def matches(national: str, lengths: frozenset[int], pattern: re.Pattern[str]) -> bool:
+        # As libphonenumber matches: the first way the pattern matches must take it all.
+        if lengths and len(national) not in lengths:
+            return False
+        found = pattern.match(national)
+        return found is not None and found.end() == len(national)
+
+    def valid(national: str) -> bool:
+        return matches(national, *general) and any(matches(national, *t) for t in types)
+
+    return valid
+
+
+_valid_in_us = _region_test("US")
+
+
 def _nanp_valid(first_seven: int) -> bool:
-    number = phonenumbers.PhoneNumber(country_code=1, national_number=first_seven * 1000)
+    national = first_seven * 1000
     # Valid in the US is valid (the US is the first region libphonenumber tries for +1); only
     # other numbers need the check across every North American region.
-    return bool(
-        phonenumbers.is_valid_number_for_region(number, "US")
-        or phonenumbers.is_valid_number(number)
-    )
+    if _valid_in_us is not None and _valid_in_us(str(national)):
+        return True
+    number = phonenumbers.PhoneNumber(country_code=1, national_number=national)
+    return bool(phonenumbers.is_valid_number(number))
 
 
 _NANP_EXCHANGES = NanpExchanges()
