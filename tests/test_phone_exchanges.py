@@ -108,3 +108,32 @@ def test_a_regions_compiled_patterns_answer_as_libphonenumber(region: str) -> No
         )
     ]
     assert differ == []
+
+
+def test_international_numbers_are_judged_as_libphonenumber_judges_them() -> None:
+    """Every region's example numbers and neighbours of them, written in E.164: valid ones
+    come back as they are, the rest are rejected (the target checks a calling code's main
+    region with its compiled patterns before asking the library)."""
+    rng = random.Random(41)
+    numbers = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            for offset in (0, *(rng.randrange(-(10**6), 10**6) for _ in range(6))):
+                national = example.national_number + offset
+                if national > 0:
+                    numbers.add(f"+{example.country_code}{national}")
+    differ = []
+    for text in sorted(numbers):
+        parsed = phonenumbers.parse(text, None)
+        valid = phonenumbers.is_valid_number(parsed)
+        try:
+            result: str | None = normalise_phone(text, None)
+        except Rejection:
+            result = None
+        if result != (text if valid else None):
+            differ.append((text, valid, result))
+    assert len(numbers) > 2_000
+    assert differ == []

@@ -203,11 +203,26 @@ def _valid_e164(text: str) -> bool:
                 return False
             if country_code == 1 and len(national) == 10:
                 return _nanp_exchange_valid(national[:7])
+            main_region_valid = _main_region_test(country_code)
+            if main_region_valid is not None and main_region_valid(national):
+                return True
             number = phonenumbers.PhoneNumber(
                 country_code=country_code, national_number=int(national)
             )
             return bool(phonenumbers.is_valid_number(number))
     return False
+
+
+@functools.cache  # one a country calling code
+def _main_region_test(country_code: int) -> Callable[[str], bool] | None:
+    """The compiled test of a calling code's main region (its first: libphonenumber tries it
+    first, and a number valid there is valid), unless that region is told by leading digits;
+    None sends every number to the library."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code) or ()
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(regions[0]) if regions else None
+    if metadata is None or metadata.leading_digits is not None:
+        return None
+    return _region_test(regions[0])
 
 
 _NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
