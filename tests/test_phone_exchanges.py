@@ -14,6 +14,8 @@ import pytest
 from target_klaviyo.mapping.identity import (
     NanpExchanges,
     Rejection,
+    _fast_national,
+    _normalise_phone_text,
     _region_test,
     normalise_phone,
 )
@@ -136,4 +138,42 @@ def test_international_numbers_are_judged_as_libphonenumber_judges_them() -> Non
         if result != (text if valid else None):
             differ.append((text, valid, result))
     assert len(numbers) > 2_000
+    assert differ == []
+
+
+def test_numbers_written_nationally_are_read_as_libphonenumber_reads_them() -> None:
+    """Every region's example numbers and neighbours of them, written as that region writes
+    them and as bare digits, with the region as default: the same E.164 number (or rejection)
+    as the full parse gives (most are read without it)."""
+    rng = random.Random(43)
+    cases = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            for offset in (0, *(rng.randrange(-(10**5), 10**5) for _ in range(4))):
+                number = phonenumbers.PhoneNumber(
+                    country_code=example.country_code,
+                    national_number=max(1, example.national_number + offset),
+                )
+                written = phonenumbers.format_number(
+                    number, phonenumbers.PhoneNumberFormat.NATIONAL
+                )
+                cases.add((written, region))
+                cases.add(("".join(ch for ch in written if ch.isdigit()), region))
+    # Dialled abroad, or with the country's own code, from the country itself.
+    for text in ("00 44 20 7946 0958", "0033 6 12 34 56 78", "33 6 12 34 56 78", "44 7400 123456"):
+        for region in ("GB", "FR", "DE", "AU"):
+            cases.add((text, region))
+    differ = []
+    for text, region in sorted(cases):
+        try:
+            result: str | None = normalise_phone(text, region)
+        except Rejection:
+            result = None
+        if result != _normalise_phone_text.__wrapped__(text, region)[0]:
+            differ.append((text, region, result))
+    read_fast = sum(_fast_national(text, region) is not None for text, region in cases)
+    assert read_fast > len(cases) // 4
     assert differ == []

@@ -240,8 +240,9 @@ _NANP_WRITTEN = re.compile(
 
 def _fast_e164(text: str, region: str | None) -> str | None:
     """The cheap cases: E.164 (perhaps with separators), an "00" international number in North
-    America (where no national number starts with 0), or a North American number written
-    nationally. None means "not decided here": the full parse decides.
+    America (where no national number starts with 0), a North American number written
+    nationally, or another region's number written nationally with its national prefix.
+    None means "not decided here": the full parse decides.
     """
     nanp = _NANP_WRITTEN.fullmatch(text)
     if nanp is not None:
@@ -257,7 +258,69 @@ def _fast_e164(text: str, region: str | None) -> str | None:
         if _E164_RE.fullmatch(candidate) and _valid_e164(candidate):
             return candidate
         return None
-    return None
+    return _fast_national(text, region)
+
+
+# Digits and separators only: no letters, extension or "+" for the full parse to read.
+_NATIONAL_WRITTEN = re.compile(r"[0-9 .\-()\t]{4,40}")
+
+
+class NationalPlan(NamedTuple):
+    """How libphonenumber reads a number written nationally in a region (see _fast_national)."""
+
+    country_code: str
+    prefix: re.Pattern[str]  # the national prefix, as the library matches it
+    international: re.Pattern[str]  # the region's international call prefix
+    valid: Callable[[str], bool]
+
+
+@functools.cache  # one a region
+def _national_plan(region: str | None) -> NationalPlan | None:
+    """The plan for a region that is its calling code's main region (not told by leading
+    digits) and strips its national prefix without rewriting the number; None otherwise."""
+    if region is None or region in _NANP_REGIONS:
+        return None
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.leading_digits is not None or metadata.country_code is None:
+        return None
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(metadata.country_code) or ()
+    if not regions or regions[0] != region:
+        return None
+    if not metadata.national_prefix_for_parsing or metadata.national_prefix_transform_rule:
+        return None
+    if not metadata.international_prefix:
+        return None
+    valid = _region_test(region)
+    if valid is None:
+        return None
+    return NationalPlan(
+        str(metadata.country_code),
+        re.compile(metadata.national_prefix_for_parsing),
+        re.compile(metadata.international_prefix),
+        valid,
+    )
+
+
+def _fast_national(text: str, region: str | None) -> str | None:
+    """A number written nationally with its national prefix ("020 7946 0958" in GB), the
+    default region being its calling code's main region: libphonenumber's parse strips the
+    prefix the way the region's metadata says, and the rest is checked with the region's
+    compiled patterns. None (any other case, or not valid) leaves it to the full parse."""
+    plan = _national_plan(region)
+    if plan is None or not _NATIONAL_WRITTEN.fullmatch(text):
+        return None
+    digits = text.translate(_SEPARATORS)
+    if not digits.isdigit() or digits.startswith(plan.country_code):
+        return None
+    if plan.international.match(digits):
+        return None  # dialled abroad: the full parse reads the country from it
+    prefix = plan.prefix.match(digits)
+    if prefix is None or not prefix.end():
+        return None
+    national = digits[prefix.end() :]
+    if not national or national[0] == "0" or not plan.valid(national):
+        return None
+    return "+" + plan.country_code + national
 
 
 def _parse_phone(text: str, region: str | None) -> str | None:
