@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from array import array
 
+import pytest
+
+import target_klaviyo.records.spool as spool_module
 from target_klaviyo.records.item import Item
 from target_klaviyo.records.spool import Spool
 
@@ -44,8 +47,38 @@ def test_an_open_jobs_key_hashes_come_back_between_other_jobs_rows() -> None:
         keys = array("q", [-(2**63), -1, 0, 2**63 - 1, hash("email:a@example.com")])
         where = spool.write_keys(keys)
         second = spool.write([_item(2)], unchanged=False)
-        assert spool.read_keys(where) == keys
+        assert spool.take_keys(where) == keys
         assert spool.rows(first) == [(_item(1).source, _item(1).key)]
         assert spool.rows(second) == [(_item(2).source, _item(2).key)]
+    finally:
+        spool.close()
+
+
+def test_a_spool_file_is_deleted_once_every_job_written_to_it_has_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A nightly full sync spools its whole input: the disk keeps only what open jobs hold."""
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 2_000)
+    spool = Spool()
+    try:
+        jobs = [
+            spool.write([_item(seq) for seq in range(n, n + 10)], unchanged=True)
+            for n in range(0, 100, 10)
+        ]
+        keys = spool.write_keys(array("q", range(300)))
+        written = spool.disk_bytes()
+        files = {id(job.segment) for job in jobs}
+        assert len(files) > 2  # the jobs went to several files
+        for job in jobs[:-1]:
+            spool.release(job)
+            spool.release(job)  # once counts
+        # The last job's file is still wanted (and still being written to), the others went.
+        assert spool.disk_bytes() < written / 2
+        assert spool.rows(jobs[-1]) == [(_item(s).source, _item(s).key) for s in range(90, 100)]
+        assert spool.take_keys(keys) == array("q", range(300))
+        spool.release(jobs[-1])
+        later = spool.write([_item(7)], unchanged=False)  # a new file: the last one is done
+        assert spool.disk_bytes() == later.segment.end
+        assert spool.rows(later) == [(_item(7).source, _item(7).key)]
     finally:
         spool.close()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from target_klaviyo.klaviyo.client import KlaviyoAuthError
 from target_klaviyo.records.item import Item
 from target_klaviyo.records.outcomes import Outcomes
+from target_klaviyo.records.spool import SpooledKeys
 from target_klaviyo.sdk import StopReading
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class Chunk:
     count: int
     job: bool = False  # a bulk job holds the records: the chunk ends when the job ends
     ended: bool = False
-    spooled_keys: tuple[int, int] | None = None  # `keys`, on disk while a job holds them
+    spooled_keys: SpooledKeys | None = None  # `keys`, on disk while a job holds them
 
 
 class Dispatcher:
@@ -317,7 +318,8 @@ class Dispatcher:
             self._live.discard(chunk)
         keys = chunk.keys
         if chunk.spooled_keys is not None:
-            keys = self._run.spool.read_keys(chunk.spooled_keys)
+            keys = self._run.spool.take_keys(chunk.spooled_keys)
+            chunk.spooled_keys = None
         self._end(chunk.token, chunk.count, keys, job=chunk.job)
 
     def abandon(self, reason: str) -> int:

@@ -337,6 +337,7 @@ class KlaviyoSink(BatchSink):
                 self.outcomes.hold(job.unsettled(), f"internal error: {type(exc).__name__}")
                 self.run.fail(exc)
             finally:
+                self.run.spool.release(rows)  # every row has its outcome
                 if submitting.release():
                     self.chunk_ended(submitting.chunk)
 
