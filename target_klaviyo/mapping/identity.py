@@ -182,10 +182,7 @@ def _nanp_valid(first_seven: int) -> bool:
 _NANP_EXCHANGES = NanpExchanges()
 
 
-# Most tables repeat a few exchanges (a region's customers): their answers come first from here.
-@functools.lru_cache(maxsize=4096)
-def _nanp_exchange_valid(first_seven: str) -> bool:
-    return _NANP_EXCHANGES.valid(first_seven)
+_nanp_exchange_valid = _NANP_EXCHANGES.valid
 
 
 def _valid_e164(text: str) -> bool:
