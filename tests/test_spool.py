@@ -82,3 +82,26 @@ def test_a_spool_file_is_deleted_once_every_job_written_to_it_has_ended(
         assert spool.rows(later) == [(_item(7).source, _item(7).key)]
     finally:
         spool.close()
+
+
+def test_past_its_limit_of_files_the_spool_writes_on_in_its_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Jobs that end late each keep a whole file: the spool never opens more than
+    MAX_SEGMENTS files (file descriptors), it writes on in the newest."""
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 500)
+    monkeypatch.setattr(spool_module, "MAX_SEGMENTS", 3)
+    spool = Spool()
+    try:
+        jobs = [spool.write([_item(seq)], unchanged=True) for seq in range(20)]
+        assert len({id(job.segment) for job in jobs}) == 3
+        assert [spool.rows(job) for job in jobs] == [
+            [(_item(seq).source, _item(seq).key)] for seq in range(20)
+        ]
+        for job in [job for job in jobs if job.segment is jobs[0].segment]:
+            spool.release(job)  # the first file's jobs ended: it goes, a new one may come
+        later = spool.write([_item(20)], unchanged=False)
+        assert later.segment is not jobs[-1].segment
+        assert spool.rows(later) == [(_item(20).source, _item(20).key)]
+    finally:
+        spool.close()

@@ -25,6 +25,9 @@ from target_klaviyo.records.item import Item
 
 SLICE_ROWS = 1_000  # rows whose text is encoded and written at a time
 SEGMENT_BYTES = 32 * 1024 * 1024  # a spool file takes no more jobs past this size
+# Files open at once, at most: past this many, the newest file takes every job (a job
+# that ends late keeps its whole file, and each file is a file descriptor).
+MAX_SEGMENTS = 64
 
 
 class Segment:
@@ -135,9 +138,13 @@ class Spool:
     def _segment(self) -> Segment:
         """The file the next block goes to (holding the lock); that block is wanted."""
         current = self._current
-        if current is None or current.end >= SEGMENT_BYTES:
-            if current is not None and not current.wanted:
+        if current is not None and current.end >= SEGMENT_BYTES:
+            if not current.wanted:
                 self._drop(current)
+                current = None
+            elif len(self._segments) < MAX_SEGMENTS:
+                current = None
+        if current is None:
             current = self._current = Segment()
             self._segments.add(current)
         current.wanted += 1
