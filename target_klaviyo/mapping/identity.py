@@ -278,7 +278,7 @@ def _national_plan(region: str | None) -> NationalPlan | None:
     if region is None or region in _NANP_REGIONS:
         return None
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if metadata is None or metadata.leading_digits is not None or metadata.country_code is None:
+    if metadata is None or metadata.country_code is None:
         return None
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(metadata.country_code) or ()
     if not regions or regions[0] != region:
@@ -287,7 +287,7 @@ def _national_plan(region: str | None) -> NationalPlan | None:
         return None
     if not metadata.international_prefix:
         return None
-    valid = _region_test(region)
+    valid = _main_region_test(metadata.country_code)
     if valid is None:
         return None
     return NationalPlan(
