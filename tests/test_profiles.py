@@ -349,6 +349,9 @@ def test_rows_refused_at_validation_are_rejected_and_the_rest_resent(
     assert rejects[4]["reason"] == "Klaviyo: Invalid email address: 'someone@example.c0m'."
     assert rejects[9]["reason"].startswith("Klaviyo: Profile payload is ")
     assert "maximum is 100000 bytes" in rejects[9]["reason"]
+    # What the rejects file names them by: their identifiers, as they were sent.
+    assert rejects[4]["identifiers"]["email"] == "someone@example.c0m"
+    assert rejects[9]["identifiers"]["email"] == rows[9]["email"].lower()
     imports = calls(emulator, "bulk_import_profiles")
     assert [(entry.status, entry.items) for entry in imports] == [(400, 12), (202, 10)]
     assert len(profiles_by_email(emulator)) == 10

@@ -35,7 +35,7 @@ class Item:
     # memory of its decoded record, and the record is needed again only to reject or hold it.
     source: dict[str, Any] | str
     key: str
-    identifiers: dict[str, Any]
+    identifiers: dict[str, Any] | None  # None: not kept (`KlaviyoSink.identifiers_of`)
     payload: Any
     size: int
     digest: int | None  # skip_unchanged: the payload's hash

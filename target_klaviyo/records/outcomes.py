@@ -34,6 +34,7 @@ class Outcomes:
         fingerprint: str,
         unchanged: UnchangedFilter,
         record_of: Callable[[Item], dict[str, Any]],
+        identifiers_of: Callable[[Item], dict[str, Any]],
         logger: logging.Logger,
     ) -> None:
         self.run = run
@@ -42,6 +43,7 @@ class Outcomes:
         self.fingerprint = fingerprint
         self.unchanged = unchanged
         self.record_of = record_of
+        self.identifiers_of = identifiers_of
         self.logger = logger
         self.on_settled: Callable[[Sequence[Item]], None] | None = None
         self.replayed = 0  # records replayed from hold (they are read before any input)
@@ -130,7 +132,12 @@ class Outcomes:
         if not self._claim([item]):
             return
         self.run.write_reject(
-            self.stream, self.object, item.key, item.identifiers, reason, self.record_of(item)
+            self.stream,
+            self.object,
+            item.key,
+            self.identifiers_of(item),
+            reason,
+            self.record_of(item),
         )
         self._settle([item])
         self.unchanged.forget([item])

@@ -51,6 +51,10 @@ class KlaviyoSink(BatchSink):
     SKIPS_UNCHANGED: ClassVar[bool] = True  # whether skip_unchanged applies
     # skip_unchanged compares the key alone: Klaviyo never updates what was accepted once.
     UNCHANGED_BY_KEY: ClassVar[bool] = False
+    # Whether a record on its way keeps its identifiers. Without them (profiles: a few hundred
+    # bytes a record, tens of thousands of records on their way) a reject maps its record
+    # again for them: rejects are rare, records on their way are not.
+    KEEPS_IDENTIFIERS: ClassVar[bool] = True
     MAX_SIZE_DEFAULT = 10_000  # records per SDK drain; requests are cut by MAX_ITEMS/MAX_BYTES
 
     def __init__(
@@ -99,6 +103,7 @@ class KlaviyoSink(BatchSink):
             self.fingerprint,
             self.unchanged,
             self.record_of,
+            self.identifiers_of,
             self.logger,
         )
         self.protocol = BulkProtocol(self.run.client, self.outcomes, self.MAX_BYTES, self.logger)
@@ -243,7 +248,7 @@ class KlaviyoSink(BatchSink):
                 seq,
                 record if line is None else line,
                 key,
-                identifiers,
+                identifiers if self.KEEPS_IDENTIFIERS else None,
                 payload,
                 size,
                 self.unchanged.digest(key, payload, encoded) if self.unchanged.enabled else None,
@@ -355,6 +360,15 @@ class KlaviyoSink(BatchSink):
         """The record of an item, as it was received (rebuilt from its line if need be)."""
         source = item.source
         return source if isinstance(source, dict) else self.intake.rebuild(source)
+
+    def identifiers_of(self, item: Item) -> dict[str, Any]:
+        """What an item's record is known by (mapped again when the item did not keep it)."""
+        if item.identifiers is not None:
+            return item.identifiers
+        try:
+            return self.map_record(self.record_of(item)).identifiers
+        except Rejection:  # mapped once already; a mapping does not change within a run
+            return self.spooled_identifiers(item.key)
 
     # -- the run's view -------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class ListSink(KlaviyoSink):
     """What every list sink shares: its list, and membership kept per list."""
 
     OBJECT: ClassVar[str] = "list"
+    KEEPS_IDENTIFIERS: ClassVar[bool] = True  # members are tracked by them
 
     def prepare(self) -> None:
         super().prepare()

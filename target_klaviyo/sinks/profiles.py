@@ -38,6 +38,7 @@ class ProfileUpsertSink(KlaviyoSink):
     BEHAVIOR: ClassVar[str] = "upsert"
     MAX_ITEMS: ClassVar[int] = 10_000  # profiles per import job
     OPENS_JOBS: ClassVar[bool] = True
+    KEEPS_IDENTIFIERS: ClassVar[bool] = False  # an import's errors are matched after a remap
 
     def prepare(self) -> None:
         self.mapper = ProfileMapper(
