@@ -22,7 +22,7 @@ from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identit
 from target_klaviyo.mapping.values import (
     MAX_SAFE_INTEGER,
     decimal_to_json,
-    encode_sorted,
+    encode_sorted_exact,
     format_datetime,
 )
 
@@ -113,14 +113,14 @@ def compile_shape(
         add("        nulls = [name for name in nulls if name not in properties]")
         add("    if nulls:")
         add("        resource['meta'] = {'patch_properties': {'unset': sorted(set(nulls))}}")
-    add("    encoded = encode_sorted(resource)")
+    add("    encoded = encode_sorted_exact(resource)")
     add(f"    if len(encoded) > {MAX_PROFILE_BYTES}:")
     add("        raise profile_too_large(len(encoded))")
     add("    return new_tuple(ProfileParts, (identity, identifiers, resource, encoded, warnings))")
 
     namespace: dict[str, Any] = {
         "resolve_identity": resolve_identity,
-        "encode_sorted": encode_sorted,
+        "encode_sorted_exact": encode_sorted_exact,
         "decimal_to_json": decimal_to_json,
         "format_datetime": format_datetime,
         "Decimal": Decimal,

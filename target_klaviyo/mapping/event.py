@@ -22,6 +22,7 @@ from target_klaviyo.mapping.values import (
     decode,
     encode,
     encode_sorted,
+    encode_sorted_exact,
     format_seconds,
     parse_instant,
     to_json,
@@ -322,7 +323,7 @@ class EventMapper:
         attributes["unique_id"] = unique_id
         if self.mapping.backfill:
             attributes["backfill"] = True
-        event_encoded = encode_sorted({"type": "event", "attributes": attributes})
+        event_encoded = encode_sorted_exact({"type": "event", "attributes": attributes})
         size = len(event_encoded) + len(profile_encoded)
         if size > MAX_EVENT_BYTES:
             raise Rejection(

@@ -31,7 +31,7 @@ from target_klaviyo.mapping.identity import Identity, Rejection, resolve_identit
 from target_klaviyo.mapping.values import (
     MAX_SAFE_INTEGER,
     decimal_to_json,
-    encode_sorted,
+    encode_sorted_exact,
     format_datetime,
     to_json,
 )
@@ -478,7 +478,7 @@ class ProfileMapper:
         resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
         if to_unset:
             resource["meta"] = {"patch_properties": {"unset": sorted(set(to_unset))}}
-        encoded = encode_sorted(resource)
+        encoded = encode_sorted_exact(resource)
         if len(encoded) > MAX_PROFILE_BYTES:
             raise profile_too_large(len(encoded))
         return ProfileParts(identity, identity.as_attributes(), resource, encoded, warnings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import threading
 from collections.abc import Mapping
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
@@ -23,6 +24,7 @@ __all__ = [
     "decimal_to_json",
     "encode",
     "encode_sorted",
+    "encode_sorted_exact",
     "encoded_size",
     "format_datetime",
     "format_seconds",
@@ -163,6 +165,21 @@ def encode_sorted(obj: Any) -> bytes:
     """Compact JSON with object keys sorted: independent of dict insertion order, so that a
     tap reordering its columns does not make an unchanged record look changed."""
     return _sorted_encoder.encode(obj)
+
+
+_buffers = threading.local()
+
+
+def encode_sorted_exact(obj: Any) -> bytes:
+    """`encode_sorted`, in an allocation of exactly its size, for payloads that wait with
+    their records: `encode` grows its output and keeps up to a quarter of it spare (about
+    150 bytes of a 400-byte profile, times the tens of thousands of records on their way).
+    Encoded into this thread's buffer, then copied."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = bytearray(1024)
+    _sorted_encoder.encode_into(obj, buffer)
+    return bytes(buffer)
 
 
 def encoded_size(obj: Any) -> int:

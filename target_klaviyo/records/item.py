@@ -22,6 +22,9 @@ class Mapped(NamedTuple):
     encoded: Any  # the payload as encoded by the mapping (bytes, or a sink's own form)
 
 
+# An item's identifiers when its sink does not keep them (compared by identity; never filled).
+IDENTIFIERS_NOT_KEPT: dict[str, Any] = {}
+
 # mapped((key, identifiers, payload, size, warnings, encoded)) -> Mapped, in C.
 mapped: Callable[[tuple[Any, ...]], Mapped] = functools.partial(tuple.__new__, Mapped)
 
@@ -35,7 +38,7 @@ class Item:
     # memory of its decoded record, and the record is needed again only to reject or hold it.
     source: dict[str, Any] | str
     key: str
-    identifiers: dict[str, Any] | None  # None: not kept (`KlaviyoSink.identifiers_of`)
+    identifiers: dict[str, Any]  # IDENTIFIERS_NOT_KEPT: see `KlaviyoSink.identifiers_of`
     payload: Any
     size: int
     digest: int | None  # skip_unchanged: the payload's hash

@@ -23,7 +23,7 @@ from target_klaviyo.ledger.store import HeldRecord
 from target_klaviyo.mapping.identity import Rejection
 from target_klaviyo.records.dispatch import Chunk, ChunkJobs, Dispatcher
 from target_klaviyo.records.intake import Failure, Intake
-from target_klaviyo.records.item import Item, Mapped
+from target_klaviyo.records.item import IDENTIFIERS_NOT_KEPT, Item, Mapped
 from target_klaviyo.records.jobs import JobEnd, JobKind
 from target_klaviyo.records.outcomes import Outcomes
 from target_klaviyo.records.protocol import BulkProtocol
@@ -248,7 +248,7 @@ class KlaviyoSink(BatchSink):
                 seq,
                 record if line is None else line,
                 key,
-                identifiers if self.KEEPS_IDENTIFIERS else None,
+                identifiers if self.KEEPS_IDENTIFIERS else IDENTIFIERS_NOT_KEPT,
                 payload,
                 size,
                 self.unchanged.digest(key, payload, encoded) if self.unchanged.enabled else None,
@@ -363,7 +363,7 @@ class KlaviyoSink(BatchSink):
 
     def identifiers_of(self, item: Item) -> dict[str, Any]:
         """What an item's record is known by (mapped again when the item did not keep it)."""
-        if item.identifiers is not None:
+        if item.identifiers is not IDENTIFIERS_NOT_KEPT:
             return item.identifiers
         try:
             return self.map_record(self.record_of(item)).identifiers
