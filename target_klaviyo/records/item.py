@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -58,3 +59,15 @@ class Request:
 
     body: bytes
     locate: Callable[[str], list[int]]
+    # When the body is a head, the items' encoded parts joined by commas, and a tail
+    # (`protocol.join_parts`): the head's length and where each part ends, counted in parts
+    # only. The items' own copies can then go while the request is out (`part` cuts one
+    # back out of the body).
+    head: int = 0
+    ends: array[int] | None = None
+
+    def part(self, index: int) -> bytes:
+        """Item `index`'s encoded part, as the body holds it."""
+        assert self.ends is not None
+        start = self.head + index + (self.ends[index - 1] if index else 0)
+        return self.body[start : self.head + index + self.ends[index]]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from itertools import accumulate
 
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.records.item import Item, Request
@@ -29,6 +31,12 @@ def join_body(head: bytes, parts: list[bytes], tail: bytes) -> bytes:
     parts[0] = head + parts[0]
     parts[-1] += tail
     return b",".join(parts)
+
+
+def join_parts(head: bytes, parts: list[bytes], tail: bytes) -> tuple[bytes, array[int]]:
+    """`join_body`, and where each part ends (for `Request.ends`)."""
+    ends = array("q", accumulate(map(len, parts)))
+    return join_body(head, parts, tail), ends
 
 
 def row_locator(prefix: str, count: int) -> Callable[[str], list[int]]:
@@ -69,6 +77,12 @@ class BulkProtocol:
         if len(request.body) > self.max_bytes and len(items) > 1:
             self._split(operation, items, encode_request, accepted, path_params, resend_allowed)
             return
+        if request.ends is not None:
+            # The body holds every item's part: their own copies go while the request is out
+            # (through Retry-After waits, tens of thousands of records), and come back from
+            # the body for what is sent again (`_restore`).
+            for item in items:
+                item.encoded = None
         result = self.client.request(operation, body=request.body, path_params=path_params)
         if result.exhausted:
             self.outcomes.hold(items, result.describe())
@@ -78,7 +92,9 @@ class BulkProtocol:
             if bad:
                 for index, detail in bad.items():
                     self.outcomes.reject(items[index], f"Klaviyo: {detail}")
-                rest = [item for index, item in enumerate(items) if index not in bad]
+                kept = [index for index in range(len(items)) if index not in bad]
+                self._restore(request, items, kept)
+                rest = [items[index] for index in kept]
                 self.logger.warning(
                     "%s refused %d of %d rows; resending the other %d once",
                     operation,
@@ -97,6 +113,7 @@ class BulkProtocol:
                     )
                 return
         if result.status == 413 and len(items) > 1:
+            self._restore(request, items, range(len(items)))
             self._split(operation, items, encode_request, accepted, path_params, resend_allowed)
             return
         if not result.ok:
@@ -108,6 +125,13 @@ class BulkProtocol:
         for item in items:
             item.encoded = None
         accepted(items, result)
+
+    @staticmethod
+    def _restore(request: Request, items: list[Item], indexes: Iterable[int]) -> None:
+        """The encoded parts of these items, back from the body (to be sent again)."""
+        if request.ends is not None:
+            for index in indexes:
+                items[index].encoded = request.part(index)
 
     @staticmethod
     def _rows_named(result: ApiResult, request: Request) -> dict[int, str]:

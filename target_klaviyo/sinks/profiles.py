@@ -20,7 +20,7 @@ from target_klaviyo.mapping.values import decode, encode
 from target_klaviyo.records.dispatch import Chunk, ChunkJobs
 from target_klaviyo.records.item import Item, Mapped, Request, mapped
 from target_klaviyo.records.jobs import PROFILE_IMPORT
-from target_klaviyo.records.protocol import join_body, row_locator
+from target_klaviyo.records.protocol import join_parts, row_locator
 from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
 # The pointer of a bad row names its index (a 400 of profile-bulk-import-jobs).
@@ -63,16 +63,18 @@ class ProfileUpsertSink(KlaviyoSink):
 
     def job_request(self, items: list[Item]) -> Request:
         """The import job's body, joined from the profiles as the mapping encoded them."""
-        profiles = [
-            item.encoded if type(item.encoded) is bytes else encode(item.payload) for item in items
-        ]
+        profiles = [item.encoded for item in items]
+        if not all(type(profile) is bytes for profile in profiles):
+            # Every mapped profile is encoded, and the protocol gives a resent item its part
+            # back: sending anything else would send `null` rows.
+            raise RuntimeError("a profile to import has no encoded payload")
         tail = b"]}}"
         lists = self.list_relationships()
         if lists:
             relationships = {"lists": {"data": [{"type": "list", "id": i} for i in lists]}}
             tail += b',"relationships":' + encode(relationships)
-        body = join_body(JOB_HEAD, profiles, tail + b"}}")
-        return Request(body, row_locator(ROWS_POINTER, len(items)))
+        body, ends = join_parts(JOB_HEAD, profiles, tail + b"}}")
+        return Request(body, row_locator(ROWS_POINTER, len(items)), len(JOB_HEAD), ends)
 
     def send(self, items: list[Item]) -> None:
         """A handful of profiles: profile-import, one request each."""
