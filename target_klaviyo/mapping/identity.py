@@ -179,10 +179,7 @@ def _nanp_valid(first_seven: int) -> bool:
     return bool(phonenumbers.is_valid_number(number))
 
 
-_NANP_EXCHANGES = NanpExchanges()
-
-
-_nanp_exchange_valid = _NANP_EXCHANGES.valid
+_nanp_exchange_valid = NanpExchanges().valid
 
 
 def _valid_e164(text: str) -> bool:

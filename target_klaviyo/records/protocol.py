@@ -121,9 +121,10 @@ class BulkProtocol:
             return
         # Klaviyo has the payloads: they are not needed again (rejects and holds take the
         # records), and a job may run for minutes with its records waiting.
+        if request.ends is None:  # otherwise they went before the request
+            for item in items:
+                item.encoded = None
         del request
-        for item in items:
-            item.encoded = None
         accepted(items, result)
 
     @staticmethod
