@@ -116,8 +116,11 @@ class NanpExchanges:
         return state == self.VALID
 
 
-# The number types libphonenumber tries, in `_number_type_helper`'s order.
+# The number types `_number_type_helper` tries. A valid number matches any one of them, so
+# the order decides only the cost: fixed-line and mobile, which most numbers are, come first.
 _NUMBER_TYPES = (
+    "fixed_line",
+    "mobile",
     "premium_rate",
     "toll_free",
     "shared_cost",
@@ -126,8 +129,6 @@ _NUMBER_TYPES = (
     "pager",
     "uan",
     "voicemail",
-    "fixed_line",
-    "mobile",
 )
 
 
