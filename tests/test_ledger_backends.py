@@ -111,26 +111,6 @@ def test_stream_schemas_and_jobs_in_flight(place: LedgerPlace) -> None:
         ledger.close()
 
 
-def test_once_the_input_ended_accepted_payloads_are_written_as_they_come(
-    place: LedgerPlace,
-) -> None:
-    """While the input is read, skip_unchanged hashes wait to be written in large batches;
-    once it has ended, what Klaviyo still accepts (the last jobs ending) is written at once."""
-    pairs = list(random_pairs(3_000).items())
-    ledger = place.open()
-    reader = place.open(read_only=True)  # what a later run would find
-    try:
-        ledger.remember_sent(pairs[:1_000])
-        assert reader.unchanged(pairs[:1_000]) == set()  # waiting for its batch
-        ledger.input_ended()
-        assert reader.unchanged(pairs[:1_000]) == {key for key, _ in pairs[:1_000]}
-        ledger.remember_sent(pairs[1_000:])
-        assert reader.unchanged(pairs[1_000:]) == {key for key, _ in pairs[1_000:]}
-    finally:
-        reader.close()
-        ledger.close()
-
-
 def test_skip_unchanged_hashes_are_found_again_pending_or_stored(place: LedgerPlace) -> None:
     pairs = random_pairs(25_003)
     ledger = place.open()

@@ -194,8 +194,6 @@ class Lifecycle:
         whose jobs are still running must not hold back another stream's last request."""
         for sink in sorted(self.run.sinks, key=lambda sink: sink.dispatch.must_wait()):
             sink.flush()
-        if self.run.ledger is not None:
-            self.run.ledger.input_ended()
 
     def after_input(self) -> None:
         self.run.raise_if_failed()
