@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from target_klaviyo.records.jobs import POLL_MIN_S, POLL_PAST_END_S, PROFILE_IMPORT, OpenJob
+from target_klaviyo.records.jobs import POLL_MIN_S, PROFILE_IMPORT, OpenJob
 from tests.support import (
     INTEGER,
     STRING,
@@ -67,21 +67,6 @@ def test_jobs_are_submitted_while_earlier_ones_run_and_polled_together(
     # The open jobs were followed through the job list, not one by one.
     assert calls(emulator, "get_bulk_import_profiles_jobs")
     assert calls(emulator, "get_bulk_import_profiles_job") == []
-
-
-def test_a_progressing_job_is_asked_again_just_after_it_will_end() -> None:
-    """The rows a job has done say when it will end: the next poll comes just after then,
-    however soon (the run's end waits for its last job to be seen complete), but never sooner
-    than the watcher's spacing."""
-    job = OpenJob("j", PROFILE_IMPORT, None, 600.0, lambda end: None, submitted=90.0)
-    counts = {"status": "processing", "total_count": 10_000}
-    job.saw({**counts, "completed_count": 5_000}, now=100.0)  # first sighting: no pace yet
-    job.saw({**counts, "completed_count": 9_000}, now=101.0)  # 4,000 rows/s: 0.25 s to go
-    assert job.next_poll == pytest.approx(101.0 + 0.25 + POLL_PAST_END_S)
-    job.saw({**counts, "completed_count": 9_900}, now=101.3)  # 0.03 s to go
-    assert job.next_poll == pytest.approx(101.3 + POLL_MIN_S)
-    job.saw({**counts, "completed_count": 9_950}, now=101.55)  # 200 rows/s: 0.25 s to go
-    assert job.next_poll == pytest.approx(101.55 + 0.25 + POLL_PAST_END_S)
 
 
 @pytest.mark.emulator(job_latency_s=1.0)
