@@ -596,6 +596,46 @@ def test_skip_unchanged_hashes_survive_a_reopen(tmp_path: Path) -> None:
     ledger.close()
 
 
+def test_skip_unchanged_hashes_waiting_in_memory_match_what_is_written(tmp_path: Path) -> None:
+    """The hashes waiting for the next batch write answer as the database would: the latest
+    digest of a key wins, a forgotten key matches nothing until accepted again, and keys that
+    share their low bits (one slot of the table in memory) or outgrow its first size all
+    come through, then are written and found after a reopen."""
+    import random
+
+    from target_klaviyo.ledger.store import Ledger
+
+    rng = random.Random(5)
+    crowded = [n << 40 for n in range(-300, 300)]  # the same low bits: one probe chain
+    spread = [rng.getrandbits(64) - 2**63 for _ in range(5_000)]
+    expected: dict[int, int] = {}
+    ledger = Ledger(tmp_path / "state")
+    ledger.SENT_BATCH = 10**9  # everything waits in memory until the explicit flush
+    try:
+        for keys in (crowded, spread, crowded[::3], spread[::7]):
+            pairs = [(key, rng.getrandbits(63)) for key in keys]
+            ledger.remember_sent(pairs)
+            expected.update(pairs)
+        forgotten = crowded[::5] + spread[::11]
+        ledger.forget_sent(forgotten)
+        before = {key: expected.pop(key) for key in forgotten}
+        again = [(key, 7) for key in forgotten[::2]]
+        ledger.remember_sent(again)
+        expected.update(again)
+        for stage in ("waiting", "written"):
+            asked = [(key, expected.get(key, before.get(key, 0))) for key in crowded + spread]
+            assert ledger.unchanged(asked) == set(expected), stage
+            assert ledger.unchanged([(key, digest + 1) for key, digest in asked]) == set()
+            ledger.flush_sent()
+    finally:
+        ledger.close()
+    ledger = Ledger(tmp_path / "state")
+    try:
+        assert ledger.unchanged(list(expected.items())) == set(expected)
+    finally:
+        ledger.close()
+
+
 @pytest.mark.emulator(job_delay_s=1)
 def test_a_stream_waiting_for_its_jobs_does_not_hold_back_another_streams_last_request(
     emulator: Any, tmp_path: Path

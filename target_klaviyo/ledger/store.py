@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import operator
 import os
 import secrets
 import threading
@@ -39,6 +38,7 @@ import xxhash
 from target_klaviyo.ledger.backend import Backend, SqlType
 from target_klaviyo.ledger.errors import LedgerError, LedgerUrlError, redact_url
 from target_klaviyo.ledger.locks import Holder, StreamLock, StreamLocked, unheld_lock
+from target_klaviyo.ledger.pending import PendingHashes
 from target_klaviyo.ledger.sqlite import HASHES_VERSION, SCHEMA, SqliteBackend, private_dir
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class Ledger:
         self._lock = threading.Lock()
         # skip_unchanged hashes wait here and are written in sorted batches: one insert at a
         # time would touch a random page of the table each.
-        self._sent_pending: dict[int, int] = {}
+        self._sent_pending = PendingHashes(self.SENT_BATCH)
         self._rejects_pending: list[tuple[str, str, str | None, str, str, datetime]] = []
         self._closed = False
         self._stream_locks: list[StreamLock] = []  # released by close, if not before
@@ -364,16 +364,8 @@ class Ledger:
     def unchanged(self, pairs: Sequence[tuple[int, int]]) -> set[int]:
         """Of (sent key, digest) pairs, the keys whose last accepted payload had this digest."""
         wanted = dict(pairs)
-        same: set[int] = set()
         with self._lock:
-            pending = self._sent_pending
-            asked = []
-            for key, digest in wanted.items():
-                if key in pending:
-                    if pending[key] == digest:
-                        same.add(key)
-                else:
-                    asked.append(key)
+            same, asked = self._sent_pending.split(wanted)
         if asked:
             with self._lock:
                 found = self._db.lookup_hashes(asked)
@@ -398,17 +390,14 @@ class Ledger:
         with self._lock:
             if not self._sent_pending or self.read_only:
                 return
-            pending, self._sent_pending = self._sent_pending, {}
-            keys = sorted(pending)
-            digests = operator.itemgetter(*keys)(pending)  # one key: the digest alone
+            keys, digests = self._sent_pending.take()
             with self._db.transaction():
-                self._db.put_hashes(keys, digests if len(keys) > 1 else [digests])
+                self._db.put_hashes(keys, digests)
 
     def forget_sent(self, keys: Iterable[int]) -> None:
         keys = list(keys)
         with self._lock:
-            for key in keys:
-                self._sent_pending.pop(key, None)
+            self._sent_pending.forget(keys)
         self._delete_in("sent_hashes", "", (), "key", keys, "int8")
 
     # -- list membership for mirror -------------------------------------------------------
