@@ -599,14 +599,14 @@ def test_skip_unchanged_hashes_survive_a_reopen(tmp_path: Path) -> None:
 def test_skip_unchanged_hashes_waiting_in_memory_match_what_is_written(tmp_path: Path) -> None:
     """The hashes waiting for the next batch write answer as the database would: the latest
     digest of a key wins, a forgotten key matches nothing until accepted again, and keys that
-    share their low bits (one slot of the table in memory) or outgrow its first size all
+    lie close together (one run of slots in the table in memory) or outgrow its first size all
     come through, then are written and found after a reopen."""
     import random
 
     from target_klaviyo.ledger.store import Ledger
 
     rng = random.Random(5)
-    crowded = [n << 40 for n in range(-300, 300)]  # the same low bits: one probe chain
+    crowded = [n << 40 for n in range(-300, 300)]  # close together: long probe chains
     spread = [rng.getrandbits(64) - 2**63 for _ in range(5_000)]
     expected: dict[int, int] = {}
     ledger = Ledger(tmp_path / "state")

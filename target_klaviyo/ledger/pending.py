@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 # A slot is empty (0), holds a key and its digest, or a key whose digest was forgotten.
 _USED, _FORGOTTEN = 1, 2
+_LIVE_ONLY = bytes([0, 1]) + bytes(254)  # state -> 1 where a key has its digest, else 0
 
 
 class PendingHashes:
@@ -35,21 +36,31 @@ class PendingHashes:
         self._digests = array("q", [0]) * slots
         self._state = bytearray(slots)
         self._mask = slots - 1
+        # A key's first slot is its top bits, counted from the least key: slots follow key
+        # order, so the table read slot by slot is nearly sorted (only collisions move a key
+        # on), and sorting it for the write is one pass over nearly ordered runs.
+        self._shift = 65 - max(slots, 2).bit_length()
+        self._half = slots // 2
         self._live = 0  # keys with a digest
         self._occupied = 0  # slots not empty (live or forgotten): what probes walk past
 
     def __len__(self) -> int:
         return self._live
 
-    def update(self, pairs: Iterable[tuple[int, int]]) -> None:
-        """Each key's digest; a later pair for a key replaces the earlier one."""
-        pairs = list(pairs)
-        if 2 * (self._occupied + len(pairs)) > len(self._state):
-            self._resize(max(self._expected, self._occupied + len(pairs)))
+    def update(self, pairs: Iterable[tuple[int, int]], count: int | None = None) -> None:
+        """Each key's digest; a later pair for a key replaces the earlier one. `count`: how
+        many pairs there are at most, when they come one at a time (a job's rows, zipped
+        from its hash arrays, need no list of their own)."""
+        if count is None:
+            pairs = list(pairs)
+            count = len(pairs)
+        if 2 * (self._occupied + count) > len(self._state):
+            self._resize(max(self._expected, self._occupied + count))
         keys, digests, state, mask = self._keys, self._digests, self._state, self._mask
+        shift, half = self._shift, self._half
         added = revived = 0
         for key, digest in pairs:
-            slot = key & mask
+            slot = (key >> shift) + half
             while state[slot] and keys[slot] != key:
                 slot = (slot + 1) & mask
             if state[slot] != _USED:
@@ -69,10 +80,11 @@ class PendingHashes:
         if not self._live:
             return set(), list(wanted)
         keys, digests, state, mask = self._keys, self._digests, self._state, self._mask
+        shift, half = self._shift, self._half
         same: set[int] = set()
         asked: list[int] = []
         for key, digest in wanted.items():
-            slot = key & mask
+            slot = (key >> shift) + half
             while state[slot] and keys[slot] != key:
                 slot = (slot + 1) & mask
             if state[slot] != _USED:
@@ -84,10 +96,11 @@ class PendingHashes:
     def forget(self, keys: Iterable[int]) -> None:
         """These keys' digests are not to be written."""
         table, state, mask = self._keys, self._state, self._mask
+        shift, half = self._shift, self._half
         if not self._live:
             return
         for key in keys:
-            slot = key & mask
+            slot = (key >> shift) + half
             while state[slot]:
                 if table[slot] == key:
                     if state[slot] == _USED:
@@ -98,29 +111,20 @@ class PendingHashes:
 
     def take(self) -> tuple[array[int], array[int]]:
         """Every (key, digest), sorted by key, as two arrays; the table is emptied."""
-        keys, digests = self._keys, self._digests
-        slots = self._live_slots()
-        slots.sort(key=keys.__getitem__)
-        taken = (
-            array("q", map(keys.__getitem__, slots)),
-            array("q", map(digests.__getitem__, slots)),
-        )
+        live = self._state
+        if self._live != self._occupied:
+            live = live.translate(_LIVE_ONLY)
+        keys = list(itertools.compress(self._keys, live))
+        digests = list(itertools.compress(self._digests, live))
         self._allocate(0)
-        return taken
-
-    def _live_slots(self) -> list[int]:
-        state = self._state
-        slots = list(itertools.compress(range(len(state)), state))  # live or forgotten
-        if len(slots) != self._live:
-            slots = [slot for slot in slots if state[slot] == _USED]
-        return slots
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return array("q", map(keys.__getitem__, order)), array("q", map(digests.__getitem__, order))
 
     def _resize(self, needed: int) -> None:
         """Room for `needed` keys at most half full; the live ones are moved over."""
-        keys, digests = self._keys, self._digests
-        live = [(keys[slot], digests[slot]) for slot in self._live_slots()]
+        keys, digests = self.take()
         slots = self.MIN_SLOTS
         while slots < 2 * needed:
             slots *= 2
         self._allocate(slots)
-        self.update(live)
+        self.update(zip(keys, digests, strict=True), len(keys))

@@ -374,13 +374,14 @@ class Ledger:
                     same.add(key)
         return same
 
-    def remember_sent(self, pairs: Iterable[tuple[int, int]]) -> None:
-        """Klaviyo accepted these payloads. Written in batches (and by flush_sent): a crash
-        loses at most the latest, which are then sent again once — never skipped wrongly."""
+    def remember_sent(self, pairs: Iterable[tuple[int, int]], count: int | None = None) -> None:
+        """Klaviyo accepted these payloads (`count`: at most how many, when `pairs` is an
+        iterator). Written in batches (and by flush_sent): a crash loses at most the latest,
+        which are then sent again once — never skipped wrongly."""
         if self.read_only:
             return
         with self._lock:
-            self._sent_pending.update(pairs)
+            self._sent_pending.update(pairs, count)
             full = len(self._sent_pending) >= self.SENT_BATCH
         if full:
             self.flush_sent()

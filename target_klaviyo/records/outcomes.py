@@ -116,7 +116,7 @@ class Outcomes:
             pairs = zip(*self.run.spool.hashes(rows), strict=True)
             if but:
                 pairs = (pair for row, pair in enumerate(pairs) if row not in but)  # type: ignore[assignment]
-            ledger.remember_sent(pairs)
+            ledger.remember_sent(pairs, rows.count)
         self._release(held.id for row, held in rows.held.items() if row not in but)
         self.run.stats.add(self.stream, self.object, loaded=rows.count - len(but))
 
