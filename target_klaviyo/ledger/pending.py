@@ -57,20 +57,23 @@ class PendingHashes:
         if 2 * (self._occupied + count) > len(self._state):
             self._resize(max(self._expected, self._occupied + count))
         keys, digests, state, mask = self._keys, self._digests, self._state, self._mask
-        shift, half = self._shift, self._half
+        shift, half, used = self._shift, self._half, _USED
         added = revived = 0
         for key, digest in pairs:
             slot = (key >> shift) + half
-            while state[slot] and keys[slot] != key:
-                slot = (slot + 1) & mask
-            if state[slot] != _USED:
-                if state[slot]:
-                    revived += 1
-                else:
-                    keys[slot] = key
-                    added += 1
-                state[slot] = _USED
+            if state[slot]:  # taken: the key is further along, or the first empty slot is
+                while state[slot] and keys[slot] != key:
+                    slot = (slot + 1) & mask
+                if state[slot]:  # the key: live, or forgotten and back
+                    if state[slot] != used:
+                        state[slot] = used
+                        revived += 1
+                    digests[slot] = digest
+                    continue
+            keys[slot] = key
             digests[slot] = digest
+            state[slot] = used
+            added += 1
         self._occupied += added
         self._live += added + revived
 
@@ -83,11 +86,15 @@ class PendingHashes:
         shift, half = self._shift, self._half
         same: set[int] = set()
         asked: list[int] = []
+        used = _USED
         for key, digest in wanted.items():
             slot = (key >> shift) + half
+            if not state[slot]:  # most keys: not waiting, and their slot is empty
+                asked.append(key)
+                continue
             while state[slot] and keys[slot] != key:
                 slot = (slot + 1) & mask
-            if state[slot] != _USED:
+            if state[slot] != used:
                 asked.append(key)
             elif digests[slot] == digest:
                 same.add(key)
