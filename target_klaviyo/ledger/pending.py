@@ -3,11 +3,10 @@
 A batch holds up to 100,000 (key, digest) pairs (`Ledger.SENT_BATCH`) for several seconds
 of a run, while records come and go by the tens of thousands. As a dict of ints a batch was
 200,000 small objects (about 12 MB) scattered among the records' own memory, which the
-allocator could then not give back whole: at 1,000,000 profiles the run's peak RSS was
-110-117 MB against 88-90 MB at 100,000 (benchmarks/README.md). Here a batch is one hash
-table in three flat arrays — keys, digests and a state byte a slot (open addressing,
-linear probing) — 17 bytes a slot at most half full, allocated as three blocks and
-dropped whole once written.
+allocator could then not give back whole. Here a batch is one hash table in three flat
+arrays — keys, digests and a state byte a slot (open addressing, linear probing) — 17 bytes
+a slot at most half full, allocated as three blocks and dropped whole once written: the
+peak RSS of 1,000,000 profiles went from 114-117 MB to 106-108 MB (benchmarks/README.md).
 """
 
 from __future__ import annotations
