@@ -596,7 +596,9 @@ def test_skip_unchanged_hashes_survive_a_reopen(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_skip_unchanged_hashes_waiting_in_memory_match_what_is_written(tmp_path: Path) -> None:
+def test_skip_unchanged_hashes_waiting_in_memory_match_what_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hashes waiting for the next batch write answer as the database would: the latest
     digest of a key wins, a forgotten key matches nothing until accepted again, and keys that
     lie close together (one run of slots in the table in memory) or outgrow its first size all
@@ -609,6 +611,7 @@ def test_skip_unchanged_hashes_waiting_in_memory_match_what_is_written(tmp_path:
     crowded = [n << 40 for n in range(-300, 300)]  # close together: long probe chains
     spread = [rng.getrandbits(64) - 2**63 for _ in range(5_000)]
     expected: dict[int, int] = {}
+    monkeypatch.setattr(Ledger, "SENT_BATCH", 1_000)  # the table in memory starts small
     ledger = Ledger(tmp_path / "state")
     ledger.SENT_BATCH = 10**9  # everything waits in memory until the explicit flush
     try:
