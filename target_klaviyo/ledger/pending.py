@@ -101,19 +101,17 @@ class PendingHashes:
 
     def forget(self, keys: Iterable[int]) -> None:
         """These keys' digests are not to be written."""
-        table, state, mask = self._keys, self._state, self._mask
-        shift, half = self._shift, self._half
         if not self._live:
             return
+        table, state, mask = self._keys, self._state, self._mask
+        shift, half = self._shift, self._half
         for key in keys:
             slot = (key >> shift) + half
-            while state[slot]:
-                if table[slot] == key:
-                    if state[slot] == _USED:
-                        state[slot] = _FORGOTTEN
-                        self._live -= 1
-                    break
+            while state[slot] and table[slot] != key:
                 slot = (slot + 1) & mask
+            if state[slot] == _USED:
+                state[slot] = _FORGOTTEN
+                self._live -= 1
 
     def take(self) -> tuple[array[int], array[int]]:
         """Every (key, digest), sorted by key, as two arrays; the table is emptied."""
