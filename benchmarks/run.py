@@ -476,6 +476,7 @@ class Bench:
                 )
                 log = emulator.control("GET", "/requests")
                 timing = emulator.control("GET", "/timing")
+                emulator_cpu_s = emulator.cpu_s()
             calls = Counter(entry["operation"] for entry in log)
             throttled = Counter(entry["operation"] for entry in log if entry["status"] == 429)
             polls = calls["get_bulk_import_profiles_jobs"] + calls["get_bulk_import_profiles_job"]
@@ -500,7 +501,8 @@ class Bench:
                 f" needs it by {1.2 * floor_s - latency:.1f} s, before polls and the end); the"
                 f" emulator ended {timing['jobs_ended']} jobs, the latest"
                 f" {max(0.0, timing['late_s_max']):.1f} s after it was due (it checks and"
-                " applies every row itself, on the same machine)"
+                f" applies every row itself, on the same machine: {emulator_cpu_s:,.1f} s of"
+                " CPU)"
             )
             if profiles == args.job_profiles:
                 self.figure(
