@@ -4,6 +4,7 @@ privacy deletions, the catalog (``catalog.py``) and custom objects data sources.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import json
 import random
@@ -61,6 +62,9 @@ LOCATION_FIELDS = (
     "timezone",
     "ip",
 )
+# For membership tests, once per attribute of every profile written.
+_INDEXED_SET = frozenset(INDEXED)
+_STANDARD_SET = frozenset(STANDARD_FIELDS)
 # Fields rendered in profile responses (the spec's profile response attributes).
 RESPONSE_FIELDS = tuple(f for f in STANDARD_FIELDS if f not in ("_kx", "anonymous_id"))
 
@@ -68,7 +72,6 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Every 10-bit value as two Crockford digits: an id is made by table lookups, not arithmetic
 # per digit (one is made per profile and per event).
 _DIGIT_PAIRS = tuple(high + low for high in _CROCKFORD for low in _CROCKFORD)
-_COUNTER_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)
 _id_lock = threading.Lock()
 _id_counter = itertools.count()
 
@@ -85,12 +88,28 @@ def new_ulid() -> str:
     with _id_lock:
         millis = time.time_ns() // 1_000_000
         counter = next(_id_counter) & ((1 << 80) - 1)
-    # 26 Crockford base32 digits: 10 for the milliseconds (48 bits), 16 for the counter (80).
+    # 26 Crockford base32 digits: 10 for the milliseconds (48 bits), 16 for the counter (80),
+    # of which only the last 4 change from one id to the next.
     pairs = _DIGIT_PAIRS
-    return "".join(
-        [pairs[(millis >> shift) & 1023] for shift in (40, 30, 20, 10, 0)]
-        + [pairs[(counter >> shift) & 1023] for shift in _COUNTER_SHIFTS]
+    return (
+        _millis_digits(millis)
+        + _counter_high_digits(counter >> 20)
+        + pairs[(counter >> 10) & 1023]
+        + pairs[counter & 1023]
     )
+
+
+# The leading digits of ids are the same for thousands of ids in a row (a bulk job makes
+# thousands a millisecond): made once, not per id.
+@functools.lru_cache(maxsize=8)
+def _millis_digits(millis: int) -> str:
+    return "".join([_DIGIT_PAIRS[(millis >> shift) & 1023] for shift in (40, 30, 20, 10, 0)])
+
+
+@functools.lru_cache(maxsize=8)
+def _counter_high_digits(high: int) -> str:
+    """The first 12 of the counter's 16 digits, from its bits above the lowest 20."""
+    return "".join([_DIGIT_PAIRS[(high >> shift) & 1023] for shift in (50, 40, 30, 20, 10, 0)])
 
 
 def now_utc() -> datetime:
@@ -129,11 +148,19 @@ class Profile:
     fields: dict[str, Any] = field(default_factory=dict)
     location: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
-    subscriptions: dict[str, Any] = field(default_factory=_default_subscriptions)
     # Email marketing suppressions other than UNSUBSCRIBE (which is the consent UNSUBSCRIBED):
     # {"reason", "timestamp"}, one per reason (Klaviyo: profile suppressions).
     suppressions: list[dict[str, str]] = field(default_factory=list)
     last_event_date: str | None = None
+    # Consent by channel, made (as _default_subscriptions) when first asked for: six dicts a
+    # profile, which most profiles (a bulk import's million) never need.
+    _subscriptions: dict[str, Any] | None = None
+
+    @property
+    def subscriptions(self) -> dict[str, Any]:
+        if self._subscriptions is None:
+            self._subscriptions = _default_subscriptions()
+        return self._subscriptions
 
     def dump(self, lists: list[str]) -> dict[str, Any]:
         attributes = {name: self.fields.get(name) for name in STANDARD_FIELDS}
@@ -282,12 +309,15 @@ class ImportJob(Job):
     profile_ids: list[str] = field(default_factory=list)
 
     def row(self, index: int) -> dict[str, Any]:
+        # Each row is an object (the request's body rules read each one's attributes): decoded,
+        # it is a new dict, which no one else holds.
         raw = self.rows[index]
         try:
-            return dict(msgspec.json.decode(raw))
+            row: dict[str, Any] = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             # What msgspec refuses but json takes (integers beyond 64 bits; see bodies.py).
-            return dict(json.loads(bytes(raw)))
+            row = json.loads(bytes(raw))
+        return row
 
     def apply_row(self, store: Store, index: int, row: Any, stamp: str) -> None:
         store.apply_import_row(self, index, row, stamp)
@@ -443,14 +473,24 @@ class CatalogJob(Job):
 
 def without_nulls(attributes: dict[str, Any]) -> dict[str, Any]:
     """Profile attributes without the nulls in them: standard fields, ``location`` and its
-    fields, ``properties`` and custom properties sent as null are dropped."""
-    kept: dict[str, Any] = {}
-    for name, value in attributes.items():
-        if value is None:
-            continue
-        nested = name in ("location", "properties") and isinstance(value, dict)
-        kept[name] = {k: v for k, v in value.items() if v is not None} if nested else value
+    fields, ``properties`` and custom properties sent as null are dropped.
+
+    A new dict; ``location`` and ``properties`` are copied only when they hold a null (bulk
+    import rows seldom do), else shared with ``attributes``."""
+    kept = {name: value for name, value in attributes.items() if value is not None}
+    for name in ("location", "properties"):
+        value = kept.get(name)
+        if isinstance(value, dict) and None in value.values():
+            kept[name] = {k: v for k, v in value.items() if v is not None}
     return kept
+
+
+def _has_identifier(attributes: dict[str, Any]) -> bool:
+    """Whether a profile's attributes carry an identifier (a loop: once per bulk import row)."""
+    for name in INDEXED:  # noqa: SIM110 (a loop: any() is slower)
+        if isinstance(attributes.get(name), str):
+            return True
+    return False
 
 
 class Store:
@@ -575,21 +615,24 @@ class Store:
                             profile.location.pop(key, None)
                         else:
                             profile.location[key] = item
-            elif name in INDEXED:
+            elif name in _INDEXED_SET:
+                index = self.index[name]
                 old = profile.fields.get(name)
-                if old is not None and self.index[name].get(old) == profile.id:
-                    del self.index[name][old]
+                if old is not None and index.get(old) == profile.id:
+                    del index[old]
                 if value is None:
                     profile.fields.pop(name, None)
                 else:
                     profile.fields[name] = value
-                    self.index[name][value] = profile.id
-            elif name in STANDARD_FIELDS:
+                    index[value] = profile.id
+            elif name in _STANDARD_SET:
                 if value is None:
                     profile.fields.pop(name, None)
                 else:
                     profile.fields[name] = value
-        patch = (meta or {}).get("patch_properties") or {}
+        if not meta:
+            return
+        patch = meta.get("patch_properties") or {}
         # Klaviyo: profiles API: unset (a string or a list) removes keys; append / unappend add or
         # remove values of array properties.
         unset = patch.get("unset")
@@ -663,7 +706,7 @@ class Store:
     ) -> None:
         """Apply one bulk-import row while its job is processing (Klaviyo: bulk profile import)."""
         base = f"/data/attributes/profiles/data/{index}"
-        attributes = dict(row["attributes"])
+        attributes = row["attributes"]  # not changed: upsert applies a copy without its nulls
         phone = attributes.get("phone_number")
         if isinstance(phone, str):
             check = check_phone(phone)
@@ -671,6 +714,7 @@ class Store:
                 # Klaviyo: bulk profile import: an invalid phone in a bulk import is silently
                 # dropped;
                 # the profile is imported without it and no import error is recorded.
+                attributes = dict(attributes)
                 del attributes["phone_number"]
                 self.silent_drops.append(
                     {
@@ -694,7 +738,7 @@ class Store:
                     row,
                 )
                 return
-        if not row.get("id") and not any(isinstance(attributes.get(n), str) for n in INDEXED):
+        if not row.get("id") and not _has_identifier(attributes):
             self.import_error(
                 job,
                 "invalid",
