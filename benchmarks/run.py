@@ -76,6 +76,8 @@ from benchmarks.workload import (
 from target_klaviyo.klaviyo.operations import OPERATIONS
 
 SECTIONS = ("rate", "baseline", "cpu", "memory", "profiles", "catalog", "budget")
+# Run only when asked for with --only: they need a tool the machine may lack, and minutes.
+OPT_IN_SECTIONS = ("instructions",)
 LEDGER_GLOB = "ledger.sqlite3*"  # the database and its WAL files
 EMULATOR_FAST = ("--unthrottled", "--no-validate", "--job-delay", "0")
 EMULATOR_REAL_RATES = ("--no-validate", "--job-delay", "0")
@@ -151,6 +153,7 @@ class Bench:
         state_dir: Path | None = None,
         label: str,
         streams: dict[str, Any] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> tuple[Measured, dict[str, Any]]:
         """One target-klaviyo run; its measurement and last_run.json (checked)."""
         run_dir = self.run_dir(label)
@@ -168,7 +171,7 @@ class Bench:
         config_path = run_dir / "config.json"
         config_path.write_text(json.dumps(config))
         measured = run_measured(
-            target_args(config_path), input_path, run_dir / "stderr.log", run_dir
+            [*prefix, *target_args(config_path)], input_path, run_dir / "stderr.log", run_dir
         )
         if measured.exit_code != 0:
             raise BenchmarkError(
@@ -182,12 +185,21 @@ class Bench:
                 print(f"  WARNING: stream {stream} did not load cleanly: {stats}")
         return measured, summary
 
-    def run_noop(self, input_path: Path, *, validate: bool | None, label: str) -> Measured:
+    def run_noop(
+        self,
+        input_path: Path,
+        *,
+        validate: bool | None,
+        label: str,
+        prefix: tuple[str, ...] = (),
+    ) -> Measured:
         run_dir = self.run_dir(label)
         config = {} if validate is None else {"validate_records": validate}
         config_path = run_dir / "config.json"
         config_path.write_text(json.dumps(config))
-        measured = run_measured(noop_args(config_path), input_path, run_dir / "stderr.log", run_dir)
+        measured = run_measured(
+            [*prefix, *noop_args(config_path)], input_path, run_dir / "stderr.log", run_dir
+        )
         if measured.exit_code != 0:
             raise BenchmarkError(
                 f"the no-op target ({label}) exited {measured.exit_code}:\n"
@@ -360,6 +372,74 @@ class Bench:
             on,
             ">= 3",
             on >= 3,
+        )
+
+    # -- instructions (only with --only) ------------------------------------------------
+
+    def instructions(self) -> None:
+        """The cpu section's comparison in instructions a record, counted by valgrind's
+        callgrind: a figure that neither the machine's other load nor its drifting speed
+        moves, for comparing two versions of the code on a noisy machine."""
+        args = self.args
+        workload = Workload(args.profiles // 10, args.events // 10, args.members // 10)
+        print(
+            "\n[instructions] instructions a record under valgrind (callgrind), target-klaviyo"
+            f" vs a no-op singer-sdk target: {workload.describe()}, a tenth of the cpu workload"
+        )
+        valgrind = shutil.which("valgrind")
+        if valgrind is None:
+            print("  skipped: valgrind is not installed")
+            return
+        inputs = {
+            "start-up": self.input_file("instructions", Workload(0, 0, 0)),
+            "records": self.input_file("instructions", workload),
+        }
+        counted: dict[tuple[str, str, bool], int] = {}
+        with self.emulator(*EMULATOR_FAST) as emulator:
+            # Start-up (imports, settings, the SCHEMA messages) does not depend on validation.
+            for part, validations in (("start-up", (False,)), ("records", (False, True))):
+                for validate in validations:
+                    setting = None if validate else False  # None: singer-sdk's default (on)
+                    for who in ("noop", "target"):
+                        log = self.workdir / f"callgrind-{who}-{part}-{validate}.log"
+                        prefix = (
+                            valgrind,
+                            "--tool=callgrind",
+                            "--callgrind-out-file=/dev/null",
+                            f"--log-file={log}",
+                        )
+                        label = f"instructions-{who}"
+                        if who == "noop":
+                            self.run_noop(
+                                inputs[part], validate=setting, label=label, prefix=prefix
+                            )
+                        else:
+                            emulator.reset()
+                            self.run_target(
+                                emulator, inputs[part], validate=setting, label=label, prefix=prefix
+                            )
+                        counted[(who, part, validate)] = _instructions(log)
+        n = workload.records
+        for who in ("noop", "target"):
+            name = "no-op target  " if who == "noop" else "target-klaviyo"
+            print(
+                f"  {name} start-up (no records): {counted[(who, 'start-up', False)] / 1e9:.2f}"
+                " G instructions"
+            )
+        per_record: dict[tuple[str, bool], float] = {}
+        for validate in (False, True):
+            mode = "validation on" if validate else "validate_records: false"
+            for who in ("noop", "target"):
+                extra = counted[(who, "records", validate)] - counted[(who, "start-up", False)]
+                per_record[(who, validate)] = extra / n
+                name = "no-op target  " if who == "noop" else "target-klaviyo"
+                print(f"  {name} {mode:<24} {extra / n:9,.0f} instructions a record")
+        off = per_record[("noop", False)] / per_record[("target", False)]
+        on = per_record[("noop", True)] / per_record[("target", True)]
+        print(
+            f"  records per instruction, target-klaviyo / no-op target: {off:.2f} both"
+            f" validate_records: false (the cpu section's goal: >= 0.6 in CPU-seconds),"
+            f" {on:.2f} validating (>= 3)"
         )
 
     # -- 4. memory and the ledger ---------------------------------------------------------
@@ -761,6 +841,14 @@ def revision() -> str:
     return commit + (" with uncommitted changes in target_klaviyo/" if dirty else "")
 
 
+def _instructions(log: Path) -> int:
+    """The instructions callgrind counted, from its log ("Collected : N")."""
+    for line in log.read_text(errors="replace").splitlines():
+        if "Collected :" in line:
+            return int(line.split("Collected :")[1].strip())
+    raise BenchmarkError(f"no instruction count in {log}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
@@ -770,7 +858,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
+        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)}; also "
+        f"{','.join(OPT_IN_SECTIONS)}, only when named)",
     )
     sizes = parser.add_argument_group("cpu workload")
     sizes.add_argument("--profiles", type=int, default=100_000)
@@ -811,7 +900,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="keep inputs and logs here")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(args.sections) - set(SECTIONS))
+    unknown = sorted(set(args.sections) - set(SECTIONS) - set(OPT_IN_SECTIONS))
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
     return args
@@ -832,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, workdir)
     started = time.perf_counter()
     try:
-        for section in SECTIONS:
+        for section in (*SECTIONS, *OPT_IN_SECTIONS):
             if section in args.sections:
                 getattr(bench, section)()
     except BenchmarkError as exc:
