@@ -396,7 +396,7 @@ def profile_attribute_errors(
     if isinstance(external_id, str) and not external_id.strip():
         # Emulator choice: a blank external_id is not a usable identifier.
         errors.append((_json_pointer((*base, "external_id")), "external_id must not be blank."))
-    if not resource_id and not _has_identifier(attributes, identifiers):
+    if not resource_id and not has_identifier(attributes, identifiers):
         # Klaviyo: profiles API: profiles are matched by an identifier; §5.1: event profiles need
         # "at least one identifier".
         errors.append(
@@ -413,9 +413,9 @@ def profile_attribute_errors(
     return errors
 
 
-def _has_identifier(attributes: dict[str, Any], identifiers: tuple[str, ...]) -> bool:
+def has_identifier(attributes: dict[str, Any], identifiers: tuple[str, ...]) -> bool:
     """Whether one of ``identifiers`` but id is a string in ``attributes`` (a loop that stops
-    at the first: once per row of a bulk job)."""
+    at the first: once per row of a bulk job, when it comes and when it is applied)."""
     for name in identifiers:  # noqa: SIM110 (a loop: any() is slower)
         if name != "id" and isinstance(attributes.get(name), str):
             return True

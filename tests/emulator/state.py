@@ -27,6 +27,7 @@ from .rules import (
     UNSUPPORTED_REGION,
     check_phone,
     consent_entries,
+    has_identifier,
     iso,
     parse_datetime,
 )
@@ -485,14 +486,6 @@ def without_nulls(attributes: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _has_identifier(attributes: dict[str, Any]) -> bool:
-    """Whether a profile's attributes carry an identifier (a loop: once per bulk import row)."""
-    for name in INDEXED:  # noqa: SIM110 (a loop: any() is slower)
-        if isinstance(attributes.get(name), str):
-            return True
-    return False
-
-
 class Store:
     """All account state. Every public method takes ``self.lock``."""
 
@@ -738,7 +731,7 @@ class Store:
                     row,
                 )
                 return
-        if not row.get("id") and not _has_identifier(attributes):
+        if not row.get("id") and not has_identifier(attributes, INDEXED):
             self.import_error(
                 job,
                 "invalid",
