@@ -596,6 +596,36 @@ def test_skip_unchanged_hashes_survive_a_reopen(tmp_path: Path) -> None:
     ledger.close()
 
 
+def test_skip_unchanged_asks_no_key_of_an_empty_ledger_and_sees_hashes_written_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run asks nothing key by key while the ledger holds no hashes; hashes another
+    run on the same ledger writes in the meantime are found from then on."""
+    from target_klaviyo.ledger.sqlite import SqliteBackend
+    from target_klaviyo.ledger.store import Ledger
+
+    lookups: list[int] = []
+    lookup = SqliteBackend.lookup_hashes
+    monkeypatch.setattr(
+        SqliteBackend,
+        "lookup_hashes",
+        lambda self, keys: lookups.append(len(keys)) or lookup(self, keys),
+    )
+    pairs = [(key, key * 3) for key in range(1, 501)]
+    first = Ledger(tmp_path / "state")
+    other = Ledger(tmp_path / "state")
+    try:
+        assert first.unchanged(pairs) == set()
+        assert lookups == []
+        other.remember_sent(pairs[:200])
+        other.flush_sent()
+        assert first.unchanged(pairs) == {key for key, _ in pairs[:200]}
+        assert lookups == [500]
+    finally:
+        first.close()
+        other.close()
+
+
 def test_skip_unchanged_hashes_waiting_in_memory_match_what_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

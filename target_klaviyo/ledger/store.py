@@ -163,6 +163,9 @@ class Ledger:
         # skip_unchanged hashes wait here and are written in sorted batches: one insert at a
         # time would touch a random page of the table each.
         self._sent_pending = PendingHashes(self.SENT_BATCH)
+        # Whether the table holds hashes: while it holds none (a first run, a new state_dir)
+        # a chunk's lookup is one EXISTS, not a search for each of its keys.
+        self._hashes_stored = False
         self._rejects_pending: list[tuple[str, str, str | None, str, str, datetime]] = []
         self._closed = False
         self._stream_locks: list[StreamLock] = []  # released by close, if not before
@@ -368,7 +371,11 @@ class Ledger:
             same, asked = self._sent_pending.split(wanted)
         if asked:
             with self._lock:
-                found = self._db.lookup_hashes(asked)
+                if not self._hashes_stored:
+                    self._hashes_stored = bool(
+                        self._db.query("SELECT EXISTS (SELECT 1 FROM sent_hashes)")[0][0]
+                    )
+                found = self._db.lookup_hashes(asked) if self._hashes_stored else []
             for key, digest in found:
                 if wanted[key] == digest:
                     same.add(key)
