@@ -18,8 +18,17 @@ import pytest
 from target_klaviyo.klaviyo.operations import Operation, Tier
 from target_klaviyo.ledger.budget import SharedPacer
 from target_klaviyo.ledger.store import Ledger, open_ledger
+from tests.emulator import Emulator
 from tests.ledger_places import LedgerPlace, ledger_place
-from tests.support import REPO
+from tests.support import (
+    REPO,
+    STRING,
+    Running,
+    base_config,
+    record_message,
+    schema_message,
+    singer_lines,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -239,3 +248,37 @@ def _in_flight(pg: LedgerPlace) -> int:
 
 def _answered(pg: LedgerPlace) -> int:
     return _count(pg, "answered_at is not null")
+
+
+def test_two_runs_of_one_key_started_together_pace_their_start_up_checks_together(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Two pipelines of one account started in the same second (one cron minute): each looks
+    up its account (`GET /api/accounts`, 1 a second) before it knows which budget to share.
+    Runs of one key share the key's budget until then, so Klaviyo answers no 429."""
+    with ledger_place("postgresql", tmp_path) as place:
+        runs = []
+        for name in ("web_customers", "store_customers"):
+            config = base_config(
+                emulator,
+                tmp_path / name,
+                {name: {"object": "profile"}},
+                ledger_url=place.url,
+                ledger_schema=place.schema,
+            )
+            runs.append(Running(config, tmp_path))
+        for run, name in zip(runs, ("web_customers", "store_customers"), strict=True):
+            run.feed(
+                singer_lines(
+                    [
+                        schema_message(name, {"email": STRING}),
+                        record_message(name, {"email": f"ann.{name}@example.com"}),
+                    ]
+                )
+            )
+        for run in runs:
+            code, _, stderr = run.finish()
+            assert code == 0, stderr
+    lookups = [entry.status for entry in emulator.request_log if entry.operation == "get_accounts"]
+    assert lookups == [200, 200]
+    assert [entry for entry in emulator.request_log if entry.status == 429] == []

@@ -36,6 +36,7 @@ from target_klaviyo.sdk import StopReading
 from target_klaviyo.streams import MappingConfigError
 
 if t.TYPE_CHECKING:
+    from target_klaviyo.ledger.budget import SharedPacer
     from target_klaviyo.target import TargetKlaviyo
 
 
@@ -77,6 +78,7 @@ class Lifecycle:
         )
         self._started = False
         self._finished = False
+        self._budget: SharedPacer | None = None  # the shared budget the client paces from
 
     def publish_reads(self) -> None:
         """Records read so far into the run's figures, also between chunks (a slow tap)."""
@@ -92,6 +94,9 @@ class Lifecycle:
         run = self.run
         if not run.settings.dry_run:
             assert isinstance(run.client, KlaviyoClient)
+            # The start-up checks pace from the key's budget (runs of one key started in the
+            # same second would otherwise look up their account, 1 a second, together).
+            self.pace_from(run.client, run.account)
             run.resolved_ids = check_account(run.client, run.settings)
             self.logger.info("Klaviyo start-up check passed")
             self.share_budget(run.client)
@@ -109,7 +114,7 @@ class Lifecycle:
         there; the account is named by its id (`GET /api/accounts`) so that runs with
         different keys of one account share it."""
         run = self.run
-        if run.ledger is None or run.ledger.kind != "postgresql":
+        if not self._shares_budgets():
             return
         account_id = account_of(client)
         if account_id is None:
@@ -119,12 +124,27 @@ class Lifecycle:
             )
         else:
             run.account = f"account-{account_id}"
-        budget = run.ledger.rate_budget(
-            run.account, in_flight_timeout_s=2 * run.settings.request_timeout_s
+            self.pace_from(client, run.account)
+        self.logger.info("rate budget shared with every run on this account (ledger)")
+
+    def pace_from(self, client: KlaviyoClient, account: str) -> None:
+        """Pace from the budget the ledger keeps for `account` (a key's hash, or an account's
+        id), where it keeps one."""
+        if not self._shares_budgets():
+            return
+        assert self.run.ledger is not None
+        budget = self.run.ledger.rate_budget(
+            account, in_flight_timeout_s=2 * self.run.settings.request_timeout_s
         )
         if budget is not None:
             client.share_budget(budget)
-            self.logger.info("rate budget shared with every run on this account (ledger)")
+            previous, self._budget = self._budget, budget
+            if previous is not None:
+                previous.close()  # the key's, once the account's is known: nothing in flight
+
+    def _shares_budgets(self) -> bool:
+        ledger = self.run.ledger
+        return ledger is not None and ledger.kind == "postgresql" and not ledger.read_only
 
     def resolve_interrupted_jobs(self) -> None:
         """Jobs an interrupted run left in flight: look them up, then forget them.
