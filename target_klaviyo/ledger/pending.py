@@ -36,8 +36,8 @@ class PendingHashes:
         self._state = bytearray(slots)
         self._mask = slots - 1
         # A key's first slot is its top bits, counted from the least key: slots follow key
-        # order, so the table read slot by slot is nearly sorted (only collisions move a key
-        # on), and sorting it for the write is one pass over nearly ordered runs.
+        # order, so the table read slot by slot is in key order but for the few keys a
+        # collision moved on: a batch write touches the table's pages in order.
         self._shift = 65 - max(slots, 2).bit_length()
         self._half = slots // 2
         self._live = 0  # keys with a digest
@@ -114,15 +114,17 @@ class PendingHashes:
                 self._live -= 1
 
     def take(self) -> tuple[array[int], array[int]]:
-        """Every (key, digest), sorted by key, as two arrays; the table is emptied."""
+        """Every (key, digest), as two arrays in slot order, which is key order but where a
+        collision moved a key on (all a batch write needs); the table is emptied. Read
+        straight into the arrays: lists of a batch's keys, digests and their order were
+        300,000 small objects made at once, mid-run, among the records' own memory."""
         live = self._state
         if self._live != self._occupied:
             live = live.translate(_LIVE_ONLY)
-        keys = list(itertools.compress(self._keys, live))
-        digests = list(itertools.compress(self._digests, live))
+        keys = array("q", itertools.compress(self._keys, live))
+        digests = array("q", itertools.compress(self._digests, live))
         self._allocate(0)
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        return array("q", map(keys.__getitem__, order)), array("q", map(digests.__getitem__, order))
+        return keys, digests
 
     def _resize(self, needed: int) -> None:
         """Room for `needed` keys at most half full; the live ones are moved over."""

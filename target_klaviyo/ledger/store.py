@@ -9,7 +9,7 @@ consistent. It keeps:
 - the schema of each stream that has records on hold, so they can be replayed before input;
 - bulk jobs in flight, so a job interrupted by a crash is looked at on the next run;
 - a hash of the last payload Klaviyo accepted per (stream, object, identity) for skip_unchanged
-  (64-bit XXH3 hashes as signed integers, written in sorted batches);
+  (64-bit XXH3 hashes as signed integers, written in batches in key order);
 - list members this target added, for mirror passes;
 - privacy deletions Klaviyo accepted (hashed), so that none is requested twice;
 - PostgreSQL only: rejected records (`record_reject`), and the account's rate budget.
@@ -160,8 +160,8 @@ class Ledger:
             else SqliteBackend.open(self.state_dir, read_only=read_only)
         )
         self._lock = threading.Lock()
-        # skip_unchanged hashes wait here and are written in sorted batches: one insert at a
-        # time would touch a random page of the table each.
+        # skip_unchanged hashes wait here and are written in batches in key order: one
+        # insert at a time would touch a random page of the table each.
         self._sent_pending = PendingHashes(self.SENT_BATCH)
         # Whether the table holds hashes: while it holds none (a first run, a new state_dir)
         # a chunk's lookup is one EXISTS, not a search for each of its keys.
