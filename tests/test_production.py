@@ -152,6 +152,9 @@ def test_a_second_run_on_a_stream_being_loaded_refuses_then_waits(
         assert "Traceback" not in refused.stderr
         # It sent nothing for that stream: the one import is the first run's.
         assert sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 1
+        # And it took the first run's open job for none an interrupted run left behind.
+        assert "was in flight when an earlier run stopped" not in refused.stderr
+        assert not any(e.operation == "get_bulk_import_profiles_job" for e in emulator.request_log)
 
         waiting = run_target({**config, "lock_timeout_s": 60}, text, tmp_path)
         code, _, stderr = first.finish(timeout=120)
@@ -159,6 +162,7 @@ def test_a_second_run_on_a_stream_being_loaded_refuses_then_waits(
         assert waiting.exit_code == 0, waiting.stderr
         waiting.assert_accounted()
         assert waiting.stream("customers")["unchanged"] == 50  # it ran after the first
+        assert "was in flight when an earlier run stopped" not in waiting.stderr
 
 
 @pytest.mark.postgres

@@ -27,6 +27,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_klaviyo.klaviyo.client import ConfigError, KlaviyoAuthError, KlaviyoClient
 from target_klaviyo.klaviyo.startup import StartupError, account_of, check_account
+from target_klaviyo.ledger.locks import StreamLocked
 from target_klaviyo.ledger.store import LedgerError
 from target_klaviyo.records.jobs import KIND_OF_OPERATION
 from target_klaviyo.run.context import Run
@@ -151,11 +152,17 @@ class Lifecycle:
 
         Their records are sent again anyway: STATE was not passed on past them, so the tap
         resends them, and upserts and unique_ids make the resend safe. Looking them up tells
-        the user what happened to the interrupted job.
+        the user what happened to the interrupted job. The jobs of a stream another live run
+        holds are that run's own, still followed by it: they are left alone.
         """
         ledger = self.run.ledger
         assert ledger is not None
+        held_elsewhere: dict[str, bool] = {}
         for job in ledger.jobs_in_flight():
+            if job.stream not in held_elsewhere:
+                held_elsewhere[job.stream] = self._held_by_another_run(job.stream)
+            if held_elsewhere[job.stream]:
+                continue
             kind = KIND_OF_OPERATION.get(job.operation)
             if kind is None:  # recorded by a newer version
                 outcome = "this version cannot ask Klaviyo about it"
@@ -176,6 +183,17 @@ class Lifecycle:
                 outcome,
             )
             ledger.job_finished(job.id)
+
+    def _held_by_another_run(self, stream: str) -> bool:
+        """Whether a live run holds the stream now (asked once, without waiting; a lock a
+        dead run left is taken over, then given back)."""
+        run = self.run
+        assert run.ledger is not None
+        try:
+            run.ledger.lock_stream(run.account, stream, 0).release()
+        except StreamLocked:
+            return True
+        return False
 
     def replay_held(self) -> None:
         """Records on hold go out first, through the same sinks, with the current mapping."""
