@@ -194,3 +194,54 @@ def test_two_runs_on_one_account_share_its_rate_budget(
     events = [e for e in emulator.request_log if e.operation == "bulk_create_events"]
     assert len(events) == 2 * requests_each
     assert [e.status for e in events if e.status == 429] == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.emulator(job_latency_s=6)
+def test_a_run_leaves_records_on_hold_to_the_live_run_loading_their_stream(
+    emulator: Any, tmp_path: Path, kind: str
+) -> None:
+    """One config maps every stream, as one Meltano loader serves several taps. Customers on
+    hold are being replayed by the run loading customers; an orders run started meanwhile
+    leaves them to it, rather than waiting for the stream's lock and failing."""
+    streams = {
+        "customers": {"object": "profile", "fields": {"external_id": "id"}},
+        "orders": {"object": "event", "event_name": "Placed Order"},
+    }
+    with ledger_place(kind, tmp_path) as place:
+        ledger = {"ledger_url": place.url, "ledger_schema": place.schema} if place.url else {}
+        config = base_config(emulator, place.state_dir, streams, **ledger)
+        emulator.add_fault("503", operation="bulk_import_profiles", count=None)
+        held = run_target(
+            {**config, "max_retries": 0},
+            singer_lines(stream_messages("customers", CUSTOMERS, customers(20), ["id"])),
+            tmp_path,
+        )
+        assert held.stream("customers")["on_hold"] == 20, held.stderr
+        emulator.clear_faults()
+
+        loading = Running(config, tmp_path)  # replays the 20, then waits 6 s for their job
+        loading.feed("")
+        deadline = time.monotonic() + 30
+        while not any(
+            e.operation == "bulk_import_profiles" and e.status == 202 for e in emulator.request_log
+        ):
+            assert time.monotonic() < deadline, "the replay never submitted its job"
+            time.sleep(0.02)
+
+        orders = [{"id": 1, "email": "ann@example.com", "total": 5}]
+        other = run_target(
+            config,
+            singer_lines(
+                stream_messages(
+                    "orders", {"id": INTEGER, "email": STRING, "total": INTEGER}, orders, ["id"]
+                )
+            ),
+            tmp_path,
+        )
+        assert other.exit_code == 0, other.stderr
+        assert other.stream("orders")["loaded"] == 1
+        assert "customers" not in other.summary["streams"]
+        code, _, stderr = loading.finish(timeout=120)
+        assert code == 0, stderr
+    assert sum(1 for p in emulator.dump()["profiles"] if p["attributes"].get("external_id")) == 20

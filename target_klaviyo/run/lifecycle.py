@@ -196,7 +196,8 @@ class Lifecycle:
         return False
 
     def replay_held(self) -> None:
-        """Records on hold go out first, through the same sinks, with the current mapping."""
+        """Records on hold go out first, through the same sinks, with the current mapping
+        (but for a stream another live run is loading: they are that run's to replay)."""
         ledger = self.run.ledger
         assert ledger is not None
         target = self.target
@@ -204,6 +205,14 @@ class Lifecycle:
             if self.run.mappings.resolve(stream) is None:
                 self.logger.warning(
                     "%d records of stream %r stay on hold: the stream has no mapping now",
+                    ledger.held_count(stream),
+                    stream,
+                )
+                continue
+            if self._held_by_another_run(stream):
+                # That run replays them (it did so as it started) or puts them back on hold.
+                self.logger.info(
+                    "%d records of stream %r on hold are left to the run loading that stream",
                     ledger.held_count(stream),
                     stream,
                 )
