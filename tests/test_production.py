@@ -245,3 +245,31 @@ def test_a_run_leaves_records_on_hold_to_the_live_run_loading_their_stream(
         code, _, stderr = loading.finish(timeout=120)
         assert code == 0, stderr
     assert sum(1 for p in emulator.dump()["profiles"] if p["attributes"].get("external_id")) == 20
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_ledger_used_for_another_account_says_so(
+    emulator: Any, tmp_path: Path, kind: str
+) -> None:
+    """Staging and production loaders of one project left on the default state_dir: a run
+    on a ledger whose last run was of another account warns, naming what is not kept per
+    account; runs of one account say nothing."""
+    from tests.emulator import Emulator
+
+    other = Emulator(private_key="pk_staging_fedcba9876543210", public_key="StG456").start()
+    try:
+        text = singer_lines(stream_messages("customers", CUSTOMERS, customers(3), ["id"]))
+        streams = {"customers": {"object": "profile", "fields": {"external_id": "id"}}}
+        warning = "was last used with another Klaviyo account or key"
+        with ledger_place(kind, tmp_path) as place:
+            ledger = {"ledger_url": place.url, "ledger_schema": place.schema} if place.url else {}
+            runs = [
+                run_target(base_config(klaviyo, place.state_dir, streams, **ledger), text, tmp_path)
+                for klaviyo in (emulator, emulator, other, emulator)
+            ]
+        for run in runs:
+            assert run.exit_code == 0, run.stderr
+        assert [warning in run.stderr for run in runs] == [False, False, True, True]
+        assert "pk_" not in runs[2].stderr + runs[3].stderr  # the keys themselves never
+    finally:
+        other.stop()

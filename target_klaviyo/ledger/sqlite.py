@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS catalog_ids (
     id TEXT NOT NULL,
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 # PRAGMA user_version of a ledger whose skip_unchanged hashes are XXH3-64 (earlier: BLAKE2b).

@@ -255,6 +255,20 @@ class Ledger:
         with self._lock:
             return self._db.query(sql, args)
 
+    # -- the account it serves ------------------------------------------------------------
+
+    def swap_account(self, account: str) -> str | None:
+        """Record that a run of `account` (its id, or a hash of the key) uses this ledger;
+        the one recorded before, when it was another. What the ledger keeps (skip_unchanged
+        hashes, records on hold, jobs, catalog ids) is not kept per account."""
+        rows = self._query("SELECT value FROM ledger_meta WHERE name = 'account'")
+        before = str(rows[0][0]) if rows else None
+        if before != account:
+            self._upsert(
+                "ledger_meta", ("name", "value"), ("name",), ("value",), [("account", account)]
+            )
+        return before if before is not None and before != account else None
+
     # -- records on hold ------------------------------------------------------------------
 
     def hold(

@@ -107,6 +107,7 @@ class Lifecycle:
                     run.resolved_ids[mapping.pattern] = mapping.list_id or f"<{mapping.list_name}>"
         self.progress.start()
         if run.ledger is not None and not run.settings.dry_run:
+            self.check_ledger_account()
             self.resolve_interrupted_jobs()
             self.replay_held()
 
@@ -146,6 +147,22 @@ class Lifecycle:
     def _shares_budgets(self) -> bool:
         ledger = self.run.ledger
         return ledger is not None and ledger.kind == "postgresql" and not ledger.read_only
+
+    def check_ledger_account(self) -> None:
+        """A ledger serves one Klaviyo account: say so when the last run on it was of another
+        (two loaders of two accounts on one state_dir or ledger_schema), or of another key."""
+        run = self.run
+        assert run.ledger is not None
+        before = run.ledger.swap_account(run.account)
+        if before is not None:
+            self.logger.warning(
+                "the ledger (%s) was last used with another Klaviyo account or key (%s, now %s):"
+                " its skip_unchanged hashes and records on hold are not kept per account; give"
+                " each account its own state_dir or ledger_schema",
+                run.ledger.location,
+                before,
+                run.account,
+            )
 
     def resolve_interrupted_jobs(self) -> None:
         """Jobs an interrupted run left in flight: look them up, then forget them.
