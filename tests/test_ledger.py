@@ -626,6 +626,46 @@ def test_skip_unchanged_asks_no_key_of_an_empty_ledger_and_sees_hashes_written_s
         other.close()
 
 
+def test_a_first_sync_asks_the_database_only_for_keys_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a first sync has written hashes, a chunk's keys it never wrote are not looked up
+    (a long first sync with quick jobs looked up every key); the ones it wrote still match.
+    A run on a ledger that held hashes before looks up every key."""
+    import random
+
+    from target_klaviyo.ledger.sqlite import SqliteBackend
+    from target_klaviyo.ledger.store import Ledger
+
+    lookups: list[int] = []
+    lookup = SqliteBackend.lookup_hashes
+    monkeypatch.setattr(
+        SqliteBackend,
+        "lookup_hashes",
+        lambda self, keys: lookups.append(len(keys)) or lookup(self, keys),
+    )
+    rng = random.Random(7)
+    written = [(rng.getrandbits(64) - 2**63, rng.getrandbits(63)) for _ in range(2_000)]
+    new = [(rng.getrandbits(64) - 2**63, 1) for _ in range(2_000)]
+    first = Ledger(tmp_path / "state")
+    try:
+        assert first.unchanged(written) == set()
+        first.remember_sent(written)
+        first.flush_sent()
+        changed = [(key, digest + 1) for key, digest in written[:500]]
+        assert first.unchanged(written[500:] + changed + new) == {k for k, _ in written[500:]}
+        assert len(lookups) == 1 and 2_000 <= lookups[0] < 2_020  # the 2,000 written, few more
+    finally:
+        first.close()
+    lookups.clear()
+    second = Ledger(tmp_path / "state")
+    try:
+        assert second.unchanged(written + new) == {key for key, _ in written}
+        assert lookups == [4_000]
+    finally:
+        second.close()
+
+
 def test_skip_unchanged_hashes_waiting_in_memory_match_what_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,7 @@ import xxhash
 from target_klaviyo.ledger.backend import Backend, SqlType
 from target_klaviyo.ledger.errors import LedgerError, LedgerUrlError, redact_url
 from target_klaviyo.ledger.locks import Holder, StreamLock, StreamLocked, unheld_lock
-from target_klaviyo.ledger.pending import PendingHashes
+from target_klaviyo.ledger.pending import PendingHashes, WrittenKeys
 from target_klaviyo.ledger.sqlite import HASHES_VERSION, SCHEMA, SqliteBackend, private_dir
 
 if TYPE_CHECKING:
@@ -163,9 +163,11 @@ class Ledger:
         # skip_unchanged hashes wait here and are written in batches in key order: one
         # insert at a time would touch a random page of the table each.
         self._sent_pending = PendingHashes(self.SENT_BATCH)
-        # Whether the table holds hashes: while it holds none (a first run, a new state_dir)
-        # a chunk's lookup is one EXISTS, not a search for each of its keys.
+        # Whether the table held hashes before this run wrote any: while it holds none (a
+        # first run, a new state_dir) a chunk's lookup is one EXISTS, not a search for each
+        # of its keys; once this run writes, only the keys it may have written are searched.
         self._hashes_stored = False
+        self._written: WrittenKeys | None = None
         self._rejects_pending: list[tuple[str, str, str | None, str, str, datetime]] = []
         self._closed = False
         self._stream_locks: list[StreamLock] = []  # released by close, if not before
@@ -384,12 +386,18 @@ class Ledger:
         with self._lock:
             same, asked = self._sent_pending.split(wanted)
         if asked:
+            written = self._written
+            if written is not None:
+                # Outside the lock: a key whose bit a concurrent write sets only now is sent
+                # again, never skipped wrongly.
+                asked = written.maybe(asked)
             with self._lock:
-                if not self._hashes_stored:
-                    self._hashes_stored = bool(
-                        self._db.query("SELECT EXISTS (SELECT 1 FROM sent_hashes)")[0][0]
-                    )
-                found = self._db.lookup_hashes(asked) if self._hashes_stored else []
+                if written is None and self._written is not None:
+                    asked = self._written.maybe(asked)  # this run's first write came between
+                elif written is None and not self._hashes_stored:
+                    self._hashes_stored = self._any_hashes_stored()
+                ask = self._written is not None or self._hashes_stored
+                found = self._db.lookup_hashes(asked) if ask and asked else []
             for key, digest in found:
                 if wanted[key] == digest:
                     same.add(key)
@@ -413,8 +421,17 @@ class Ledger:
             if not self._sent_pending or self.read_only:
                 return
             keys, digests = self._sent_pending.take()
+            if self._written is None and not self._hashes_stored:
+                self._hashes_stored = self._any_hashes_stored()
+                if not self._hashes_stored:
+                    self._written = WrittenKeys()
+            if self._written is not None:
+                self._written.add(keys)  # before the write: a written key is always asked
             with self._db.transaction():
                 self._db.put_hashes(keys, digests)
+
+    def _any_hashes_stored(self) -> bool:
+        return bool(self._db.query("SELECT EXISTS (SELECT 1 FROM sent_hashes)")[0][0])
 
     def forget_sent(self, keys: Iterable[int]) -> None:
         keys = list(keys)
