@@ -252,8 +252,8 @@ def test_a_ledger_used_for_another_account_says_so(
     emulator: Any, tmp_path: Path, kind: str
 ) -> None:
     """Staging and production loaders of one project left on the default state_dir: a run
-    on a ledger whose last run was of another account warns, naming what is not kept per
-    account; runs of one account say nothing."""
+    on a ledger whose last run was of another account warns, and sends every record rather
+    than skip what the other account received; runs of one account say nothing."""
     from tests.emulator import Emulator
 
     other = Emulator(private_key="pk_staging_fedcba9876543210", public_key="StG456").start()
@@ -263,13 +263,17 @@ def test_a_ledger_used_for_another_account_says_so(
         warning = "was last used with another Klaviyo account or key"
         with ledger_place(kind, tmp_path) as place:
             ledger = {"ledger_url": place.url, "ledger_schema": place.schema} if place.url else {}
-            runs = [
-                run_target(base_config(klaviyo, place.state_dir, streams, **ledger), text, tmp_path)
-                for klaviyo in (emulator, emulator, other, emulator)
-            ]
-        for run in runs:
-            assert run.exit_code == 0, run.stderr
+            runs, unchanged = [], []
+            for klaviyo in (emulator, emulator, other, emulator):
+                config = base_config(klaviyo, place.state_dir, streams, **ledger)
+                runs.append(run_target(config, text, tmp_path))
+                assert runs[-1].exit_code == 0, runs[-1].stderr
+                unchanged.append(runs[-1].stream("customers")["unchanged"])  # before the next
         assert [warning in run.stderr for run in runs] == [False, False, True, True]
         assert "pk_" not in runs[2].stderr + runs[3].stderr  # the keys themselves never
+        # The other account receives every record, none skipped for what the first account
+        # had; back on the first account, what the other's run left is not trusted either.
+        assert unchanged == [0, 3, 0, 0]
+        assert len(other.dump()["profiles"]) == 3
     finally:
         other.stop()

@@ -271,6 +271,21 @@ class Ledger:
             )
         return before if before is not None and before != account else None
 
+    def forget_account_facts(self) -> None:
+        """Forget what holds for one account only: skip_unchanged hashes (kept, another
+        account's records would be skipped as unchanged though it never received them) and
+        catalog ids known to exist. The next run sends every record once."""
+        if self.read_only:
+            return
+        with self._lock:
+            self._sent_pending = PendingHashes(self.SENT_BATCH)
+            self._hashes_stored = False
+            self._written = None
+            with self._db.transaction():
+                self._db.execute("DELETE FROM sent_hashes", ())
+                if self._db.has_table("catalog_ids"):
+                    self._db.execute("DELETE FROM catalog_ids", ())
+
     # -- records on hold ------------------------------------------------------------------
 
     def hold(

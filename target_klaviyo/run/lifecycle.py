@@ -155,10 +155,15 @@ class Lifecycle:
         assert run.ledger is not None
         before = run.ledger.swap_account(run.account)
         if before is not None:
+            # Kept, the other account's skip_unchanged hashes would skip records this account
+            # never received: forgotten, every record is sent once (a rotated key costs the
+            # same once, where the key may not read its account's id).
+            run.ledger.forget_account_facts()
             self.logger.warning(
                 "the ledger (%s) was last used with another Klaviyo account or key (%s, now %s):"
-                " its skip_unchanged hashes and records on hold are not kept per account; give"
-                " each account its own state_dir or ledger_schema",
+                " its skip_unchanged hashes and catalog ids are forgotten, so every record is"
+                " sent again; records on hold are not kept per account. Give each account its"
+                " own state_dir or ledger_schema",
                 run.ledger.location,
                 before,
                 run.account,
