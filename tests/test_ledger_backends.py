@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from target_klaviyo.ledger.errors import redact_url, scrub, url_secrets
+from target_klaviyo.ledger.postgres import SCHEMA_VERSION
 from target_klaviyo.ledger.store import (
     HeldRecord,
     Ledger,
@@ -85,6 +86,30 @@ def test_records_on_hold_keep_their_first_order_and_the_newest_version(
         ]
         (order,) = ledger.held_records("orders")
         assert order == HeldRecord(order.id, "orders", "o1", {"order": "o1"}, 1, "timeout")
+    finally:
+        ledger.close()
+
+
+def test_records_on_hold_are_kept_per_account(place: LedgerPlace) -> None:
+    """Records on hold are replayed by a run of the account that held them; those held for
+    no known account become the next known account's, the later of two records of one key
+    winning."""
+    ledger = place.open()
+    try:
+        ledger.hold_for("account-A")
+        ledger.hold("customers", "profile", "fp", [("k1", {"v": "A1"}, "503", 0)])
+        ledger.hold("customers", "profile", "fp", [("k2", {"v": "A2"}, "503", 0)])
+        ledger.hold_for("account-B")
+        ledger.hold("customers", "profile", "fp", [("k1", {"v": "B1"}, "503", 0)])
+        assert [r.record for r in ledger.held_records("customers")] == [{"v": "B1"}]
+        assert ledger.held_elsewhere() == [("account-A", 2)]
+        ledger.hold_for("")  # a key that may not read its account: sees only its own
+        ledger.hold("customers", "profile", "fp", [("k2", {"v": "any2"}, "503", 0)])
+        assert ledger.held_count() == 1
+        ledger.hold_for("account-A")  # the untagged record of k2 is later: it wins
+        records = {r.key: r.record for r in ledger.held_records("customers")}
+        assert records == {"k1": {"v": "A1"}, "k2": {"v": "any2"}}
+        assert ledger.held_count() == 2 and ledger.held_elsewhere() == [("account-B", 1)]
     finally:
         ledger.close()
 
@@ -358,6 +383,7 @@ def test_a_sqlite_ledger_of_the_previous_version_keeps_working(
 
     ledger = open_ledger(state_dir)
     try:
+        ledger.hold_for("account-A")  # held before accounts were recorded: any run's
         assert list(ledger.held_records("customers")) == [
             HeldRecord(5, "customers", "email:a", {"id": 1}, 2, "503")
         ]
@@ -368,6 +394,8 @@ def test_a_sqlite_ledger_of_the_previous_version_keeps_working(
         assert ledger.members_not_seen("L1", 4) == [("email:a", {"email": "a"})]
         ledger.hold("customers", "profile", "fp", [("email:c", {"id": 3}, "503", 0)])
         assert ledger.held_count() == 2
+        ledger.hold_for("account-B")  # the first account's, its own now, are not B's
+        assert ledger.held_count() == 0 and ledger.held_elsewhere() == [("account-A", 2)]
     finally:
         ledger.close()
     assert "earlier version" not in caplog.text  # the hashes were kept, not discarded
@@ -431,7 +459,9 @@ def test_postgres_creates_its_schema_and_records_the_version(pg: LedgerPlace) ->
     finally:
         ledger.close()
     assert schema_exists(settings, pg.schema)
-    assert _pg_rows(pg, "select name, value from ledger_meta") == [("schema_version", "2")]
+    assert _pg_rows(pg, "select name, value from ledger_meta") == [
+        ("schema_version", str(SCHEMA_VERSION))
+    ]
     tables = {
         row[0]
         for row in _pg_rows(
@@ -467,7 +497,7 @@ def test_a_postgres_ledger_of_version_1_gains_the_catalog_table(pg: LedgerPlace)
         assert ledger.catalog_known("item", ["A", "B"]) == {"A"}
     finally:
         ledger.close()
-    assert _pg_rows(pg, "select value from ledger_meta") == [("2",)]
+    assert _pg_rows(pg, "select value from ledger_meta") == [(str(SCHEMA_VERSION),)]
 
 
 def test_postgres_start_ups_at_once_create_the_ledger_once(pg: LedgerPlace) -> None:
@@ -739,4 +769,4 @@ def test_a_postgres_ledger_of_version_1_is_migrated_keeping_its_records(pg: Ledg
         assert ledger.deletions_requested([key]) == {key}
     finally:
         ledger.close()
-    assert _pg_rows(pg, "select value from ledger_meta") == [("2",)]
+    assert _pg_rows(pg, "select value from ledger_meta") == [(str(SCHEMA_VERSION),)]

@@ -197,6 +197,85 @@ def test_two_runs_on_one_account_share_its_rate_budget(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_records_on_hold_wait_for_their_own_account_also_after_a_key_rotation(
+    emulator: Any, tmp_path: Path, kind: str
+) -> None:
+    """Production's records on hold are not replayed into staging, whose loader shares the
+    state_dir; production replays them, with the key it had or a rotated one, and a rotated
+    key is the same account: nothing is forgotten."""
+    from tests.emulator import Emulator
+
+    other = Emulator(private_key="pk_staging_fedcba9876543210", public_key="StG456").start()
+    rotated = "pk_rotated_0123456789abcdef"
+    emulator.add_key(rotated, emulator.all_scopes)
+    streams = {"customers": {"object": "profile", "fields": {"external_id": "id"}}}
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        return singer_lines(stream_messages("customers", CUSTOMERS, rows, ["id"]))
+
+    try:
+        with ledger_place(kind, tmp_path) as place:
+            ledger = {"ledger_url": place.url, "ledger_schema": place.schema} if place.url else {}
+            production = base_config(emulator, place.state_dir, streams, **ledger)
+            staging = base_config(other, place.state_dir, streams, **ledger)
+            for operation in ("bulk_import_profiles", "create_or_update_profile"):
+                emulator.add_fault("503", operation=operation, count=None)
+            held = run_target({**production, "max_retries": 0}, text(customers(3)), tmp_path)
+            assert held.stream("customers")["on_hold"] == 3, held.stderr
+            still = run_target({**production, "max_retries": 0}, text([]), tmp_path)
+            assert still.stream("customers")["on_hold"] == 3, still.stderr
+            emulator.clear_faults()
+
+            stage = run_target(staging, text(customers(2, plan="trial")), tmp_path)
+            assert stage.exit_code == 0, stage.stderr
+            assert stage.stream("customers")["replayed"] == 0
+            assert "3 records on hold were held by a run with another Klaviyo account" in (
+                stage.stderr
+            )
+            assert len(other.dump()["profiles"]) == 2  # its own, none of production's
+
+            back = run_target(production, text([]), tmp_path)
+            assert back.exit_code == 0, back.stderr
+            assert back.stream("customers")["replayed"] == 3
+            assert "records on hold were held by a run" not in back.stderr
+
+            rerun = run_target(
+                {**production, "private_api_key": rotated}, text(customers(3)), tmp_path
+            )
+            assert rerun.exit_code == 0, rerun.stderr
+            assert "another Klaviyo account" not in rerun.stderr
+            assert rerun.stream("customers")["unchanged"] == 3  # its hashes were kept
+        assert (
+            sum(1 for p in emulator.dump()["profiles"] if p["attributes"].get("external_id")) == 3
+        )
+        if kind == "sqlite":  # asked once a key, where the ledger kept something
+            assert sum(e.operation == "get_accounts" for e in emulator.request_log) == 2
+    finally:
+        other.stop()
+
+
+def test_a_key_whose_account_klaviyo_does_not_tell_is_asked_again_next_run(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """GET /api/accounts failing (a 503, retries spent) is not taken for a key that may not
+    read its account: the run goes on with a warning, and the next run asks again."""
+    streams = {"customers": {"object": "profile", "fields": {"external_id": "id"}}}
+    config = base_config(emulator, tmp_path / "state", streams, max_retries=0)
+    text = singer_lines(stream_messages("customers", CUSTOMERS, customers(3), ["id"]))
+    assert run_target(config, text, tmp_path).exit_code == 0  # a new ledger: nothing asked
+    emulator.add_fault("503", operation="get_accounts", count=None)
+    unanswered = run_target(config, text, tmp_path)
+    assert unanswered.exit_code == 0, unanswered.stderr
+    assert "Klaviyo did not tell the key's account" in unanswered.stderr
+    emulator.clear_faults()
+    answered = run_target(config, text, tmp_path)
+    assert answered.exit_code == 0, answered.stderr
+    assert "another Klaviyo account" not in answered.stderr
+    assert [e.status for e in emulator.request_log if e.operation == "get_accounts"] == [503, 200]
+    assert run_target(config, text, tmp_path).stream("customers")["unchanged"] == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.emulator(job_latency_s=6)
 def test_a_run_leaves_records_on_hold_to_the_live_run_loading_their_stream(
     emulator: Any, tmp_path: Path, kind: str

@@ -197,13 +197,16 @@ def check_account(client: KlaviyoClient, settings: Settings) -> dict[str, str]:
     return resolved_ids
 
 
-def account_of(client: KlaviyoClient) -> str | None:
-    """The id of the key's account, or None when the key may not read it."""
+def account_of(client: KlaviyoClient, *, may_fail: bool = True) -> str | None:
+    """The id of the key's account, or None when the key may not read it (or, `may_fail`,
+    when Klaviyo did not answer; otherwise that raises StartupError)."""
     try:
         result = client.request("get_accounts")
     except KlaviyoAuthError:
         return None
     if not result.ok:
-        return None
+        if may_fail or result.status in (401, 403):
+            return None
+        raise StartupError(f"Klaviyo did not tell the key's account: {result.describe()}")
     accounts = page_data(result)
     return str(accounts[0].get("id")) if accounts and accounts[0].get("id") else None

@@ -135,8 +135,16 @@ CREATE TABLE catalog_ids (
 );
 """
 
+# Version 3: records on hold by the id of the account that held them ('' where it was not
+# known), so that a run replays only its own account's.
+_V3 = """
+ALTER TABLE held ADD COLUMN IF NOT EXISTS account text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE held DROP CONSTRAINT IF EXISTS held_stream_key_key;
+CREATE UNIQUE INDEX IF NOT EXISTS held_account_stream_key ON held (account, stream, key);
+"""
+
 # version -> the DDL that brings the previous version to it. Append; never edit a released one.
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

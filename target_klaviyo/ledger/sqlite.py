@@ -7,7 +7,9 @@ Schema history (`PRAGMA user_version`):
 Tables added later (`catalog_ids`) are created where missing when the ledger is opened
 (`CREATE TABLE IF NOT EXISTS`): nothing to migrate, the version stays.
 Opening an older ledger migrates it in place (`SqliteBackend._migrate`); records on hold,
-stream schemas, jobs and list members carry over unchanged.
+stream schemas, jobs and list members carry over unchanged. Records on hold gained the id
+of the account that held them (`held.account`, '' for those held before): the table is
+rebuilt, once, when a ledger without the column is opened for writing.
 Tables added later (`deletions_requested`: privacy deletions Klaviyo accepted) are created
 by `SCHEMA`'s `CREATE TABLE IF NOT EXISTS` when a ledger is opened for writing; a read-only
 ledger that predates one reads it as empty (`has_table`).
@@ -29,9 +31,11 @@ from target_klaviyo.ledger.locks import FileLocks, StreamLock, wait_for_lock
 
 LOGGER = logging.getLogger("target-klaviyo")
 
-SCHEMA = """
+# Records on hold, by the id of the account that held them: '' where it was not known.
+_HELD = """
 CREATE TABLE IF NOT EXISTS held (
     id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL DEFAULT '',
     stream TEXT NOT NULL,
     key TEXT NOT NULL,
     object TEXT NOT NULL,
@@ -41,8 +45,16 @@ CREATE TABLE IF NOT EXISTS held (
     attempts INTEGER NOT NULL,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
-    UNIQUE (stream, key)
+    UNIQUE (account, stream, key)
 );
+"""
+_HELD_COLUMNS = (
+    "id, stream, key, object, fingerprint, record, reason, attempts, first_seen, last_seen"
+)
+
+SCHEMA = (
+    _HELD
+    + """
 CREATE TABLE IF NOT EXISTS streams (
     stream TEXT PRIMARY KEY,
     schema TEXT NOT NULL,
@@ -85,6 +97,7 @@ CREATE TABLE IF NOT EXISTS ledger_meta (
     value TEXT NOT NULL
 );
 """
+)
 
 # PRAGMA user_version of a ledger whose skip_unchanged hashes are XXH3-64 (earlier: BLAKE2b).
 HASHES_VERSION = 2
@@ -163,8 +176,7 @@ class SqliteBackend(Backend):
         """Ledgers of earlier versions kept each job's keys (only their count is needed), and
         skip_unchanged hashes of another kind, which are discarded: every record is sent once
         more (upserts make that safe) and skipped again from the next run on."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "keys" in columns:
+        if "keys" in self._columns("jobs"):
             with self._db:
                 jobs = self._db.execute(
                     "SELECT id, operation, stream, keys, submitted_at FROM jobs"
@@ -177,6 +189,7 @@ class SqliteBackend(Backend):
                     " VALUES (?, ?, ?, ?, ?)",
                     [(i, o, st, len(json.loads(k)), at) for i, o, st, k, at in jobs],
                 )
+        self._migrate_held()
         if self._db.execute("PRAGMA user_version").fetchone()[0] >= HASHES_VERSION:
             return
         earlier = self._db.execute(
@@ -192,6 +205,30 @@ class SqliteBackend(Backend):
                 "skip_unchanged: the ledger's hashes were made by an earlier version of "
                 "target-klaviyo; this run sends every record once more"
             )
+
+    def _migrate_held(self) -> None:
+        """Records on hold gain the id of the account that held them ('' for those held
+        before): the table is rebuilt, since its unique key changes."""
+        if "account" in self._columns("held"):
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # another run opening the ledger waits, then finds it done
+        try:
+            if "account" not in self._columns("held"):
+                db.execute("ALTER TABLE held RENAME TO held_before_accounts")
+                db.execute(_HELD)
+                db.execute(
+                    f"INSERT INTO held ({_HELD_COLUMNS})"
+                    f" SELECT {_HELD_COLUMNS} FROM held_before_accounts"
+                )
+                db.execute("DROP TABLE held_before_accounts")
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
 
     def transaction(self) -> sqlite3.Connection:
         return self._db

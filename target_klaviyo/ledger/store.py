@@ -171,6 +171,8 @@ class Ledger:
         self._rejects_pending: list[tuple[str, str, str | None, str, str, datetime]] = []
         self._closed = False
         self._stream_locks: list[StreamLock] = []  # released by close, if not before
+        # The account records are held under and replayed for ('': any; `hold_for`).
+        self.account = ""
 
     @property
     def kind(self) -> str:
@@ -260,16 +262,25 @@ class Ledger:
     # -- the account it serves ------------------------------------------------------------
 
     def swap_account(self, account: str) -> str | None:
-        """Record that a run of `account` (its id, or a hash of the key) uses this ledger;
-        the one recorded before, when it was another. What the ledger keeps (skip_unchanged
-        hashes, records on hold, jobs, catalog ids) is not kept per account."""
-        rows = self._query("SELECT value FROM ledger_meta WHERE name = 'account'")
-        before = str(rows[0][0]) if rows else None
+        """Record that a run of `account` (`account-<id>`, or `key-<hash>` where the key's
+        account is not known) uses this ledger; the one recorded before, when another."""
+        before = self.meta("account")
         if before != account:
-            self._upsert(
-                "ledger_meta", ("name", "value"), ("name",), ("value",), [("account", account)]
-            )
+            self.set_meta("account", account)
         return before if before is not None and before != account else None
+
+    def meta(self, name: str) -> str | None:
+        rows = self._query("SELECT value FROM ledger_meta WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._upsert("ledger_meta", ("name", "value"), ("name",), ("value",), [(name, value)])
+
+    def keeps_anything(self) -> bool:
+        """Whether the ledger holds records on hold or skip_unchanged hashes: what a run of
+        another account must not be given."""
+        sql = "SELECT EXISTS (SELECT 1 FROM held) OR EXISTS (SELECT 1 FROM sent_hashes)"
+        return bool(self._query(sql)[0][0])
 
     def forget_account_facts(self) -> None:
         """Forget what holds for one account only: skip_unchanged hashes (kept, another
@@ -287,6 +298,15 @@ class Ledger:
                     self._db.execute("DELETE FROM catalog_ids", ())
 
     # -- records on hold ------------------------------------------------------------------
+    # Each is kept under the account of the run that held it (`hold_for`) and replayed by a
+    # run of that account only; '' (the account's id was not known): by any.
+
+    def hold_for(self, account: str) -> None:
+        """This run holds records for `account` (an account's id, '' where not known) and
+        replays that account's; those held for no known account become its own."""
+        self.account = account
+        if account:
+            self.move_held("", account)
 
     def hold(
         self,
@@ -298,9 +318,11 @@ class Ledger:
         """Put records on hold: (key, record, reason, attempts so far). A newer record with
         the same key replaces the older one (the later record wins, as within a batch)."""
         now = time.time()
+        account = self.account
         self._upsert(
             "held",
             (
+                "account",
                 "stream",
                 "key",
                 "object",
@@ -311,10 +333,21 @@ class Ledger:
                 "first_seen",
                 "last_seen",
             ),
-            ("stream", "key"),
+            ("account", "stream", "key"),
             ("object", "fingerprint", "record", "reason", "attempts", "last_seen"),
             (
-                (stream, key, obj, fingerprint, json.dumps(record), reason, attempts + 1, now, now)
+                (
+                    account,
+                    stream,
+                    key,
+                    obj,
+                    fingerprint,
+                    json.dumps(record),
+                    reason,
+                    attempts + 1,
+                    now,
+                    now,
+                )
                 for key, record, reason, attempts in entries
             ),
         )
@@ -324,12 +357,48 @@ class Ledger:
         self._delete_in("held", "", (), "id", held_ids, "int8")
 
     def held_streams(self) -> list[str]:
-        return [row[0] for row in self._query("SELECT DISTINCT stream FROM held ORDER BY stream")]
+        return [
+            row[0]
+            for row in self._query(
+                "SELECT DISTINCT stream FROM held WHERE account IN ('', ?) ORDER BY stream",
+                (self.account,),
+            )
+        ]
 
     def held_count(self, stream: str | None = None) -> int:
+        """Records on hold of this run's account (of one stream, or all)."""
+        sql = "SELECT count(*) FROM held WHERE account IN ('', ?)"
         if stream is None:
-            return int(self._query("SELECT count(*) FROM held")[0][0])
-        return int(self._query("SELECT count(*) FROM held WHERE stream = ?", (stream,))[0][0])
+            return int(self._query(sql, (self.account,))[0][0])
+        return int(self._query(sql + " AND stream = ?", (self.account, stream))[0][0])
+
+    def held_elsewhere(self) -> list[tuple[str, int]]:
+        """(account, records) on hold for runs of other accounts."""
+        rows = self._query(
+            "SELECT account, count(*) FROM held WHERE account NOT IN ('', ?)"
+            " GROUP BY account ORDER BY account",
+            (self.account,),
+        )
+        return [(str(account), int(count)) for account, count in rows]
+
+    def move_held(self, before: str, after: str) -> None:
+        """Records held under `before` are `after`'s. Where both hold a record of one key,
+        the one held last is kept."""
+        if self.read_only or before == after:
+            return
+        same_key = "same.stream = held.stream AND same.key = held.key"
+        with self._lock, self._db.transaction():
+            self._db.execute(
+                f"DELETE FROM held WHERE account = ? AND EXISTS (SELECT 1 FROM held AS same"
+                f" WHERE same.account = ? AND {same_key} AND same.last_seen >= held.last_seen)",
+                (after, before),
+            )
+            self._db.execute(
+                f"UPDATE held SET account = ? WHERE account = ? AND NOT EXISTS"
+                f" (SELECT 1 FROM held AS same WHERE same.account = ? AND {same_key})",
+                (after, before, after),
+            )
+            self._db.execute("DELETE FROM held WHERE account = ?", (before,))
 
     def held_records(self, stream: str, batch: int = 1000) -> Iterator[HeldRecord]:
         """Held records of a stream in the order they were first held, read in batches."""
@@ -337,8 +406,8 @@ class Ledger:
         while True:
             rows = self._query(
                 "SELECT id, key, record, attempts, reason FROM held"
-                " WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
-                (stream, last_id, batch),
+                " WHERE account IN ('', ?) AND stream = ? AND id > ? ORDER BY id LIMIT ?",
+                (self.account, stream, last_id, batch),
             )
             if not rows:
                 return

@@ -149,25 +149,62 @@ class Lifecycle:
         return ledger is not None and ledger.kind == "postgresql" and not ledger.read_only
 
     def check_ledger_account(self) -> None:
-        """A ledger serves one Klaviyo account: say so when the last run on it was of another
-        (two loaders of two accounts on one state_dir or ledger_schema), or of another key."""
+        """A ledger serves one Klaviyo account at a time. A run of another account (two
+        loaders of two accounts on one state_dir or ledger_schema) forgets the skip_unchanged
+        hashes, and records on hold are kept under the id of the account that held them. A
+        key stands for its account once the account's id is known: a rotated key is not
+        another account."""
         run = self.run
-        assert run.ledger is not None
-        before = run.ledger.swap_account(run.account)
-        if before is not None:
+        ledger = run.ledger
+        assert ledger is not None
+        account = self._account_of_key(run.account)
+        before = ledger.swap_account(account)
+        if before is not None and ledger.meta(f"account of {before}") != account:
             # Kept, the other account's skip_unchanged hashes would skip records this account
-            # never received: forgotten, every record is sent once (a rotated key costs the
-            # same once, where the key may not read its account's id).
-            run.ledger.forget_account_facts()
+            # never received: forgotten, every record is sent once.
+            ledger.forget_account_facts()
             self.logger.warning(
                 "the ledger (%s) was last used with another Klaviyo account or key (%s, now %s):"
                 " its skip_unchanged hashes and catalog ids are forgotten, so every record is"
-                " sent again; records on hold are not kept per account. Give each account its"
-                " own state_dir or ledger_schema",
-                run.ledger.location,
+                " sent again. Give each account its own state_dir or ledger_schema",
+                ledger.location,
                 before,
-                run.account,
+                account,
             )
+        # Held where the account's id was not known (a first run, a key that may not read
+        # it, an earlier version), records on hold are any run's to replay.
+        ledger.hold_for(account if account.startswith("account-") else "")
+        for other, count in ledger.held_elsewhere():
+            self.logger.warning(
+                "%d records on hold were held by a run with another Klaviyo account (%s, now"
+                " %s): they wait for a run with it, not replayed into this one",
+                count,
+                other,
+                account,
+            )
+
+    def _account_of_key(self, account: str) -> str:
+        """`account` (the run's key's hash, where its account is not known yet) as its
+        account's id once known. Asked of Klaviyo (`GET /api/accounts`, once a key and
+        ledger) only where the ledger keeps something another account must not be given:
+        a first run, or a fresh state_dir, asks nothing."""
+        run = self.run
+        ledger = run.ledger
+        assert ledger is not None
+        if not account.startswith("key-"):
+            return account
+        known = ledger.meta(f"account of {account}")
+        if known is None and ledger.kind == "sqlite" and ledger.keeps_anything():
+            assert isinstance(run.client, KlaviyoClient)
+            try:  # PostgreSQL runs asked as they started
+                account_id = account_of(run.client, may_fail=False)
+            except StartupError as exc:  # asked again next run; this one holds for no account
+                self.logger.warning("%s", exc)
+                return account
+            # '': the key may not read its account (scope accounts:read); not asked again.
+            known = f"account-{account_id}" if account_id is not None else ""
+            ledger.set_meta(f"account of {account}", known)
+        return known or account
 
     def resolve_interrupted_jobs(self) -> None:
         """Jobs an interrupted run left in flight: look them up, then forget them.
