@@ -139,11 +139,12 @@ class PendingHashes:
 class WrittenKeys:
     """The keys whose hashes this run wrote, as a one-hash Bloom filter over 2 MB of bits.
 
-    In a first sync (the ledger held no hashes) a stored hash can only be one this run wrote:
+    In a first sync (the ledger held no hashes) a stored hash of one of this run's keys can
+    only be one this run wrote (keys are seeded by stream; a stream is one run's at a time):
     a key the filter never saw needs no look-up, and a key it saw is looked up as before. One
-    key in 16 is asked in vain at 1,000,000 keys written, two in five at 10,000,000. A key
-    missed here is sent again, never skipped wrongly. Keys are random 64-bit hashes already:
-    their own bits are the index.
+    key in 17 is asked in vain at 1,000,000 keys written, nearly one in two at 10,000,000. A
+    key missed here is sent again, never skipped wrongly. Keys are random 64-bit hashes
+    already: their own bits are the index.
     """
 
     BITS = 1 << 24
