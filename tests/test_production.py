@@ -220,10 +220,9 @@ def test_records_on_hold_wait_for_their_own_account_also_after_a_key_rotation(
             staging = base_config(other, place.state_dir, streams, **ledger)
             for operation in ("bulk_import_profiles", "create_or_update_profile"):
                 emulator.add_fault("503", operation=operation, count=None)
+            # A first run on a new ledger: its records on hold are production's all the same.
             held = run_target({**production, "max_retries": 0}, text(customers(3)), tmp_path)
             assert held.stream("customers")["on_hold"] == 3, held.stderr
-            still = run_target({**production, "max_retries": 0}, text([]), tmp_path)
-            assert still.stream("customers")["on_hold"] == 3, still.stderr
             emulator.clear_faults()
 
             stage = run_target(staging, text(customers(2, plan="trial")), tmp_path)

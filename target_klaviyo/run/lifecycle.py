@@ -171,8 +171,8 @@ class Lifecycle:
                 before,
                 account,
             )
-        # Held where the account's id was not known (a first run, a key that may not read
-        # it, an earlier version), records on hold are any run's to replay.
+        # Held where the account's id was not known (a key that may not read it, a run that
+        # stopped before it knew, an earlier version), records on hold are any run's.
         ledger.hold_for(account if account.startswith("account-") else "")
         for other, count in ledger.held_elsewhere():
             self.logger.warning(
@@ -186,8 +186,8 @@ class Lifecycle:
     def _account_of_key(self, account: str) -> str:
         """`account` (the run's key's hash, where its account is not known yet) as its
         account's id once known. Asked of Klaviyo (`GET /api/accounts`, once a key and
-        ledger) only where the ledger keeps something another account must not be given:
-        a first run, or a fresh state_dir, asks nothing."""
+        ledger) only where the ledger keeps something another account must not be given: a
+        first run on a fresh state_dir asks nothing, unless it leaves records on hold."""
         run = self.run
         ledger = run.ledger
         assert ledger is not None
@@ -304,16 +304,31 @@ class Lifecycle:
     def after_input(self) -> None:
         self.run.raise_if_failed()
         self.run.gate.check()
-        self.finish()
+        self.finish(claim_held=True)
 
-    def finish(self) -> dict[str, t.Any] | None:
-        """Stop workers, print the summary and write last_run.json (once); the summary."""
+    def claim_held(self) -> None:
+        """Records this run put on hold before its account's id was known (a first run on a
+        new ledger) are kept under it once known: no run of another account on the same
+        ledger replays them. Asked only where records wait on hold."""
+        run = self.run
+        ledger = run.ledger
+        if ledger is None or run.settings.dry_run or ledger.account or not ledger.held_count():
+            return
+        account = self._account_of_key(run.account)
+        if account.startswith("account-"):
+            ledger.hold_for(account)
+
+    def finish(self, *, claim_held: bool = False) -> dict[str, t.Any] | None:
+        """Stop workers, print the summary and write last_run.json (once); the summary.
+        `claim_held`: at the end of input (not after an error or a signal)."""
         if self._finished:
             return None
         self._finished = True
         run = self.run
         self.progress.stop()
         run.wait_for_requests()
+        if claim_held:
+            self.claim_held()
         for sink in run.sinks:
             sink.outcomes.publish(sink.dispatch.seq)
         summary = run.stats.to_dict(run.client.calls, run.client.rate_limit_wait_s)
