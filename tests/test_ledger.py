@@ -596,21 +596,28 @@ def test_skip_unchanged_hashes_survive_a_reopen(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_skip_unchanged_asks_no_key_of_an_empty_ledger_and_sees_hashes_written_since(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A first run asks nothing key by key while the ledger holds no hashes; hashes another
-    run on the same ledger writes in the meantime are found from then on."""
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of keys in each look-up of skip_unchanged hashes the SQLite ledger makes."""
     from target_klaviyo.ledger.sqlite import SqliteBackend
-    from target_klaviyo.ledger.store import Ledger
 
-    lookups: list[int] = []
+    asked: list[int] = []
     lookup = SqliteBackend.lookup_hashes
     monkeypatch.setattr(
         SqliteBackend,
         "lookup_hashes",
-        lambda self, keys: lookups.append(len(keys)) or lookup(self, keys),
+        lambda self, keys: asked.append(len(keys)) or lookup(self, keys),
     )
+    return asked
+
+
+def test_skip_unchanged_asks_no_key_of_an_empty_ledger_and_sees_hashes_written_since(
+    tmp_path: Path, lookups: list[int]
+) -> None:
+    """A first run asks nothing key by key while the ledger holds no hashes; hashes another
+    run on the same ledger writes in the meantime are found from then on."""
+    from target_klaviyo.ledger.store import Ledger
+
     pairs = [(key, key * 3) for key in range(1, 501)]
     first = Ledger(tmp_path / "state")
     other = Ledger(tmp_path / "state")
@@ -627,23 +634,15 @@ def test_skip_unchanged_asks_no_key_of_an_empty_ledger_and_sees_hashes_written_s
 
 
 def test_a_first_sync_asks_the_database_only_for_keys_it_wrote(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, lookups: list[int]
 ) -> None:
     """Once a first sync has written hashes, a chunk's keys it never wrote are not looked up
     (a long first sync with quick jobs looked up every key); the ones it wrote still match.
     A run on a ledger that held hashes before looks up every key."""
     import random
 
-    from target_klaviyo.ledger.sqlite import SqliteBackend
     from target_klaviyo.ledger.store import Ledger
 
-    lookups: list[int] = []
-    lookup = SqliteBackend.lookup_hashes
-    monkeypatch.setattr(
-        SqliteBackend,
-        "lookup_hashes",
-        lambda self, keys: lookups.append(len(keys)) or lookup(self, keys),
-    )
     rng = random.Random(7)
     written = [(rng.getrandbits(64) - 2**63, rng.getrandbits(63)) for _ in range(2_000)]
     new = [(rng.getrandbits(64) - 2**63, 1) for _ in range(2_000)]
