@@ -10,6 +10,7 @@ import click
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_klaviyo import sdk
 from target_klaviyo.klaviyo.client import KlaviyoClient
@@ -97,6 +98,11 @@ class TargetKlaviyo(Target):
         self.lifecycle = Lifecycle(self)
         sdk.install_signal_handlers(self.lifecycle.on_signal)
         self._direct_sinks: dict[str, KlaviyoSink] = {}  # streams whose records skip the SDK
+        # ... and the streams whose records are mapped in a second process
+        self.offloaded: dict[str, KlaviyoSink] = self.run.offloaded
+        self.run.read_line_here = self._read_line_here
+        self._on_record: t.Callable[[dict, str], None] | None = None
+        self._flush_at = time.monotonic() + sdk.MAX_CHUNK_AGE_S
         self._schema_sinks: dict[str, KlaviyoSink] = {}  # the current sink of each stream
 
     # -- routing --------------------------------------------------------------------------
@@ -132,6 +138,7 @@ class TargetKlaviyo(Target):
             if previous is not None and previous is not sink:
                 # A new schema replaced the sink: what the old one holds goes out now.
                 previous.flush()
+                previous.end_offload()
             self._schema_sinks[stream_name] = sink
             if sdk.takes_records_directly(
                 self.mapper, stream_name, add_record_metadata=self.settings.add_record_metadata
@@ -139,6 +146,7 @@ class TargetKlaviyo(Target):
                 self._direct_sinks[stream_name] = sink
             else:
                 self._direct_sinks.pop(stream_name, None)
+                sink.end_offload()
         return sink
 
     # -- the reader's hooks (sdk.MessageReader) -------------------------------------------
@@ -153,11 +161,8 @@ class TargetKlaviyo(Target):
         their sink, with the line they came from; the rest (and malformed messages) through
         singer-sdk's path."""
         direct = self._direct_sinks
-        sinks = self.run.sinks
-        flush_at = time.monotonic() + sdk.MAX_CHUNK_AGE_S
 
         def on_record(message: dict, line: str) -> None:
-            nonlocal flush_at
             sink = direct.get(message.get("stream"))  # type: ignore[arg-type]
             record = message.get("record")
             if sink is None or type(record) is not dict:
@@ -170,20 +175,50 @@ class TargetKlaviyo(Target):
                 through_sdk(message)
             else:
                 sink.receive(record, line)
-            if time.monotonic() >= flush_at:
-                # A slow tap: send what waits in partly filled requests, so that STATE moves.
-                for each in sinks:
-                    each.flush()
-                flush_at = time.monotonic() + sdk.MAX_CHUNK_AGE_S
+            if time.monotonic() >= self._flush_at:
+                self._flush_old()
 
+        self._on_record = on_record
         return on_record
+
+    def on_line(self, sink: KlaviyoSink, line: str, number: int) -> None:
+        """The reader's handler for a RECORD of a stream mapped in a second process."""
+        sink.receive_line(line, number)
+        if time.monotonic() >= self._flush_at:
+            self._flush_old()
+
+    def _flush_old(self) -> None:
+        """A slow tap: send what waits in partly filled requests, so that STATE moves."""
+        for sink in self.run.sinks:
+            sink.flush()
+        self._flush_at = time.monotonic() + sdk.MAX_CHUNK_AGE_S
+
+    def _read_line_here(self, line: str, number: int) -> None:
+        """A RECORD line back from the mapping process unmapped: read as the reader reads
+        one, and any error names its line."""
+        if self._on_record is None:  # lines are offloaded only once the reader runs
+            raise RuntimeError("a line came back before the reader started")
+        reader = self.reader
+        current, reader.line_number = reader.line_number, number
+        message = sdk.decode_message(line)
+        if message.get("type") != "RECORD":  # it began as one: a key given twice
+            raise InvalidInputLine("a RECORD line that names its type twice")
+        self._on_record(message, line)
+        reader.line_number = current
+
+    def drain_offloads(self) -> None:
+        """Every line read is a record in its chunk (before STATE and ACTIVATE_VERSION)."""
+        for sink in self.run.sinks:
+            sink.drain_offload()
 
     def on_state(self, message: dict) -> None:
         self._assert_line_requires(message, requires={"value"})
+        # Lines on their way through a mapping process count as read (records_seen).
         self.run.gate.receive(message["value"])
 
     def on_activate_version(self, message: dict) -> None:
         self._assert_line_requires(message, requires={"stream", "version"})
+        self.drain_offloads()
         if not self.settings.process_activate_version_messages:
             return
         for stream_map in self.mapper.stream_maps.get(message["stream"], []):
@@ -193,6 +228,8 @@ class TargetKlaviyo(Target):
     def process_endofpipe(self) -> None:
         self.lifecycle.start()  # an empty input still replays what is on hold
         self.lifecycle.send_last_requests()
+        for sink in self.run.sinks:  # nothing more to map: mapping processes end now
+            sink.end_offload()
         super().process_endofpipe()
         self.lifecycle.after_input()
 

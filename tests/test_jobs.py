@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from target_klaviyo.records.jobs import POLL_MIN_S, PROFILE_IMPORT, OpenJob
+from target_klaviyo.records.jobs import POLL_MIN_S, POLL_PAST_END_S, PROFILE_IMPORT, OpenJob
 from tests.support import (
     INTEGER,
     STRING,
@@ -142,6 +142,17 @@ def test_a_job_without_progress_is_asked_again_when_jobs_of_its_kind_end() -> No
     assert job.next_poll == 100.0 + 20.0 + POLL_MIN_S  # just after it would end
     job.saw({"status": "processing"}, now=121.0, typical_s=20.0)
     assert job.next_poll == 121.0 + 1.0  # overdue: a twentieth of its length
+
+
+def test_a_job_in_progress_is_asked_again_just_after_it_would_end_at_its_pace() -> None:
+    job = OpenJob("j", PROFILE_IMPORT, None, 600.0, lambda end: None, submitted=100.0)
+    job.saw({"status": "processing", "completed_count": 1_000, "total_count": 10_000}, now=102.0)
+    job.saw({"status": "processing", "completed_count": 5_000, "total_count": 10_000}, now=106.0)
+    # 1,000 rows a second, 5,000 to go: done at 111 s.
+    assert job.next_poll == pytest.approx(111.0 + POLL_PAST_END_S)
+    job.saw({"status": "processing", "completed_count": 9_900, "total_count": 10_000}, now=110.9)
+    # A tenth of a second to go: not half a second (the watcher spaces polls by POLL_MIN_S).
+    assert job.next_poll == pytest.approx(111.0 + POLL_PAST_END_S)
 
 
 @pytest.mark.emulator(job_latency_s=1.0)

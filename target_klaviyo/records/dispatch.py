@@ -157,6 +157,9 @@ class Dispatcher:
         self._run = run
         self._lock = threading.Condition()
         self.seq = 0  # records read (written by the reading thread only)
+        # Records read and not numbered yet: lines on their way through a mapping process
+        # (records/offload.py), each to be numbered in input order.
+        self.reading_ahead: Callable[[], int] | None = None
         self._tokens = itertools.count(1)
         self._outstanding: dict[int, int] = {}  # chunk token -> lowest record seq it holds
         self._inflight_keys = KeysInFlight()  # key hashes of the chunks on their way
@@ -357,7 +360,9 @@ class Dispatcher:
     # -- the STATE gate's view ------------------------------------------------------------
 
     def records_seen(self) -> int:
-        return self.seq  # an int written by one thread: no lock needed
+        # Asked by the reading thread (which alone writes these) when a STATE arrives.
+        ahead = self.reading_ahead
+        return self.seq + (ahead() if ahead is not None else 0)
 
     def accounted_through(self) -> int:
         with self._lock:

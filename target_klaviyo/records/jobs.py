@@ -30,6 +30,7 @@ LOGGER = logging.getLogger("target-klaviyo")
 POLL_FIRST_S = 0.5  # a new job is first asked about this soon
 POLL_MAX_S = 10.0
 POLL_MIN_S = 0.25  # never more often (the list's window allows 10/s, 150/min)
+POLL_PAST_END_S = 0.05  # a job about to end is asked about this long after its expected end
 LIST_PAGE_SIZE = 100  # the largest page of the job lists
 # Klaviyo: catalogs API: "The maximum number of jobs in progress at one time is 500".
 CATALOG_JOBS_IN_PROGRESS = 500
@@ -104,9 +105,10 @@ class OpenJob:
         done, total = attributes.get("completed_count"), attributes.get("total_count")
         if isinstance(done, int) and isinstance(total, int) and done > 0:
             if self.progress is not None and done > self.progress[1]:
-                # Rows are being applied: ask again when, at this pace, the job will be done.
+                # Rows are being applied: ask again just after, at this pace, the job will be
+                # done (the watcher's POLL_MIN_S between two polls still holds).
                 pace = (done - self.progress[1]) / max(now - self.progress[0], 1e-3)
-                self.delay = min(max((total - done) / pace, POLL_FIRST_S), POLL_MAX_S)
+                self.delay = min(max((total - done) / pace + POLL_PAST_END_S, 0.0), POLL_MAX_S)
             else:
                 self.delay = min(self.delay * 1.5, POLL_MAX_S)
             self.progress = (now, done)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from target_klaviyo.klaviyo.client import ApiResult
@@ -42,6 +42,10 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 
+def _no_reader(line: str, number: int) -> None:
+    raise RuntimeError("no reader to read a line with")
+
+
 class Run:
     def __init__(
         self,
@@ -74,6 +78,12 @@ class Run:
         self._jobs: JobWatcher | None = None
         self.catalog_job_slots = JobSlots(CATALOG_JOBS_IN_PROGRESS)  # every catalog stream's
         self._spool: Spool | None = None
+        # Streams whose records are mapped in a second process (records/offload.py): the
+        # reader hands them their lines undecoded.
+        self.offloaded: dict[str, KlaviyoSink] = {}
+        # A line back from that process unmapped, read here as the reader would have read it
+        # at that line number (set by the target).
+        self.read_line_here: Callable[[str, int], None] = _no_reader
 
     @property
     def jobs(self) -> JobWatcher:

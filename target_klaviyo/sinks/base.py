@@ -21,6 +21,7 @@ from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from target_klaviyo.ledger.store import HeldRecord
 from target_klaviyo.mapping.identity import Rejection
+from target_klaviyo.records import offload
 from target_klaviyo.records.dispatch import Chunk, ChunkJobs, Dispatcher
 from target_klaviyo.records.intake import Failure, Intake
 from target_klaviyo.records.item import IDENTIFIERS_NOT_KEPT, Item, Mapped
@@ -30,7 +31,7 @@ from target_klaviyo.records.protocol import BulkProtocol
 from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.records.unchanged import UnchangedFilter
 from target_klaviyo.records.validation import RecordValidator
-from target_klaviyo.sdk import count_records
+from target_klaviyo.sdk import count_records, record_line_prefixes
 
 if TYPE_CHECKING:
     from target_klaviyo.run.context import Run
@@ -118,6 +119,11 @@ class KlaviyoSink(BatchSink):
             outcomes=self.outcomes,
             run=self.run,
         )
+        # Mapping in a second process (records/offload.py): considered once the stream has
+        # read OFFLOAD_AFTER records here, then checked on every OFFLOAD_POLL until it runs.
+        self.offload: offload.Offload | None = None
+        self.line_prefixes = record_line_prefixes(self.stream_name)  # for the reader
+        self._offload_in = offload.OFFLOAD_AFTER if self.offloadable() else -1
         self.run.register(self)
         self.run.stats.add(self.stream_name, self.OBJECT)
         if self.run.ledger is not None:
@@ -131,6 +137,11 @@ class KlaviyoSink(BatchSink):
     def map_record(self, record: dict[str, Any]) -> Mapped:  # pragma: no cover - abstract
         """Map one record (build the result with `records.item.mapped`); raise Rejection."""
         raise NotImplementedError
+
+    def record_mapper(self) -> Callable[[dict[str, Any]], Mapped] | None:
+        """`map_record` as a picklable callable, for a sink whose records may be mapped in a
+        second process (records/offload.py); None keeps them here."""
+        return None
 
     def send(self, items: list[Item]) -> None:  # pragma: no cover - abstract
         """Send one request-sized chunk and give every item an outcome (request thread)."""
@@ -195,7 +206,25 @@ class KlaviyoSink(BatchSink):
             self.wait_idle()
             self.finish_stream()
         finally:
+            self.end_offload()
             super().clean_up()
+
+    def offloadable(self) -> bool:
+        """Whether the stream's records may be mapped in a second process (where
+        `record_mapper` gives a mapper): only the encoded payload comes back, so its records on
+        their way must not keep their identifiers."""
+        return not self.KEEPS_IDENTIFIERS
+
+    def drain_offload(self) -> None:
+        """Every line sent to the mapping process is back and added to its chunk."""
+        if self.offload is not None:
+            self.offload.drain()
+
+    def end_offload(self) -> None:
+        """The stream reads no more lines: its mapping process ends."""
+        self.run.offloaded.pop(self.stream_name, None)
+        if self.offload is not None:
+            self.offload.close()
 
     # -- a record's life ------------------------------------------------------------------
 
@@ -210,6 +239,71 @@ class KlaviyoSink(BatchSink):
             self.refuse(failure)
         # batch_size_rows, as singer-sdk's drain would apply it (requests are cut by
         # MAX_ITEMS and MAX_BYTES anyway).
+        self._batch_fill += 1
+        if self._batch_fill >= self._batch_rows:
+            self.flush()
+        self._offload_in -= 1
+        if not self._offload_in:
+            self._consider_offload()
+
+    def receive_line(self, line: str, number: int) -> None:
+        """A record's line of input, read while the stream is mapped in a second process."""
+        work = self.offload
+        assert work is not None
+        work.add(line, number)
+        if work.failed:  # the stream is read here again, after the lines it holds
+            self.run.offloaded.pop(self.stream_name, None)
+            work.drain()
+
+    def _consider_offload(self) -> None:
+        """Start the mapping process, or route the stream's lines to it once it is ready."""
+        self._offload_in = offload.OFFLOAD_POLL
+        work = self.offload
+        if work is None:
+            mapper = self.record_mapper()
+            if mapper is None or not offload.available():
+                self._offload_in = -1
+                return
+            self.offload = work = offload.Offload(
+                offload.Recipe(
+                    self.stream_name,
+                    self.schema,
+                    tuple(self.key_properties or ()),
+                    isinstance(self._validator, RecordValidator),
+                    mapper,
+                ),
+                self._take_offloaded,
+                self.logger,
+            )
+            work.start()
+            self.dispatch.reading_ahead = work.pending
+        elif work.poll_ready():
+            self.logger.info("mapping the stream's records in a second process")
+            self.run.offloaded[self.stream_name] = self
+            self._offload_in = -1
+        if work.failed:
+            self._offload_in = -1
+
+    def _take_offloaded(self, line: str, number: int, result: offload.Result) -> None:
+        """A line back from the mapping process, in input order: mapped there, or not."""
+        if result is None:
+            self.run.read_line_here(line, number)
+            return
+        if self.run.failure is not None:
+            raise self.run.failure
+        key, payload, size, warnings, encoded = result
+        self._direct_read += 1
+        self._add_mapped(
+            self.dispatch.next_seq(),
+            line,
+            key,
+            IDENTIFIERS_NOT_KEPT,
+            payload,
+            size,
+            warnings,
+            encoded,
+            None,
+        )
         self._batch_fill += 1
         if self._batch_fill >= self._batch_rows:
             self.flush()
@@ -239,6 +333,30 @@ class KlaviyoSink(BatchSink):
         except Rejection as rejection:
             self.outcomes.reject_unmapped(record, rejection.reason, held)
             return
+        self._add_mapped(
+            seq,
+            record if line is None else line,
+            key,
+            identifiers if self.KEEPS_IDENTIFIERS else IDENTIFIERS_NOT_KEPT,
+            payload,
+            size,
+            warnings,
+            encoded,
+            held,
+        )
+
+    def _add_mapped(
+        self,
+        seq: int,
+        source: dict[str, Any] | str,
+        key: str,
+        identifiers: dict[str, Any],
+        payload: Any,
+        size: int,
+        warnings: Sequence[str],
+        encoded: Any,
+        held: HeldRecord | None,
+    ) -> None:
         if warnings:
             self.outcomes.count_warnings(len(warnings))
             for warning in warnings:
@@ -246,9 +364,9 @@ class KlaviyoSink(BatchSink):
         self.dispatch.add(
             Item(
                 seq,
-                record if line is None else line,
+                source,
                 key,
-                identifiers if self.KEEPS_IDENTIFIERS else IDENTIFIERS_NOT_KEPT,
+                identifiers,
                 payload,
                 size,
                 self.unchanged.digest(key, payload, encoded) if self.unchanged.enabled else None,
@@ -373,7 +491,8 @@ class KlaviyoSink(BatchSink):
     # -- the run's view -------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Send what the current chunk holds."""
+        """Send what the current chunk holds (and every record read before)."""
+        self.drain_offload()
         self._batch_fill = 0
         count_records(self, self._direct_read)
         self._direct_read = 0
@@ -386,6 +505,10 @@ class KlaviyoSink(BatchSink):
 
     def hold_unsent(self, reason: str) -> None:
         """The run is stopping: records read but not sent wait on hold."""
+        try:
+            self.drain_offload()  # lines read are records read: they wait on hold too
+        except Exception as exc:  # a line after the error: not read, as far as the run goes
+            self.logger.debug("while taking back mapped lines: %s", exc)
         self.dispatch.hold_unsent(reason)
 
 

@@ -11,7 +11,7 @@ https://developers.klaviyo.com/en/docs/data-in).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
 from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
@@ -23,12 +23,38 @@ from target_klaviyo.records.jobs import PROFILE_IMPORT
 from target_klaviyo.records.protocol import join_parts, row_locator
 from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
+if TYPE_CHECKING:
+    from target_klaviyo.streams import StreamMapping
+
 # The pointer of a bad row names its index (a 400 of profile-bulk-import-jobs).
 ROWS_POINTER = "/data/attributes/profiles/data"
 JOB_HEAD = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
 
 # Below this many profiles a chunk is sent with profile-import, one request per profile.
 SINGLE_UPSERT_MAX = 3
+
+
+class ProfileRecords:
+    """A profile stream's records mapped for an import job (`ProfileUpsertSink.map_record`).
+    Pickled as its settings, so that a second process maps as this one does
+    (records/offload.py)."""
+
+    def __init__(
+        self, mapping: StreamMapping, columns: tuple[str, ...], default_region: str | None
+    ) -> None:
+        self._settings = (mapping, columns, default_region)
+        self.mapper = ProfileMapper(mapping, list(columns), default_region)
+        self.clears_nulls = mapping.nulls == "unset"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ProfileRecords, self._settings)
+
+    def __call__(self, record: dict[str, Any]) -> Mapped:
+        identity, identifiers, resource, encoded, warnings = self.mapper.map_parts(record)
+        # Sent as encoded: the resource is not kept while the record waits in a job; only
+        # what a bulk import cannot clear (`nulls: unset`) is, as the payload.
+        clears = cleared_fields(resource) if self.clears_nulls else None
+        return mapped((identity.key(), identifiers, clears, len(encoded), warnings, encoded))
 
 
 class ProfileUpsertSink(KlaviyoSink):
@@ -41,19 +67,22 @@ class ProfileUpsertSink(KlaviyoSink):
     KEEPS_IDENTIFIERS: ClassVar[bool] = False  # an import's errors are matched after a remap
 
     def prepare(self) -> None:
-        self.mapper = ProfileMapper(
+        self.profile_records = ProfileRecords(
             self.mapping,
-            list(self.schema.get("properties", {})),
+            tuple(self.schema.get("properties", {})),
             self.run.settings.default_phone_region,
         )
-        self.clears_nulls = self.mapping.nulls == "unset"
+        self.mapper = self.profile_records.mapper
+        self.clears_nulls = self.profile_records.clears_nulls
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
-        identity, identifiers, resource, encoded, warnings = self.mapper.map_parts(record)
-        # Sent as encoded: the resource is not kept while the record waits in a job; only
-        # what a bulk import cannot clear (`nulls: unset`) is, as the payload.
-        clears = cleared_fields(resource) if self.clears_nulls else None
-        return mapped((identity.key(), identifiers, clears, len(encoded), warnings, encoded))
+        return self.profile_records(record)
+
+    def record_mapper(self) -> ProfileRecords | None:
+        # Only where `map_record` is this class's own (a subclass may add to it).
+        if type(self).map_record is not ProfileUpsertSink.map_record:
+            return None
+        return self.profile_records
 
     # -- sending --------------------------------------------------------------------------
 

@@ -1,0 +1,357 @@
+"""Offload: a large stream's records checked and mapped in a second process.
+
+Reading, checking and mapping a record costs the reading thread about 15 µs of Python, and it
+holds the interpreter while it does: on a large customers table that, not Klaviyo, decides how
+soon the last import job goes out. Once a stream has read `OFFLOAD_AFTER` records here, its
+lines go in batches to a mapping process of its own (`python -m target_klaviyo.records.offload`),
+which checks and maps them exactly as this process would (the same intake and the same record
+mapper, built from the sink's recipe). This process then only routes lines and adds the mapped
+records to their chunks, in input order, while it sends them.
+
+A line the mapping process does not map cleanly — a validation failure, a rejection, a date
+that does not parse, any error — comes back unmapped and takes this process's own path, so
+every outcome, warning and error message is the one a run without offload gives. If the mapping
+process stops, the lines it holds are mapped here, and the stream stays here. Nothing waits in
+the pipeline across a STATE message, a flush or the end of the stream (`drain`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+# A stream's records stay in this process until it has read this many (a small stream is
+# done before a second process would have started).
+OFFLOAD_AFTER = 20_000
+OFFLOAD_POLL = 2_000  # records read between two looks at whether it has started
+BATCH_LINES = 1_000  # lines per batch sent to the mapping process
+BATCHES_IN_FLIGHT = 8  # batches sent and not yet taken back (bounds the lines held here)
+_FRAME = 4  # bytes of a frame's length
+PIPE_BYTES = 4 << 20  # a pipe's buffer, where the system allows it
+
+# A batch's results: per line, (key, payload, size, warnings, encoded), or None to map it here.
+Result = tuple[str, Any, int, list[str], Any] | None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the mapping process builds a stream's intake and mapper from (pickled)."""
+
+    stream: str
+    schema: dict[str, Any]
+    key_properties: tuple[str, ...]
+    validate: bool
+    # A picklable callable record -> Mapped (`records.item.Mapped`), raising Rejection.
+    map_record: Callable[[dict[str, Any]], Any]
+
+
+def available() -> bool:
+    """Whether a second process can run beside this one to any gain: more than one CPU is
+    ours to use (a container's or taskset's limit counts)."""
+    if os.name != "posix":
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS
+        cpus = os.cpu_count() or 1
+    return cpus > 1
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """A pipe that holds a whole batch: the mapping process writes its results in one go,
+    and this process's thread that reads them waits for the interpreter once a batch, not
+    once every 64 KB (Linux; elsewhere the pipe stays as it is)."""
+    try:
+        import fcntl
+
+        size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, min(size, PIPE_BYTES))
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass
+
+
+def _write_frame(out: IO[bytes], payload: bytes) -> None:
+    out.write(len(payload).to_bytes(_FRAME, "little"))
+    out.write(payload)
+    out.flush()
+
+
+def _read_frame(source: IO[bytes]) -> bytes | None:
+    head = source.read(_FRAME)
+    if len(head) < _FRAME:
+        return None
+    size = int.from_bytes(head, "little")
+    payload = source.read(size)
+    return payload if len(payload) == size else None
+
+
+class Offload:
+    """One stream's mapping process and the lines on their way through it (reading thread).
+
+    `start` launches the process; `ready` says when it has built the stream's mapper (the
+    stream maps here until then). `add` queues a line; `drain` hands every line sent back to
+    `take`, in input order, mapped or not.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        take: Callable[[str, int, Result], None],
+        logger: logging.Logger,
+    ) -> None:
+        self._recipe = recipe
+        self._take = take  # (line, line number, result): result None maps the line here
+        self._logger = logger
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lines: list[str] = []
+        self._numbers: list[int] = []
+        # (lines, their numbers, whether they went to the mapping process)
+        self._in_flight: deque[tuple[list[str], list[int], bool]] = deque()
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+        self._draining = False
+        self._pending = 0  # lines added and not yet taken
+        self.ready = False
+        self.failed = False
+
+    # -- the mapping process --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch the mapping process; it reports when the stream's mapper is built."""
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "target_klaviyo.records.offload"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=1 << 20,
+            )
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                _widen(pipe)
+            _write_frame(self._proc.stdin, pickle.dumps(self._recipe))
+        except (OSError, pickle.PicklingError, ValueError) as exc:
+            self._stopped(f"could not start ({exc})")
+            return
+        threading.Thread(target=self._read_results, name="offload-results", daemon=True).start()
+
+    def _read_results(self) -> None:
+        """Frames from the mapping process, as they come (so that it never waits to write)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        source = self._proc.stdout
+        while True:
+            frame = _read_frame(source)
+            self._frames.put(frame)
+            if frame is None:
+                return
+
+    def poll_ready(self) -> bool:
+        """Whether the mapping process has built the mapper (without waiting for it)."""
+        if not self.ready and not self.failed and not self._frames.empty():
+            frame = self._frames.get()
+            if frame == b"ready":
+                self.ready = True
+            else:
+                self._stopped("did not start")
+        return self.ready
+
+    def close(self) -> None:
+        """End the mapping process (after `drain`)."""
+        proc, self._proc = self._proc, None
+        self.ready = False
+        if proc is None:
+            return
+        try:
+            assert proc.stdin is not None
+            proc.stdin.close()  # it ends at the end of its input
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+
+    def _stopped(self, why: str) -> None:
+        if not self.failed:
+            self._logger.warning(
+                "the mapping process %s; its lines are mapped in this process", why
+            )
+        self.failed = True
+        self._end()
+
+    def _end(self) -> None:
+        self.ready = False
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    # -- lines on their way ---------------------------------------------------------------
+
+    def add(self, line: str, number: int) -> None:
+        """A line of the stream, read (it comes back through `take`, in order)."""
+        self._lines.append(line)
+        self._numbers.append(number)
+        self._pending += 1
+        if len(self._lines) >= BATCH_LINES and not self._draining:
+            self._send()
+            in_flight = self._in_flight
+            self._draining = True
+            try:
+                if len(in_flight) >= BATCHES_IN_FLIGHT:
+                    self._take_batch()
+                while in_flight and not self._frames.empty():
+                    self._take_batch()
+            except BaseException:
+                self._discard()
+                raise
+            finally:
+                self._draining = False
+
+    def drain(self) -> None:
+        """Every line added comes back through `take` before this returns."""
+        if self._draining:
+            return  # a line taken flushed its chunk: the batch under way goes on, in order
+        self._draining = True
+        try:
+            if self._lines:
+                self._send()
+            while self._in_flight:
+                self._take_batch()
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            self._draining = False
+
+    def _discard(self) -> None:
+        """The line being taken raised (bad input, or the run failed): the lines after it
+        were never read, as far as the run goes (STATE did not pass them; the tap sends them
+        again). What the mapping process still holds would come back out of step: it ends."""
+        self._in_flight.clear()
+        self._lines, self._numbers = [], []
+        self._pending = 0
+        self.failed = True
+        self._end()
+
+    def pending(self) -> int:
+        """Lines added and not yet taken (read, as STATE counts, though not yet numbered:
+        `take` numbers them in order; a STATE never arrives while a batch is being taken)."""
+        return self._pending
+
+    def _send(self) -> None:
+        lines, numbers = self._lines, self._numbers
+        self._lines, self._numbers = [], []
+        proc = self._proc
+        sent = proc is not None and self.ready
+        if sent:
+            try:
+                assert proc is not None and proc.stdin is not None
+                _write_frame(proc.stdin, self._encode(lines))
+            except (OSError, ValueError):
+                self._stopped("stopped taking lines")
+                sent = False
+        self._in_flight.append((lines, numbers, sent))
+
+    def _take_batch(self) -> None:
+        lines, numbers, sent = self._in_flight[0]
+        results: list[Result] | None = None
+        if sent and self._proc is not None:
+            frame = self._frames.get()
+            if frame is None:
+                self._stopped(f"ended (exit code {self._proc.wait()})")
+            else:
+                results = self._decode(frame)
+        self._in_flight.popleft()
+        self._pending -= len(lines)
+        take = self._take
+        if results is None or len(results) != len(lines):
+            if results is not None:
+                self._stopped("answered out of step")
+            for line, number in zip(lines, numbers, strict=True):
+                take(line, number, None)
+            return
+        for line, number, result in zip(lines, numbers, results, strict=True):
+            take(line, number, result)
+
+
+# -- the mapping process ------------------------------------------------------------------
+
+
+class LineWarnsError(Exception):
+    """The line has something to say (a warning): it is mapped in the reading process."""
+
+
+def serve(source: IO[bytes], out: IO[bytes]) -> None:
+    """Build the recipe's intake and mapper, then map batches of lines until input ends."""
+    from target_klaviyo.records.intake import Intake
+    from target_klaviyo.records.validation import RecordValidator
+    from target_klaviyo.sdk import decode_message
+
+    frame = _read_frame(source)
+    if frame is None:
+        return
+    recipe: Recipe = pickle.loads(frame)
+
+    class QuietIntake(Intake):
+        def _warn(self, column: str, kind: str) -> None:
+            raise LineWarnsError
+
+    intake = QuietIntake(
+        recipe.schema,
+        recipe.key_properties,
+        RecordValidator(recipe.schema) if recipe.validate else None,
+        logging.getLogger("target-klaviyo.offload"),
+    )
+    check = intake.check
+    stream = recipe.stream
+    map_record = recipe.map_record
+    encode = msgspec.msgpack.Encoder().encode
+    decode_lines = msgspec.msgpack.Decoder(list[str]).decode
+    _write_frame(out, b"ready")
+    while (frame := _read_frame(source)) is not None:
+        results: list[Result] = []
+        append = results.append
+        for line in decode_lines(frame):
+            try:
+                message = decode_message(line)
+                record = message["record"]
+                if (
+                    type(record) is not dict
+                    or message["type"] != "RECORD"
+                    or message["stream"] != stream
+                    or check(record) is not None
+                ):
+                    append(None)
+                    continue
+                key, _, payload, size, warnings, encoded = map_record(record)
+                append((key, payload, size, list(warnings), encoded))
+            except Exception:  # the reading process maps it, and says what is wrong
+                append(None)
+        _write_frame(out, encode(results))
+
+
+def main() -> None:
+    # Signals are the reading process's to handle: this one ends when its input does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Results go out on what was stdout; anything else written there would break their
+    # frames, so stdout becomes stderr.
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(sys.stdin.buffer, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""A large profile stream is checked and mapped in a second process (records/offload.py) once
+it has read OFFLOAD_AFTER records. Klaviyo gets the same profiles, the rejects file the same
+reasons, the summary the same counts as when the stream is mapped in one process; bad input
+still names its line; and a mapping process that dies leaves its lines to the reading process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from target_klaviyo.records.offload import OFFLOAD_AFTER, OFFLOAD_POLL
+from tests.support import (
+    DATETIME,
+    INTEGER,
+    NUMBER,
+    REPO,
+    STRING,
+    Running,
+    base_config,
+    record_message,
+    schema_message,
+    singer_lines,
+    state_message,
+)
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="the tests pin a run to one CPU with taskset (Linux)"
+)
+
+SCHEMA = {
+    "id": INTEGER,
+    "email": STRING,
+    "phone": STRING,
+    "lifetime_value": NUMBER,
+    "signed_up_at": DATETIME,
+}
+STREAMS = {"customers": {"object": "profile", "fields": {"phone_number": "phone"}}}
+OFFLOADED_NOTE = "mapping the stream's records in a second process"
+# Lines written before the mapping process is given time to start; the stream's lines go
+# to it from the next look at it (every OFFLOAD_POLL records).
+BEFORE = OFFLOAD_AFTER + OFFLOAD_POLL // 2
+TOTAL = BEFORE + 4 * OFFLOAD_POLL  # the cases below lie past BEFORE + OFFLOAD_POLL
+
+
+def customer(i: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": i,
+        "email": f"Person{i}@Example.com",
+        "phone": f"(415) 555-{i % 10_000:04d}",
+        "lifetime_value": i + 0.25,
+        "signed_up_at": "2024-03-01T10:00:00+02:00",
+    }
+    case = i % 997
+    if case == 1:
+        row["lifetime_value"] = "a lot"  # fails validation: rejected with the reason
+    elif case == 2:
+        row["email"], row["phone"] = None, "12"  # no identifier left: rejected
+    elif case == 3:
+        row["signed_up_at"] = "not a date"  # fails validation (format date-time)
+    elif case == 4:
+        row["phone"] = "555"  # dropped with a warning; the email remains
+    return row
+
+
+def input_lines(rows: range, *, state_every: int = 1_000) -> str:
+    messages: list[dict[str, Any]] = []
+    if rows.start == 0:
+        messages.append(schema_message("customers", SCHEMA, ["id"]))
+    for i in rows:
+        messages.append(record_message("customers", customer(i)))
+        if (i + 1) % state_every == 0:
+            messages.append(state_message({"customers": i}))
+    return singer_lines(messages)
+
+
+def mapping_process(target: subprocess.Popen[str], timeout: float = 30) -> int:
+    """The pid of a run's mapping process, once it is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = subprocess.run(
+            ["pgrep", "-P", str(target.pid), "-f", "target_klaviyo.records.offload"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if found:
+            return int(found[0])
+        time.sleep(0.05)
+    raise AssertionError("the run started no mapping process")
+
+
+def offloaded_run(config: dict[str, Any], tmp_path: Path, rest: str) -> Running:
+    """A run given BEFORE records, then time for its mapping process to start, then `rest`."""
+    running = Running(config, tmp_path)
+    running.write(input_lines(range(BEFORE)))
+    mapping_process(running.proc)
+    time.sleep(2.0)  # the mapping process builds its mapper (about half a second)
+    running.feed(rest)
+    return running
+
+
+def one_process_run(config: dict[str, Any], tmp_path: Path, text: str) -> tuple[int, str]:
+    """The same target pinned to one CPU: it maps every record itself."""
+    path = tmp_path / "config-one-cpu.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-m", "target_klaviyo", "--config", str(path)],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    return proc.returncode, proc.stderr
+
+
+def profiles(emulator: Any) -> dict[str, tuple[Any, ...]]:
+    return {
+        str(p["attributes"]["email"]): (
+            p["attributes"]["phone_number"],
+            p["attributes"]["external_id"],
+            p["properties"],
+        )
+        for p in emulator.dump()["profiles"]
+    }
+
+
+def rejects(state_dir: Path) -> list[tuple[Any, str]]:
+    lines = (state_dir / "rejects.jsonl").read_text().splitlines()
+    return sorted((json.loads(line)["record"]["id"], json.loads(line)["reason"]) for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
+def test_a_stream_mapped_in_a_second_process_loads_as_one_mapped_in_one(
+    emulator: Any, tmp_path: Path
+) -> None:
+    offloaded_dir, single_dir = tmp_path / "offloaded", tmp_path / "single"
+    running = offloaded_run(
+        base_config(emulator, offloaded_dir, STREAMS, default_phone_region="US"),
+        tmp_path,
+        input_lines(range(BEFORE, TOTAL)),
+    )
+    code, states, stderr = running.finish()
+    assert code == 0, stderr
+    assert OFFLOADED_NOTE in stderr
+    assert emulator.wait_idle()
+    offloaded = (profiles(emulator), running.summary()["streams"], rejects(offloaded_dir))
+    assert states[-1] == {"customers": TOTAL - 1}
+
+    emulator.reset()
+    code, stderr = one_process_run(
+        base_config(emulator, single_dir, STREAMS, default_phone_region="US"),
+        tmp_path,
+        input_lines(range(TOTAL)),
+    )
+    assert code == 0, stderr
+    assert OFFLOADED_NOTE not in stderr
+    assert emulator.wait_idle()
+    single = (
+        profiles(emulator),
+        json.loads((single_dir / "last_run.json").read_text())["streams"],
+        rejects(single_dir),
+    )
+
+    assert offloaded == single
+    stats = offloaded[1]["customers"]
+    cases = {case: sum(1 for i in range(TOTAL) if i % 997 == case) for case in (1, 2, 3, 4)}
+    assert stats["rejected"] == cases[1] + cases[2] + cases[3]
+    assert stats["loaded"] == TOTAL - stats["rejected"]
+    assert stats["warnings"] >= cases[4]
+    reasons = dict(offloaded[2])
+    late = next(i for i in range(BEFORE + OFFLOAD_POLL, TOTAL) if i % 997 == 1)
+    assert "lifetime_value" in reasons[late]
+
+
+def test_bad_input_while_offloaded_names_its_line_and_loads_what_came_before(
+    emulator: Any, tmp_path: Path
+) -> None:
+    bad = BEFORE + 2 * OFFLOAD_POLL + 7  # a record without its key property
+    rest = input_lines(range(BEFORE, bad), state_every=500)
+    rest += json.dumps(record_message("customers", {"email": "nokey@example.com"})) + "\n"
+    rest += input_lines(range(bad, bad + 100))
+    state_dir = tmp_path / "state"
+    running = offloaded_run(base_config(emulator, state_dir, STREAMS), tmp_path, rest)
+    code, states, stderr = running.finish()
+
+    assert code == 1
+    assert OFFLOADED_NOTE in stderr
+    # Line 1 is the SCHEMA; a STATE follows every 1,000 records up to BEFORE, then every 500.
+    line = 1 + bad + BEFORE // 1_000 + (bad - BEFORE) // 500 + 1
+    assert f"input line {line}: " in stderr
+    summary = running.summary()["streams"]["customers"]
+    assert summary["read"] == bad
+    assert summary["loaded"] + summary["rejected"] == bad
+    assert states[-1] == {"customers": bad - bad % 500 - 1}
+
+
+def test_a_mapping_process_that_dies_leaves_its_lines_to_the_reading_process(
+    emulator: Any, tmp_path: Path
+) -> None:
+    running = Running(base_config(emulator, tmp_path / "state", STREAMS), tmp_path)
+    running.write(input_lines(range(BEFORE)))
+    worker = mapping_process(running.proc)
+    time.sleep(2.0)
+    running.write(input_lines(range(BEFORE, BEFORE + 2 * OFFLOAD_POLL)))
+    time.sleep(0.5)
+    subprocess.run(["kill", f"-{signal.SIGKILL}", str(worker)], check=True)
+    running.feed(input_lines(range(BEFORE + 2 * OFFLOAD_POLL, TOTAL)))
+    code, states, stderr = running.finish()
+
+    assert code == 0, stderr
+    assert OFFLOADED_NOTE in stderr
+    assert "its lines are mapped in this process" in stderr
+    summary = running.summary()["streams"]["customers"]
+    assert summary["read"] == TOTAL
+    assert summary["loaded"] + summary["rejected"] == TOTAL
+    assert states[-1] == {"customers": TOTAL - 1}
+    assert emulator.wait_idle()
+    assert len(emulator.dump()["profiles"]) == summary["loaded"]
