@@ -17,6 +17,7 @@ the pipeline across a STATE message, a flush or the end of the stream (`drain`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -35,12 +36,14 @@ import msgspec
 
 # A stream's records stay in this process until it has read this many (a small stream is
 # done before a second process would have started).
-OFFLOAD_AFTER = 20_000
+OFFLOAD_AFTER = 10_000
 OFFLOAD_POLL = 2_000  # records read between two looks at whether it has started
 BATCH_LINES = 1_000  # lines per batch sent to the mapping process
 BATCHES_IN_FLIGHT = 8  # batches sent and not yet taken back (bounds the lines held here)
 _FRAME = 4  # bytes of a frame's length
 PIPE_BYTES = 4 << 20  # a pipe's buffer, where the system allows it
+# A batch takes milliseconds: a mapping process silent this long is taken as stopped.
+STALL_S = 120.0
 
 # A batch's results: per line, (key, payload, size, warnings, encoded), or None to map it here.
 Result = tuple[str, Any, int, list[str], Any] | None
@@ -213,7 +216,7 @@ class Offload:
                 while in_flight and not self._frames.empty():
                     self._take_batch()
             except BaseException:
-                self._discard()
+                self.discard()
                 raise
             finally:
                 self._draining = False
@@ -229,15 +232,16 @@ class Offload:
             while self._in_flight:
                 self._take_batch()
         except BaseException:
-            self._discard()
+            self.discard()
             raise
         finally:
             self._draining = False
 
-    def _discard(self) -> None:
-        """The line being taken raised (bad input, or the run failed): the lines after it
-        were never read, as far as the run goes (STATE did not pass them; the tap sends them
-        again). What the mapping process still holds would come back out of step: it ends."""
+    def discard(self) -> None:
+        """Lines added and not yet taken stay unread, as far as the run goes: the line being
+        taken raised (bad input, a failed run), or the run stops. No STATE passed them, so the
+        tap sends them again. What the mapping process still holds would come back out of
+        step: it ends."""
         self._in_flight.clear()
         self._lines, self._numbers = [], []
         self._pending = 0
@@ -267,11 +271,19 @@ class Offload:
         lines, numbers, sent = self._in_flight[0]
         results: list[Result] | None = None
         if sent and self._proc is not None:
-            frame = self._frames.get()
-            if frame is None:
+            try:
+                frame = self._frames.get(timeout=STALL_S)
+            except queue.Empty:
+                frame = b""
+            if frame == b"":
+                self._stopped(f"answered nothing for {STALL_S:.0f} s")
+            elif frame is None:
                 self._stopped(f"ended (exit code {self._proc.wait()})")
             else:
-                results = self._decode(frame)
+                try:
+                    results = self._decode(frame)
+                except msgspec.DecodeError:
+                    self._stopped("answered with a broken frame")
         self._in_flight.popleft()
         self._pending -= len(lines)
         take = self._take
@@ -318,6 +330,9 @@ def serve(source: IO[bytes], out: IO[bytes]) -> None:
     map_record = recipe.map_record
     encode = msgspec.msgpack.Encoder().encode
     decode_lines = msgspec.msgpack.Decoder(list[str]).decode
+    # As in the reading process (`run/lifecycle.py`): records come and go, none in a cycle.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     _write_frame(out, b"ready")
     while (frame := _read_frame(source)) is not None:
         results: list[Result] = []

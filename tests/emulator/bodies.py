@@ -78,7 +78,12 @@ def parse_body(operation: Operation, headers: Message, raw: bytes) -> Any:
 
 
 def body_errors(
-    operation: Operation, body: Any, regions: frozenset[str], *, validate: bool
+    operation: Operation,
+    body: Any,
+    regions: frozenset[str],
+    *,
+    validate: bool,
+    raw: bytes | None = None,
 ) -> list[tuple[str, str]]:
     """Schema violations, then Klaviyo's rules; bulk bodies get one error per bad row."""
     op_id = operation.operation_id
@@ -87,7 +92,7 @@ def body_errors(
     if schema_errors and row_pattern is None:
         return schema_errors
     try:
-        rule_errors = _rule_errors(op_id, body, regions)
+        rule_errors = _rule_errors(op_id, body, regions, raw)
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
         # The rules assume a schema-valid body; without one, report the schema errors.
         rule_errors = [] if schema_errors else [("/data", f"Invalid request body: {exc!r}")]
@@ -104,11 +109,13 @@ def body_errors(
     return _first_per_row(combined, row_pattern)
 
 
-def _rule_errors(op_id: str, body: Any, regions: frozenset[str]) -> list[tuple[str, str]]:
+def _rule_errors(
+    op_id: str, body: Any, regions: frozenset[str], raw: bytes | None
+) -> list[tuple[str, str]]:
     now = now_utc()
     checks: dict[str, Callable[[], list[tuple[str, str]]]] = {
         "create_or_update_profile": lambda: rules.profile_import_errors(body, regions),
-        "bulk_import_profiles": lambda: rules.bulk_import_errors(body, regions),
+        "bulk_import_profiles": lambda: rules.bulk_import_errors(body, regions, raw),
         "create_list": lambda: rules.create_list_errors(body),
         "add_profiles_to_list": lambda: rules.list_members_errors(body),
         "remove_profiles_from_list": lambda: rules.list_members_errors(body),

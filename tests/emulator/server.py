@@ -376,7 +376,11 @@ class Emulator:
     def _dispatch(self, call: Call) -> Reply:
         if call.body is not None:
             errors = bodies.body_errors(
-                call.operation, call.body, self.store.supported_regions, validate=self.validate
+                call.operation,
+                call.body,
+                self.store.supported_regions,
+                validate=self.validate,
+                raw=call.raw,
             )
             if errors:
                 # Klaviyo: bulk profile import: all-or-nothing, one error per bad row, nothing

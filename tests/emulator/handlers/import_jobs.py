@@ -8,12 +8,11 @@ import json
 import time
 from typing import Any
 
-import msgspec
-
 from .. import paging
 from ..calls import Backend, Call, Reply, bad_parameter, not_found
 from ..filters import STRING
 from ..resources import import_error_resource, job_resource, list_resource
+from ..rules import raw_import_rows
 from ..state import ImportJob, Store, iso, new_ulid, now_utc
 from ..work import Work
 from .lists import require_lists
@@ -44,29 +43,10 @@ def bulk_import_profiles(backend: Backend, call: Call) -> Reply:
     return Reply(202, document)
 
 
-class _Rows(msgspec.Struct):
-    data: list[msgspec.Raw]
-
-
-class _Attributes(msgspec.Struct):
-    profiles: _Rows
-
-
-class _Data(msgspec.Struct):
-    attributes: _Attributes
-
-
-class _Body(msgspec.Struct):
-    data: _Data
-
-
 def _raw_rows(raw: bytes, rows: list[dict[str, Any]]) -> list[Any]:
     """The rows as slices of the request's JSON: a job keeps its body, not the parsed rows."""
-    try:
-        found = msgspec.json.decode(raw, type=_Body).data.attributes.profiles.data
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        found = []
-    if len(found) == len(rows):
+    found = raw_import_rows(raw)
+    if found is not None and len(found) == len(rows):
         return list(found)
     # A body only Python's json reads (see bodies.parse_body): the rows encoded again.
     return [json.dumps(row).encode() for row in rows]
