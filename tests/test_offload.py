@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from target_klaviyo.records import offload
 from target_klaviyo.records.offload import OFFLOAD_AFTER, OFFLOAD_POLL
 from tests.support import (
     DATETIME,
@@ -266,3 +267,33 @@ def test_sigterm_while_lines_wait_for_the_mapping_process(emulator: Any, tmp_pat
     assert emulator.wait_idle()
     emails = set(profiles(emulator))
     assert {f"person{i}@example.com" for i in range(TOTAL) if i % 997 not in (1, 2, 3)} <= emails
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no limit
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # Kubernetes limits.cpu: 1500m
+        ({"cpu.max": "100000 100000\n"}, 1.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+        ({}, None),  # nothing to read
+    ],
+)
+def test_a_containers_cpu_limit_is_read_from_its_cgroup(
+    tmp_path: Path, files: dict[str, str], cpus: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert offload._cgroup_cpus(tmp_path) == cpus
+
+
+def test_a_run_limited_to_one_cpu_maps_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offload.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(offload, "_cgroup_cpus", lambda: 1.0)
+    assert not offload.available()
+    monkeypatch.setattr(offload, "_cgroup_cpus", lambda: 2.0)
+    assert offload.available()
+    monkeypatch.setattr(offload.os, "sched_getaffinity", lambda pid: {0})
+    assert not offload.available()

@@ -63,14 +63,37 @@ class Recipe:
 
 def available() -> bool:
     """Whether a second process can run beside this one to any gain: more than one CPU is
-    ours to use (a container's or taskset's limit counts)."""
+    ours to use (taskset's and a container's CPU limit count)."""
     if os.name != "posix":
         return False
     try:
-        cpus = len(os.sched_getaffinity(0))
+        cpus: float = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS
         cpus = os.cpu_count() or 1
-    return cpus > 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return cpus >= 2
+
+
+def _cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs a container's limit allows (cgroup v2 `cpu.max`, or v1's CFS quota), or
+    None where there is no limit or none can be read (Kubernetes' `limits.cpu` sets it)."""
+    try:
+        text = (root / "cpu.max").read_text().split()
+        quota, period = text[0], text[1]
+    except (OSError, IndexError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        if quota in ("max", "-1") or int(period) <= 0:
+            return None
+        return int(quota) / int(period)
+    except ValueError:
+        return None
 
 
 def _widen(pipe: IO[bytes]) -> None:
