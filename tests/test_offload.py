@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +47,15 @@ SCHEMA = {
     "signed_up_at": DATETIME,
 }
 STREAMS = {"customers": {"object": "profile", "fields": {"phone_number": "phone"}}}
+# A list insert rides on the same import jobs, its records keeping their identifiers.
+LIST_STREAMS = {
+    "customers": {
+        "object": "list",
+        "list_name": "Customers",
+        "create_list": True,
+        "fields": {"phone_number": "phone"},
+    }
+}
 OFFLOADED_NOTE = "mapping the stream's records in a second process"
 # Lines written before the mapping process is given time to start; the stream's lines go
 # to it from the next look at it (every OFFLOAD_POLL records).
@@ -57,7 +67,7 @@ def customer(i: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "id": i,
         "email": f"Person{i}@Example.com",
-        "phone": f"(415) 555-{i % 10_000:04d}",
+        "phone": f"(415) {234 + i // 10_000}-{i % 10_000:04d}",  # one number each
         "lifetime_value": i + 0.25,
         "signed_up_at": "2024-03-01T10:00:00+02:00",
     }
@@ -138,18 +148,39 @@ def profiles(emulator: Any) -> dict[str, tuple[Any, ...]]:
     }
 
 
+MIRROR_STREAMS = {
+    "customers": {**LIST_STREAMS["customers"], "behavior": "mirror", "mirror_on": "end_of_stream"}
+}
+
+
+def ledger_members(state_dir: Path) -> list[tuple[str, str, int]]:
+    """The members the ledger tracks (a mirror removes, on a later pass, those not seen)."""
+    with sqlite3.connect(state_dir / "ledger.sqlite3") as db:
+        rows = db.execute("SELECT key, identity, last_pass FROM members ORDER BY key").fetchall()
+    return [tuple(row) for row in rows]
+
+
+def list_members(emulator: Any) -> list[str]:
+    state = emulator.dump()
+    emails = {p["id"]: p["attributes"]["email"] for p in state["profiles"]}
+    return sorted(emails[pid] for item in state["lists"].values() for pid in item["members"])
+
+
 def rejects(state_dir: Path) -> list[tuple[Any, str]]:
     lines = (state_dir / "rejects.jsonl").read_text().splitlines()
     return sorted((json.loads(line)["record"]["id"], json.loads(line)["reason"]) for line in lines)
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
+@pytest.mark.parametrize(
+    "streams", [STREAMS, LIST_STREAMS, MIRROR_STREAMS], ids=["profile", "list insert", "mirror"]
+)
 def test_a_stream_mapped_in_a_second_process_loads_as_one_mapped_in_one(
-    emulator: Any, tmp_path: Path
+    emulator: Any, tmp_path: Path, streams: dict[str, Any]
 ) -> None:
     offloaded_dir, single_dir = tmp_path / "offloaded", tmp_path / "single"
     running = offloaded_run(
-        base_config(emulator, offloaded_dir, STREAMS, default_phone_region="US"),
+        base_config(emulator, offloaded_dir, streams, default_phone_region="US"),
         tmp_path,
         input_lines(range(BEFORE, TOTAL)),
     )
@@ -157,12 +188,18 @@ def test_a_stream_mapped_in_a_second_process_loads_as_one_mapped_in_one(
     assert code == 0, stderr
     assert OFFLOADED_NOTE in stderr
     assert emulator.wait_idle()
-    offloaded = (profiles(emulator), running.summary()["streams"], rejects(offloaded_dir))
+    offloaded = (
+        profiles(emulator),
+        list_members(emulator),
+        running.summary()["streams"],
+        rejects(offloaded_dir),
+        ledger_members(offloaded_dir),
+    )
     assert states[-1] == {"customers": TOTAL - 1}
 
     emulator.reset()
     code, stderr = one_process_run(
-        base_config(emulator, single_dir, STREAMS, default_phone_region="US"),
+        base_config(emulator, single_dir, streams, default_phone_region="US"),
         tmp_path,
         input_lines(range(TOTAL)),
     )
@@ -171,17 +208,23 @@ def test_a_stream_mapped_in_a_second_process_loads_as_one_mapped_in_one(
     assert emulator.wait_idle()
     single = (
         profiles(emulator),
+        list_members(emulator),
         json.loads((single_dir / "last_run.json").read_text())["streams"],
         rejects(single_dir),
+        ledger_members(single_dir),
     )
 
     assert offloaded == single
-    stats = offloaded[1]["customers"]
+    if streams is not STREAMS:
+        assert len(offloaded[1]) == offloaded[2]["customers"]["loaded"]
+    if streams is MIRROR_STREAMS:
+        assert len(offloaded[4]) == offloaded[2]["customers"]["loaded"]
+    stats = offloaded[2]["customers"]
     cases = {case: sum(1 for i in range(TOTAL) if i % 997 == case) for case in (1, 2, 3, 4)}
     assert stats["rejected"] == cases[1] + cases[2] + cases[3]
     assert stats["loaded"] == TOTAL - stats["rejected"]
     assert stats["warnings"] >= cases[4]
-    reasons = dict(offloaded[2])
+    reasons = dict(offloaded[3])
     late = next(i for i in range(BEFORE + OFFLOAD_POLL, TOTAL) if i % 997 == 1)
     assert "lifetime_value" in reasons[late]
 

@@ -12,7 +12,9 @@ A line the mapping process does not map cleanly — a validation failure, a reje
 that does not parse, any error — comes back unmapped and takes this process's own path, so
 every outcome, warning and error message is the one a run without offload gives. If the mapping
 process stops, the lines it holds are mapped here, and the stream stays here. Nothing waits in
-the pipeline across a STATE message, a flush or the end of the stream (`drain`).
+the pipeline across a flush, an ACTIVATE_VERSION or the end of the stream (`drain`); a STATE
+counts the lines on their way as read (`Dispatcher.reading_ahead`), and a run that stops leaves
+them unread, as it leaves input it has not read.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ PIPE_BYTES = 4 << 20  # a pipe's buffer, where the system allows it
 # A batch takes milliseconds: a mapping process silent this long is taken as stopped.
 STALL_S = 120.0
 
-# A batch's results: per line, (key, payload, size, warnings, encoded), or None to map it here.
-Result = tuple[str, Any, int, list[str], Any] | None
+# A batch's results: per line, (key, identifiers or None, payload, size, warnings, encoded),
+# or None to map it here.
+Result = tuple[str, dict[str, Any] | None, Any, int, list[str], Any] | None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Recipe:
     validate: bool
     # A picklable callable record -> Mapped (`records.item.Mapped`), raising Rejection.
     map_record: Callable[[dict[str, Any]], Any]
+    keeps_identifiers: bool  # the sink's items keep their identifiers: they come back too
 
 
 def available() -> bool:
@@ -350,6 +354,7 @@ def serve(source: IO[bytes], out: IO[bytes]) -> None:
     )
     check = intake.check
     stream = recipe.stream
+    keeps_identifiers = recipe.keeps_identifiers
     map_record = recipe.map_record
     encode = msgspec.msgpack.Encoder().encode
     decode_lines = msgspec.msgpack.Decoder(list[str]).decode
@@ -372,8 +377,17 @@ def serve(source: IO[bytes], out: IO[bytes]) -> None:
                 ):
                     append(None)
                     continue
-                key, _, payload, size, warnings, encoded = map_record(record)
-                append((key, payload, size, list(warnings), encoded))
+                key, identifiers, payload, size, warnings, encoded = map_record(record)
+                append(
+                    (
+                        key,
+                        identifiers if keeps_identifiers else None,
+                        payload,
+                        size,
+                        list(warnings),
+                        encoded,
+                    )
+                )
             except Exception:  # the reading process maps it, and says what is wrong
                 append(None)
         _write_frame(out, encode(results))

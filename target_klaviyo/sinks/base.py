@@ -123,7 +123,7 @@ class KlaviyoSink(BatchSink):
         # read OFFLOAD_AFTER records here, then checked on every OFFLOAD_POLL until it runs.
         self.offload: offload.Offload | None = None
         self.line_prefixes = record_line_prefixes(self.stream_name)  # for the reader
-        self._offload_in = offload.OFFLOAD_AFTER if self.offloadable() else -1
+        self._offload_in = offload.OFFLOAD_AFTER
         self.run.register(self)
         self.run.stats.add(self.stream_name, self.OBJECT)
         if self.run.ledger is not None:
@@ -209,12 +209,6 @@ class KlaviyoSink(BatchSink):
             self.end_offload()
             super().clean_up()
 
-    def offloadable(self) -> bool:
-        """Whether the stream's records may be mapped in a second process (where
-        `record_mapper` gives a mapper): only the encoded payload comes back, so its records on
-        their way must not keep their identifiers."""
-        return not self.KEEPS_IDENTIFIERS
-
     def drain_offload(self) -> None:
         """Every line sent to the mapping process is back and added to its chunk."""
         if self.offload is not None:
@@ -271,6 +265,7 @@ class KlaviyoSink(BatchSink):
                     tuple(self.key_properties or ()),
                     isinstance(self._validator, RecordValidator),
                     mapper,
+                    self.KEEPS_IDENTIFIERS,
                 ),
                 self._take_offloaded,
                 self.logger,
@@ -291,13 +286,13 @@ class KlaviyoSink(BatchSink):
             return
         if self.run.failure is not None:
             raise self.run.failure
-        key, payload, size, warnings, encoded = result
+        key, identifiers, payload, size, warnings, encoded = result
         self._direct_read += 1
         self._add_mapped(
             self.dispatch.next_seq(),
             line,
             key,
-            IDENTIFIERS_NOT_KEPT,
+            IDENTIFIERS_NOT_KEPT if identifiers is None else identifiers,
             payload,
             size,
             warnings,

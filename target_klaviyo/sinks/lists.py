@@ -28,7 +28,7 @@ from target_klaviyo.mapping.profile import ProfileMapper
 from target_klaviyo.mapping.values import encoded_size
 from target_klaviyo.records.item import Item, Mapped, mapped
 from target_klaviyo.sinks.base import KlaviyoSink
-from target_klaviyo.sinks.profiles import ProfileUpsertSink
+from target_klaviyo.sinks.profiles import ProfileRecords, ProfileUpsertSink
 
 MIRROR_WINDOW = 1_000  # missing members resolved and removed at a time
 
@@ -137,6 +137,11 @@ class ListMirrorSink(ListInsertSink):
         super().setup()
         # Every outcome of a record of this pass marks its member as seen.
         self.outcomes.on_settled = self._track_items
+
+    def record_mapper(self) -> ProfileRecords | None:
+        # `map_record` below adds to the profile mapping only for a record it rejects, and a
+        # record the mapping process rejects comes back to be mapped here.
+        return self.profile_records
 
     def map_record(self, record: dict[str, Any]) -> Mapped:
         try:
