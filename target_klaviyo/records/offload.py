@@ -66,7 +66,7 @@ class Recipe:
 
 
 def available() -> bool:
-    """Whether a second process can run beside this one to any gain: more than one CPU is
+    """Whether a second process can run beside this one to any gain: at least two CPUs are
     ours to use (taskset's and a container's CPU limit count)."""
     if os.name != "posix":
         return False
@@ -173,7 +173,7 @@ class Offload:
             for pipe in (self._proc.stdin, self._proc.stdout):
                 _widen(pipe)
             _write_frame(self._proc.stdin, pickle.dumps(self._recipe))
-        except (OSError, pickle.PicklingError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError, pickle.PicklingError) as exc:
             self._stopped(f"could not start ({exc})")
             return
         threading.Thread(target=self._read_results, name="offload-results", daemon=True).start()
@@ -210,6 +210,7 @@ class Offload:
             proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
+            proc.wait()
 
     def _stopped(self, why: str) -> None:
         if not self.failed:
