@@ -10,8 +10,9 @@ the copies below instead (`records/intake.py` applies them); streams with stream
 singer-sdk pre-release, so drift shows before it bites.
 
 - `MessageReader` replaces `GenericSingerReader.process_lines` (`singerlib/encoding/base.py`):
-  line numbers for error messages, RECORDs straight to their sink with their line, STATE
-  held back until accounted for, reading stopped by a signal.
+  line numbers for error messages, RECORDs straight to their sink with their line (or,
+  for a stream mapped in a second process, undecoded to `on_line`), STATE held back until
+  accounted for, reading stopped by a signal.
 - `takes_records_directly` states when `Target._process_record_message` would leave a record
   unchanged: those streams may skip it.
 - `METADATA_COLUMNS` / `drop_metadata` copy `Sink._remove_sdc_metadata_from_record`
