@@ -332,11 +332,58 @@ def test_a_containers_cpu_limit_is_read_from_its_cgroup(
     assert offload._cgroup_cpus(tmp_path) == cpus
 
 
-def test_a_run_limited_to_one_cpu_maps_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_mapping_process_a_spare_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(offload.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(offload, "_cgroup_cpus", lambda: 1.0)
-    assert not offload.available()
-    monkeypatch.setattr(offload, "_cgroup_cpus", lambda: 2.0)
-    assert offload.available()
-    monkeypatch.setattr(offload.os, "sched_getaffinity", lambda pid: {0})
-    assert not offload.available()
+    monkeypatch.setattr(offload, "_cgroup_cpus", lambda: None)
+    assert offload.spare_cpus() == 3
+    monkeypatch.setattr(offload, "_cgroup_cpus", lambda: 1.0)  # limits.cpu: 1
+    assert offload.spare_cpus() == 0
+    monkeypatch.setattr(offload, "_cgroup_cpus", lambda: 2.5)
+    assert offload.spare_cpus() == 1
+    monkeypatch.setattr(offload.os, "sched_getaffinity", lambda pid: {0})  # taskset -c 0
+    assert offload.spare_cpus() == 0
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_two_large_streams_on_two_cpus_share_one_mapping_process(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """A mapping process a spare CPU: on two CPUs the first stream to need one gets it, the
+    other maps in the run, and both load."""
+    streams = {"customers": STREAMS["customers"], "leads": STREAMS["customers"]}
+    path = tmp_path / "config-two-cpus.json"
+    path.write_text(json.dumps(base_config(emulator, tmp_path / "state", streams)))
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0,1", sys.executable, "-m", "target_klaviyo", "--config", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+    def both(rows: range) -> str:
+        messages: list[dict[str, Any]] = []
+        if rows.start == 0:
+            messages += [schema_message(name, SCHEMA, ["id"]) for name in streams]
+        for start in range(rows.start, rows.stop, 500):
+            for name in streams:
+                block = range(start, min(start + 500, rows.stop))
+                messages += [record_message(name, customer(i)) for i in block]
+        return singer_lines(messages)
+
+    assert proc.stdin is not None
+    proc.stdin.write(both(range(BEFORE)))
+    proc.stdin.flush()
+    mapping_process(proc)
+    time.sleep(2.0)
+    _, stderr = proc.communicate(both(range(BEFORE, TOTAL)), timeout=300)
+
+    assert proc.returncode == 0, stderr[-2000:]
+    assert stderr.count(OFFLOADED_NOTE) == 1
+    summary = json.loads((tmp_path / "state" / "last_run.json").read_text())["streams"]
+    for name in streams:
+        assert summary[name]["read"] == TOTAL
+        assert summary[name]["loaded"] + summary[name]["rejected"] == TOTAL

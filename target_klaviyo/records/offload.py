@@ -65,11 +65,12 @@ class Recipe:
     keeps_identifiers: bool  # the sink's items keep their identifiers: they come back too
 
 
-def available() -> bool:
-    """Whether a second process can run beside this one to any gain: at least two CPUs are
-    ours to use (taskset's and a container's CPU limit count)."""
+def spare_cpus() -> int:
+    """How many mapping processes can run beside this one to any gain: one for each CPU ours
+    to use but the first (taskset's and a container's CPU limit count). More would only take
+    turns on the same CPUs, each at the cost of its start-up."""
     if os.name != "posix":
-        return False
+        return 0
     try:
         cpus: float = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS
@@ -77,7 +78,7 @@ def available() -> bool:
     quota = _cgroup_cpus()
     if quota is not None:
         cpus = min(cpus, quota)
-    return cpus >= 2
+    return max(0, int(cpus) - 1)
 
 
 def _cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -157,6 +158,7 @@ class Offload:
         self._pending = 0  # lines added and not yet taken
         self.ready = False
         self.failed = False
+        self.closed = False
 
     # -- the mapping process --------------------------------------------------------------
 
@@ -200,6 +202,10 @@ class Offload:
 
     def close(self) -> None:
         """End the mapping process (after `drain`)."""
+        self.closed = True
+        if not self.ready:  # still starting: nothing of it to wait for
+            self._end()
+            return
         proc, self._proc = self._proc, None
         self.ready = False
         if proc is None:

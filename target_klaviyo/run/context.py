@@ -81,6 +81,7 @@ class Run:
         # Streams whose records are mapped in a second process (records/offload.py): the
         # reader hands them their lines undecoded.
         self.offloaded: dict[str, KlaviyoSink] = {}
+        self.mapping_processes = 0  # running (at most one a spare CPU)
         # A line back from that process unmapped, read here as the reader would have read it
         # at that line number (set by the target).
         self.read_line_here: Callable[[str, int], None] = _no_reader

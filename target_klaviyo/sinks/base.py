@@ -215,10 +215,12 @@ class KlaviyoSink(BatchSink):
             self.offload.drain()
 
     def end_offload(self) -> None:
-        """The stream reads no more lines: its mapping process ends."""
+        """The stream reads no more lines: its mapping process ends (and its CPU is free for
+        another stream's)."""
         self.run.offloaded.pop(self.stream_name, None)
-        if self.offload is not None:
+        if self.offload is not None and not self.offload.closed:
             self.offload.close()
+            self.run.mapping_processes -= 1
 
     # -- a record's life ------------------------------------------------------------------
 
@@ -255,9 +257,10 @@ class KlaviyoSink(BatchSink):
         work = self.offload
         if work is None:
             mapper = self.record_mapper()
-            if mapper is None or not offload.available():
+            if mapper is None or self.run.mapping_processes >= offload.spare_cpus():
                 self._offload_in = -1
                 return
+            self.run.mapping_processes += 1
             self.offload = work = offload.Offload(
                 offload.Recipe(
                     self.stream_name,
