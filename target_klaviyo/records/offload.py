@@ -154,7 +154,7 @@ class Offload:
         self._in_flight: deque[tuple[list[str], list[int], bool]] = deque()
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
-        self._draining = False
+        self._taking = False  # batches are being taken back (a take may flush: no nesting)
         self._pending = 0  # lines added and not yet taken
         self.ready = False
         self.failed = False
@@ -240,36 +240,35 @@ class Offload:
         self._lines.append(line)
         self._numbers.append(number)
         self._pending += 1
-        if len(self._lines) >= BATCH_LINES and not self._draining:
-            self._send()
-            in_flight = self._in_flight
-            self._draining = True
-            try:
-                if len(in_flight) >= BATCHES_IN_FLIGHT:
-                    self._take_batch()
-                while in_flight and not self._frames.empty():
-                    self._take_batch()
-            except BaseException:
-                self.discard()
-                raise
-            finally:
-                self._draining = False
+        if len(self._lines) >= BATCH_LINES and not self._taking:
+            self._take_back(everything=False)
 
     def drain(self) -> None:
         """Every line added comes back through `take` before this returns."""
-        if self._draining:
-            return  # a line taken flushed its chunk: the batch under way goes on, in order
-        self._draining = True
+        if not self._taking:  # else a line taken flushed its chunk: that taking goes on, in order
+            self._take_back(everything=True)
+
+    def _take_back(self, *, everything: bool) -> None:
+        """Send the lines added, then take back every batch (`everything`), or those already
+        answered and, with BATCHES_IN_FLIGHT out, the oldest."""
+        self._taking = True
         try:
             if self._lines:
                 self._send()
-            while self._in_flight:
+            in_flight = self._in_flight
+            if everything:
+                while in_flight:
+                    self._take_batch()
+                return
+            if len(in_flight) >= BATCHES_IN_FLIGHT:
+                self._take_batch()
+            while in_flight and not self._frames.empty():
                 self._take_batch()
         except BaseException:
             self.discard()
             raise
         finally:
-            self._draining = False
+            self._taking = False
 
     def discard(self) -> None:
         """Lines added and not yet taken stay unread, as far as the run goes: the line being
