@@ -7,6 +7,7 @@ still names its line; and a mapping process that dies leaves its lines to the re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -387,3 +388,57 @@ def test_two_large_streams_on_two_cpus_share_one_mapping_process(
     for name in streams:
         assert summary[name]["read"] == TOTAL
         assert summary[name]["loaded"] + summary[name]["rejected"] == TOTAL
+
+
+def mapped_where(record: dict[str, Any]) -> tuple[str, None, dict[str, Any], int, list[str], None]:
+    """A record mapper that says which process mapped the record (every tenth fails)."""
+    if record["id"] % 10 == 3:
+        raise ValueError("mapped by the reading process, which says what is wrong")
+    return str(record["id"]), None, {"email": record["email"], "pid": os.getpid()}, 1, [], None
+
+
+def through_offload(monkeypatch: pytest.MonkeyPatch, queued_there: int) -> list[Any]:
+    """What a stream of 5,500 lines gives back, in order, with the mapping process started."""
+    monkeypatch.setattr(offload, "QUEUED_THERE", queued_there)
+    taken: list[Any] = []
+    recipe = offload.Recipe(
+        "customers", {"properties": SCHEMA}, ("id",), False, mapped_where, False
+    )
+    work = offload.Offload(
+        recipe, lambda line, number, result: taken.append((number, result)), logging.getLogger()
+    )
+    work.start()
+    deadline = time.monotonic() + 30
+    while not work.poll_ready():
+        assert time.monotonic() < deadline and not work.failed, "the mapping process did not start"
+        time.sleep(0.02)
+    lines = singer_lines([record_message("customers", customer(i)) for i in range(5_500)])
+    for number, line in enumerate(lines.splitlines(keepends=True), 1):
+        work.add(line, number)
+    work.drain()
+    work.close()
+    assert not work.failed
+    return taken
+
+
+def test_the_reading_process_maps_batches_itself_rather_than_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the mapping process has batches before it, the reading process maps the next one
+    itself: the same results, in input order, as from the mapping process."""
+    there = through_offload(monkeypatch, queued_there=10**6)  # every batch goes to it
+    here = through_offload(monkeypatch, queued_there=0)  # it is always busy: none goes
+
+    assert [number for number, _ in here] == list(range(1, 5_501))
+    assert [number for number, _ in there] == list(range(1, 5_501))
+    pids = {result[2]["pid"] for _, result in there if result is not None}
+    assert len(pids) == 1 and os.getpid() not in pids
+    assert {result[2]["pid"] for _, result in here if result is not None} == {os.getpid()}
+
+    def without_pid(taken: list[Any]) -> list[Any]:
+        return [(n, r if r is None else (*r[:2], {**r[2], "pid": 0}, *r[3:])) for n, r in taken]
+
+    assert without_pid(here) == without_pid(there)
+    # Lines not mapped cleanly (ids ending in 3, and what intake refuses) are mapped as taken.
+    unmapped = {number for number, result in here if result is None}
+    assert {i + 1 for i in range(5_500) if i % 10 == 3} <= unmapped

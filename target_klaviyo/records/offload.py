@@ -5,8 +5,9 @@ holds the interpreter while it does: on a large customers table that, not Klaviy
 soon the last import job goes out. Once a stream has read `OFFLOAD_AFTER` records here, its
 lines go in batches to a mapping process of its own (`python -m target_klaviyo.records.offload`),
 which checks and maps them exactly as this process would (the same intake and the same record
-mapper, built from the sink's recipe). This process then only routes lines and adds the mapped
-records to their chunks, in input order, while it sends them.
+mapper, built from the sink's recipe). This process then routes lines and adds the mapped
+records to their chunks, in input order, while it sends them; when the mapping process already
+has batches before it, this process maps the next batch itself rather than wait.
 
 A line the mapping process does not map cleanly — a validation failure, a rejection, a date
 that does not parse, any error — comes back unmapped and takes this process's own path, so
@@ -42,6 +43,9 @@ OFFLOAD_AFTER = 10_000
 OFFLOAD_POLL = 2_000  # records read between two looks at whether it has started
 BATCH_LINES = 1_000  # lines per batch sent to the mapping process
 BATCHES_IN_FLIGHT = 8  # batches sent and not yet taken back (bounds the lines held here)
+# Batches the mapping process has before it when this process maps the next batch itself
+# rather than wait for it: one being mapped, one or two more to go on with.
+QUEUED_THERE = 3
 _FRAME = 4  # bytes of a frame's length
 PIPE_BYTES = 4 << 20  # a pipe's buffer, where the system allows it
 # A batch takes milliseconds: a mapping process silent this long is taken as stopped.
@@ -150,8 +154,11 @@ class Offload:
         self._frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._lines: list[str] = []
         self._numbers: list[int] = []
-        # (lines, their numbers, whether they went to the mapping process)
-        self._in_flight: deque[tuple[list[str], list[int], bool]] = deque()
+        # (lines, their numbers, how they come back): True, from the mapping process; their
+        # results, mapped here; False, each line read here when taken.
+        self._in_flight: deque[tuple[list[str], list[int], bool | list[Result]]] = deque()
+        self._sent = 0  # batches sent to the mapping process and not yet taken back
+        self._map_here: BatchMapper | None = None
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder().decode
         self._taking = False  # batches are being taken back (a take may flush: no nesting)
@@ -276,6 +283,7 @@ class Offload:
         tap sends them again. What the mapping process still holds would come back out of
         step: it ends."""
         self._in_flight.clear()
+        self._sent = 0
         self._lines, self._numbers = [], []
         self._pending = 0
         self.failed = True
@@ -287,23 +295,35 @@ class Offload:
         return self._pending
 
     def _send(self) -> None:
+        """Send the lines added to the mapping process, or map them here while it has
+        QUEUED_THERE batches before it: this process would only wait for it."""
         lines, numbers = self._lines, self._numbers
         self._lines, self._numbers = [], []
         proc = self._proc
-        sent = proc is not None and self.ready
-        if sent:
-            try:
-                assert proc is not None and proc.stdin is not None
-                _write_frame(proc.stdin, self._encode(lines))
-            except (OSError, ValueError):
-                self._stopped("stopped taking lines")
-                sent = False
-        self._in_flight.append((lines, numbers, sent))
+        if proc is None or not self.ready:
+            self._in_flight.append((lines, numbers, False))
+            return
+        if self._sent - self._frames.qsize() >= QUEUED_THERE:
+            if self._map_here is None:
+                self._map_here = BatchMapper(self._recipe)
+            self._in_flight.append((lines, numbers, self._map_here(lines)))
+            return
+        try:
+            assert proc.stdin is not None
+            _write_frame(proc.stdin, self._encode(lines))
+        except (OSError, ValueError):
+            self._stopped("stopped taking lines")
+            self._in_flight.append((lines, numbers, False))
+            return
+        self._sent += 1
+        self._in_flight.append((lines, numbers, True))
 
     def _take_batch(self) -> None:
-        lines, numbers, sent = self._in_flight[0]
-        results: list[Result] | None = None
-        if sent and self._proc is not None:
+        lines, numbers, how = self._in_flight[0]
+        results: list[Result] | None = how if isinstance(how, list) else None
+        if how is True:
+            self._sent -= 1
+        if how is True and self._proc is not None:
             try:
                 frame = self._frames.get(timeout=STALL_S)
             except queue.Empty:
@@ -337,43 +357,39 @@ class LineWarnsError(Exception):
     """The line has something to say (a warning): it is mapped in the reading process."""
 
 
-def serve(source: IO[bytes], out: IO[bytes]) -> None:
-    """Build the recipe's intake and mapper, then map batches of lines until input ends."""
-    from target_klaviyo.records.intake import Intake
-    from target_klaviyo.records.validation import RecordValidator
-    from target_klaviyo.sdk import decode_message
+class BatchMapper:
+    """A recipe's intake and record mapper, mapping a batch of lines to their results: the
+    mapping process's work, and the reading process's when it would otherwise wait for it."""
 
-    frame = _read_frame(source)
-    if frame is None:
-        return
-    recipe: Recipe = pickle.loads(frame)
+    def __init__(self, recipe: Recipe) -> None:
+        from target_klaviyo.records.intake import Intake
+        from target_klaviyo.records.validation import RecordValidator
+        from target_klaviyo.sdk import decode_message
 
-    class QuietIntake(Intake):
-        def _warn(self, column: str, kind: str) -> None:
-            raise LineWarnsError
+        class QuietIntake(Intake):
+            def _warn(self, column: str, kind: str) -> None:
+                raise LineWarnsError
 
-    intake = QuietIntake(
-        recipe.schema,
-        recipe.key_properties,
-        RecordValidator(recipe.schema) if recipe.validate else None,
-        logging.getLogger("target-klaviyo.offload"),
-    )
-    check = intake.check
-    stream = recipe.stream
-    keeps_identifiers = recipe.keeps_identifiers
-    map_record = recipe.map_record
-    encode = msgspec.msgpack.Encoder().encode
-    decode_lines = msgspec.msgpack.Decoder(list[str]).decode
-    # As in the reading process (`run/lifecycle.py`): records come and go, none in a cycle.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    _write_frame(out, b"ready")
-    while (frame := _read_frame(source)) is not None:
+        intake = QuietIntake(
+            recipe.schema,
+            recipe.key_properties,
+            RecordValidator(recipe.schema) if recipe.validate else None,
+            logging.getLogger("target-klaviyo.offload"),
+        )
+        self._check = intake.check
+        self._decode = decode_message
+        self._stream = recipe.stream
+        self._keeps_identifiers = recipe.keeps_identifiers
+        self._map_record = recipe.map_record
+
+    def __call__(self, lines: list[str]) -> list[Result]:
+        check, decode, stream = self._check, self._decode, self._stream
+        keeps_identifiers, map_record = self._keeps_identifiers, self._map_record
         results: list[Result] = []
         append = results.append
-        for line in decode_lines(frame):
+        for line in lines:
             try:
-                message = decode_message(line)
+                message = decode(line)
                 record = message["record"]
                 if (
                     type(record) is not dict
@@ -396,7 +412,23 @@ def serve(source: IO[bytes], out: IO[bytes]) -> None:
                 )
             except Exception:  # the reading process maps it, and says what is wrong
                 append(None)
-        _write_frame(out, encode(results))
+        return results
+
+
+def serve(source: IO[bytes], out: IO[bytes]) -> None:
+    """Build the recipe's intake and mapper, then map batches of lines until input ends."""
+    frame = _read_frame(source)
+    if frame is None:
+        return
+    map_batch = BatchMapper(pickle.loads(frame))
+    encode = msgspec.msgpack.Encoder().encode
+    decode_lines = msgspec.msgpack.Decoder(list[str]).decode
+    # As in the reading process (`run/lifecycle.py`): records come and go, none in a cycle.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    _write_frame(out, b"ready")
+    while (frame := _read_frame(source)) is not None:
+        _write_frame(out, encode(map_batch(decode_lines(frame))))
 
 
 def main() -> None:
