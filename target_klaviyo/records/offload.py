@@ -155,8 +155,8 @@ class Offload:
         self._lines: list[str] = []
         self._numbers: list[int] = []
         # (lines, their numbers, how they come back): True, from the mapping process; their
-        # results, mapped here; False, each line read here when taken.
-        self._in_flight: deque[tuple[list[str], list[int], bool | list[Result]]] = deque()
+        # results (encoded), mapped here; False, each line read here when taken.
+        self._in_flight: deque[tuple[list[str], list[int], bool | bytes]] = deque()
         self._sent = 0  # batches sent to the mapping process and not yet taken back
         self._map_here: BatchMapper | None = None
         self._encode = msgspec.msgpack.Encoder().encode
@@ -306,7 +306,9 @@ class Offload:
         if self._sent - self._frames.qsize() >= QUEUED_THERE:
             if self._map_here is None:
                 self._map_here = BatchMapper(self._recipe)
-            self._in_flight.append((lines, numbers, self._map_here(lines)))
+            # Kept encoded, as the mapping process's answers are: a batch of mapped records
+            # as objects takes several times the memory, for as long as it waits its turn.
+            self._in_flight.append((lines, numbers, self._encode(self._map_here(lines))))
             return
         try:
             assert proc.stdin is not None
@@ -320,7 +322,7 @@ class Offload:
 
     def _take_batch(self) -> None:
         lines, numbers, how = self._in_flight[0]
-        results: list[Result] | None = how if isinstance(how, list) else None
+        results: list[Result] | None = self._decode(how) if isinstance(how, bytes) else None
         if how is True:
             self._sent -= 1
         if how is True and self._proc is not None:
