@@ -1,4 +1,5 @@
-"""Every place target-klaviyo copies or replaces singer-sdk behaviour, in one module.
+"""Every place target-klaviyo copies or replaces singer-sdk behaviour: here, and what a record
+goes through in `sdk_records.py` (kept free of singer-sdk's import, for the mapping process).
 
 singer-sdk 0.54 reads each record through `Target._process_record_message`
 (`singer_sdk/target_base.py`): a stream-map transform, a copy, metadata columns, jsonschema
@@ -15,12 +16,13 @@ singer-sdk pre-release, so drift shows before it bites.
   accounted for, reading stopped by a signal.
 - `takes_records_directly` states when `Target._process_record_message` would leave a record
   unchanged: those streams may skip it.
-- `METADATA_COLUMNS` / `drop_metadata` copy `Sink._remove_sdc_metadata_from_record`
-  (`sinks/core.py`).
-- `missing_key_properties` copies the error of `Sink._singer_validate_message`, raised once
-  per set of columns instead of checked per record.
-- `datelike_columns` / `parse_dates` copy `Sink._parse_timestamps_in_record`, decided once per
-  schema instead of per field and record.
+- In `sdk_records.py`: `METADATA_COLUMNS` / `drop_metadata` copy
+  `Sink._remove_sdc_metadata_from_record` (`sinks/core.py`); `missing_key_properties` copies
+  the error of `Sink._singer_validate_message`, raised once per set of columns instead of
+  checked per record; `datelike_columns` / `parse_dates` copy
+  `Sink._parse_timestamps_in_record`, decided once per schema instead of per field and record.
+- `RecordValidator` is what `Sink.get_validator` gives singer-sdk's per-record path: the
+  target's own check (`records/validation.py`), its failure kept for the sink, not raised.
 - `count_records` does `_process_record_message`'s `record_counter_metric.increment()` for
   records of the direct path.
 - `MAX_CHUNK_AGE_S` mirrors `Target._MAX_RECORD_AGE_IN_MINUTES`: a slow tap's records go out
@@ -42,7 +44,6 @@ termination gains `_is_terminating` and `_terminate`.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import signal
@@ -51,13 +52,15 @@ import threading
 import typing as t
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from decimal import Decimal
 
 import msgspec
-from singer_sdk.exceptions import MissingKeyPropertiesError
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.encoding.base import GenericSingerReader, SingerMessageType
 from singer_sdk.singerlib.exceptions import InvalidInputLine
+from singer_sdk.sinks.core import BaseJSONSchemaValidator
+
+from target_klaviyo.records.validation import RecordCheck
+from target_klaviyo.sdk_records import decode_message
 
 if t.TYPE_CHECKING:
     from singer_sdk import Target
@@ -68,14 +71,6 @@ if t.TYPE_CHECKING:
 MAX_CHUNK_AGE_S = 300.0
 
 # -- reading ------------------------------------------------------------------------------
-
-_decoder = msgspec.json.Decoder(float_hook=Decimal)
-
-
-def decode_message(line: str | bytes) -> t.Any:
-    """A line of input as the reader decodes it (numbers with a fraction as Decimal, as
-    singer-sdk's readers give them)."""
-    return _decoder.decode(line)
 
 
 class Envelope(msgspec.Struct):
@@ -141,7 +136,7 @@ class MessageReader(GenericSingerReader[str]):
 
     def deserialize_json(self, line: str) -> dict:
         try:
-            message = _decoder.decode(line)
+            message = decode_message(line)
         except msgspec.DecodeError as exc:
             raise InvalidInputLine(f"not valid JSON ({exc})") from None
         if not isinstance(message, dict):
@@ -167,7 +162,7 @@ class MessageReader(GenericSingerReader[str]):
                 SingerMessageType.ACTIVATE_VERSION: self.hooks.on_activate_version,
             }
         stats: dict[str, int] = defaultdict(int)
-        decode = _decoder.decode
+        decode = decode_message
         readline = (file_input or self.default_input).readline
         while True:
             if self.stop_requested is not None:
@@ -239,97 +234,31 @@ def takes_records_directly(
     )
 
 
+class RecordValidator(RecordCheck, BaseJSONSchemaValidator):
+    """singer-sdk's validator hook (`Sink.get_validator`): validates each record of
+    singer-sdk's per-record path; a failure is kept for the sink instead of raised."""
+
+    def __init__(self, schema: dict[str, t.Any]) -> None:
+        super().__init__(schema)
+        self.failure: tuple[int, str, dict[str, t.Any]] | None = None
+
+    def validate(self, record: dict[str, t.Any]) -> None:
+        failure = self.check(record)
+        if failure is not None:
+            self.failure = (id(record), *failure)
+
+    def take_failure(self, record: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]] | None:
+        """Why `record` failed validation and the record as received, if it did."""
+        failure, self.failure = self.failure, None
+        if failure is not None and failure[0] == id(record):
+            return failure[1], failure[2]
+        return None
+
+
 def count_records(sink: Sink, count: int) -> None:
     """The `record_count` metric for records that skipped `_process_record_message`."""
     if count:
         sink.record_counter_metric.increment(count)
-
-
-# -- a record's columns -------------------------------------------------------------------
-
-METADATA_COLUMNS = frozenset(
-    {
-        "_sdc_extracted_at",
-        "_sdc_received_at",
-        "_sdc_batched_at",
-        "_sdc_deleted_at",
-        "_sdc_sequence",
-        "_sdc_table_version",
-        "_sdc_sync_started_at",
-    }
-)
-
-
-def drop_metadata(record: dict[str, t.Any]) -> None:
-    """The metadata columns singer-sdk removes when add_record_metadata is off."""
-    for column in METADATA_COLUMNS:
-        record.pop(column, None)
-
-
-def missing_key_properties(
-    required: t.Sequence[str], columns: t.Sequence[str]
-) -> MissingKeyPropertiesError | None:
-    """singer-sdk's error for a record without one of its stream's key properties."""
-    if all(key in columns for key in required):
-        return None
-    return MissingKeyPropertiesError(
-        "Record is missing one or more key_properties. "
-        f"Key Properties: {tuple(required)}, Record Keys: {list(columns)}"
-    )
-
-
-# The parsers singer-sdk applies to string columns of these formats.
-DATE_PARSERS: dict[str, Callable[[str], t.Any]] = {
-    "date-time": datetime.datetime.fromisoformat,
-    "date": datetime.date.fromisoformat,
-    "time": datetime.time.fromisoformat,
-}
-DateColumns = tuple[tuple[str, str, Callable[[str], t.Any]], ...]
-
-
-def _date_format(schema: t.Any) -> str | None:
-    if not isinstance(schema, dict):
-        return None
-    kinds = schema.get("type", [])
-    if "string" in kinds and schema.get("format") in DATE_PARSERS:
-        return str(schema["format"])
-    for option in schema.get("anyOf", ()):
-        if (
-            isinstance(option, dict)
-            and "string" in option.get("type", [])
-            and option.get("format") in DATE_PARSERS
-        ):
-            return str(option["format"])
-    return None
-
-
-def datelike_columns(schema: dict[str, t.Any]) -> DateColumns:
-    """(column, format, parser) for the top-level columns singer-sdk parses into date, time
-    or datetime values (its rule, decided once per schema rather than per record)."""
-    columns = []
-    for column, property_schema in (schema.get("properties") or {}).items():
-        kind = _date_format(property_schema)
-        if kind is not None:
-            columns.append((column, kind, DATE_PARSERS[kind]))
-    return tuple(columns)
-
-
-def parse_dates(
-    record: dict[str, t.Any],
-    columns: DateColumns,
-    warn: Callable[[str, str], None] | None,
-) -> None:
-    """Date and time strings parsed as the schema says; what does not parse is null
-    (singer-sdk's `DatetimeErrorTreatmentEnum.NULL`), with `warn(column, format)`."""
-    for column, kind, parse in columns:
-        value = record.get(column)
-        if value is not None:
-            try:
-                record[column] = parse(value)
-            except (ValueError, TypeError):
-                if warn is not None:
-                    warn(column, kind)
-                record[column] = None
 
 
 # -- settings -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from target_klaviyo.ledger.rejects import RejectsFile
 from target_klaviyo.ledger.store import LedgerError, open_ledger
 from target_klaviyo.run.context import Client, Run
 from target_klaviyo.run.lifecycle import Lifecycle, UnmappedStreamError
+from target_klaviyo.sdk_records import decode_message
 from target_klaviyo.settings import CONFIG_SCHEMA, Settings, SettingsError
 from target_klaviyo.sinks import SINK_CLASSES
 from target_klaviyo.sinks.base import KlaviyoSink
@@ -200,7 +201,7 @@ class TargetKlaviyo(Target):
             raise RuntimeError("a line came back before the reader started")
         reader = self.reader
         current, reader.line_number = reader.line_number, number
-        message = sdk.decode_message(line)
+        message = decode_message(line)
         if message.get("type") != "RECORD":  # it began as one: a key given twice
             raise InvalidInputLine("a RECORD line that names its type twice")
         self._on_record(message, line)

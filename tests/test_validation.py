@@ -112,7 +112,7 @@ def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
     fastjsonschema's on every record, and a failure must carry fastjsonschema's reason."""
     import fastjsonschema
 
-    from target_klaviyo.records.validation import DATE_FORMATS, RecordValidator, TypeShapes
+    from target_klaviyo.records.validation import DATE_FORMATS, RecordCheck, TypeShapes
 
     rng = random.Random(20261129)
     shortcuts = 0
@@ -126,7 +126,7 @@ def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
             schema["required"] = rng.sample(names, rng.randint(1, len(names)))
         if rng.random() < 0.3:
             schema["additionalProperties"] = False
-        validator = RecordValidator(schema)
+        validator = RecordCheck(schema)
         shortcuts += TypeShapes.of(schema) is not None
         reference = fastjsonschema.compile(
             {
@@ -154,7 +154,7 @@ def test_the_shape_shortcut_agrees_with_fastjsonschema() -> None:
 def test_verdicts_are_kept_per_column_set_beyond_what_is_cached() -> None:
     """Records with many different sets of columns (sparse rows) and value types, more than
     are cached: each is judged on its own columns and values, whichever was seen first."""
-    from target_klaviyo.records.validation import RecordValidator
+    from target_klaviyo.records.validation import RecordCheck
 
     names = [f"c{i}" for i in range(10)]
     # Even columns hold integers, odd ones strings; nothing else is allowed.
@@ -165,7 +165,7 @@ def test_verdicts_are_kept_per_column_set_beyond_what_is_cached() -> None:
         },
         "additionalProperties": False,
     }
-    validator = RecordValidator(schema)
+    validator = RecordCheck(schema)
     rng = random.Random(7)
     judged = rejected = 0
     for round_ in range(4):

@@ -35,6 +35,7 @@ from target_klaviyo.mapping.values import (
     format_datetime,
     to_json,
 )
+from target_klaviyo.records.item import Mapped, mapped
 from target_klaviyo.shapes import SHAPES_KEPT, keep
 from target_klaviyo.streams import StreamMapping
 
@@ -499,3 +500,27 @@ def cleared_fields(resource: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     identifiers = {name: attributes[name] for name in IDENTIFIER_FIELDS if name in attributes}
     return {"type": "profile", "attributes": {**identifiers, **nulls}}
+
+
+class ProfileRecords:
+    """A profile stream's records mapped for an import job (`ProfileUpsertSink.map_record`).
+    Pickled as its settings, so that a second process maps as this one does
+    (records/offload.py); it lives here, away from the sinks and singer-sdk, so that process
+    imports only the mapping."""
+
+    def __init__(
+        self, mapping: StreamMapping, columns: tuple[str, ...], default_region: str | None
+    ) -> None:
+        self._settings = (mapping, columns, default_region)
+        self.mapper = ProfileMapper(mapping, list(columns), default_region)
+        self.clears_nulls = mapping.nulls == "unset"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ProfileRecords, self._settings)
+
+    def __call__(self, record: dict[str, Any]) -> Mapped:
+        identity, identifiers, resource, encoded, warnings = self.mapper.map_parts(record)
+        # Sent as encoded: the resource is not kept while the record waits in a job; only
+        # what a bulk import cannot clear (`nulls: unset`) is, as the payload.
+        clears = cleared_fields(resource) if self.clears_nulls else None
+        return mapped((identity.key(), identifiers, clears, len(encoded), warnings, encoded))

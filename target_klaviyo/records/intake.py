@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from target_klaviyo.records.validation import RecordValidator, Verdicts
-from target_klaviyo.sdk import (
+from target_klaviyo.records.validation import RecordCheck, Verdicts
+from target_klaviyo.sdk_records import (
     METADATA_COLUMNS,
     datelike_columns,
     decode_message,
@@ -32,7 +32,7 @@ class Intake:
         self,
         schema: dict[str, Any],
         key_properties: tuple[str, ...],
-        validator: RecordValidator | None,
+        validator: RecordCheck | None,
         logger: logging.Logger,
     ) -> None:
         self._required = key_properties

@@ -365,8 +365,8 @@ class BatchMapper:
 
     def __init__(self, recipe: Recipe) -> None:
         from target_klaviyo.records.intake import Intake
-        from target_klaviyo.records.validation import RecordValidator
-        from target_klaviyo.sdk import decode_message
+        from target_klaviyo.records.validation import RecordCheck
+        from target_klaviyo.sdk_records import decode_message
 
         class QuietIntake(Intake):
             def _warn(self, column: str, kind: str) -> None:
@@ -375,7 +375,7 @@ class BatchMapper:
         intake = QuietIntake(
             recipe.schema,
             recipe.key_properties,
-            RecordValidator(recipe.schema) if recipe.validate else None,
+            RecordCheck(recipe.schema) if recipe.validate else None,
             logging.getLogger("target-klaviyo.offload"),
         )
         self._check = intake.check

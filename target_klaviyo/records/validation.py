@@ -19,9 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 import fastjsonschema
-from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
 
-from target_klaviyo.sdk import DATE_PARSERS
+from target_klaviyo.sdk_records import DATE_PARSERS
 from target_klaviyo.shapes import SHAPES_KEPT
 
 LOGGER = logging.getLogger("target-klaviyo")
@@ -205,14 +204,15 @@ class TypeShapes:
         return tuple(formatted)
 
 
-class RecordValidator(BaseJSONSchemaValidator):
-    """Validates each record; a failure is kept for the sink instead of raised."""
+class RecordCheck:
+    """Checks records against a stream's schema: `check` says why one does not match. Free
+    of singer-sdk's import (the mapping process checks records with it); `sdk.RecordValidator`
+    is singer-sdk's validator hook around it."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
-        super().__init__(schema)
-        self.failure: tuple[int, str, dict[str, Any]] | None = None
+        self.schema = schema
         self._fast: Any = None
-        self._fallback: JSONSchemaValidator | None = None
+        self._fallback: Any = None  # singer-sdk's JSONSchemaValidator
         self._shapes = TypeShapes.of(schema)
         try:
             self._fast = fastjsonschema.compile(
@@ -220,6 +220,8 @@ class RecordValidator(BaseJSONSchemaValidator):
             )
         except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError) as exc:
             LOGGER.debug("schema not compilable by fastjsonschema (%s); using jsonschema", exc)
+            from singer_sdk.sinks.core import JSONSchemaValidator
+
             self._fallback = JSONSchemaValidator(schema)
 
     def verdicts_of(self, columns: tuple[str, ...]) -> Verdicts | None:
@@ -255,16 +257,3 @@ class RecordValidator(BaseJSONSchemaValidator):
             return None
         # A copy as received: date and time strings are parsed next and may be nulled.
         return f"does not match the stream's schema: {message}", dict(record)
-
-    def validate(self, record: dict[str, Any]) -> None:
-        """singer-sdk's per-record path: the failure is kept for the sink."""
-        failure = self.check(record)
-        if failure is not None:
-            self.failure = (id(record), *failure)
-
-    def take_failure(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        """Why `record` failed validation and the record as received, if it did."""
-        failure, self.failure = self.failure, None
-        if failure is not None and failure[0] == id(record):
-            return failure[1], failure[2]
-        return None

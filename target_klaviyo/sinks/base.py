@@ -30,8 +30,7 @@ from target_klaviyo.records.outcomes import Outcomes
 from target_klaviyo.records.protocol import BulkProtocol
 from target_klaviyo.records.spool import SubmittedRows
 from target_klaviyo.records.unchanged import UnchangedFilter
-from target_klaviyo.records.validation import RecordValidator
-from target_klaviyo.sdk import count_records, record_line_prefixes
+from target_klaviyo.sdk import RecordValidator, count_records, record_line_prefixes
 
 if TYPE_CHECKING:
     from target_klaviyo.run.context import Run

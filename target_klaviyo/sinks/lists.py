@@ -24,11 +24,11 @@ from typing import Any, ClassVar
 from target_klaviyo.klaviyo.client import ApiResult
 from target_klaviyo.klaviyo.list_members import remove_members
 from target_klaviyo.mapping.identity import Rejection
-from target_klaviyo.mapping.profile import ProfileMapper
+from target_klaviyo.mapping.profile import ProfileMapper, ProfileRecords
 from target_klaviyo.mapping.values import encoded_size
 from target_klaviyo.records.item import Item, Mapped, mapped
 from target_klaviyo.sinks.base import KlaviyoSink
-from target_klaviyo.sinks.profiles import ProfileRecords, ProfileUpsertSink
+from target_klaviyo.sinks.profiles import ProfileUpsertSink
 
 MIRROR_WINDOW = 1_000  # missing members resolved and removed at a time
 

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
 from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
-from target_klaviyo.mapping.profile import ProfileMapper, cleared_fields
+from target_klaviyo.mapping.profile import ProfileRecords
 from target_klaviyo.mapping.values import decode, encode
 from target_klaviyo.records.dispatch import Chunk, ChunkJobs
-from target_klaviyo.records.item import Item, Mapped, Request, mapped
+from target_klaviyo.records.item import Item, Mapped, Request
 from target_klaviyo.records.jobs import PROFILE_IMPORT
 from target_klaviyo.records.protocol import join_parts, row_locator
 from target_klaviyo.sinks.base import JobRows, KlaviyoSink
 
 if TYPE_CHECKING:
-    from target_klaviyo.streams import StreamMapping
+    pass
 
 # The pointer of a bad row names its index (a 400 of profile-bulk-import-jobs).
 ROWS_POINTER = "/data/attributes/profiles/data"
@@ -32,29 +32,6 @@ JOB_HEAD = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":
 
 # Below this many profiles a chunk is sent with profile-import, one request per profile.
 SINGLE_UPSERT_MAX = 3
-
-
-class ProfileRecords:
-    """A profile stream's records mapped for an import job (`ProfileUpsertSink.map_record`).
-    Pickled as its settings, so that a second process maps as this one does
-    (records/offload.py)."""
-
-    def __init__(
-        self, mapping: StreamMapping, columns: tuple[str, ...], default_region: str | None
-    ) -> None:
-        self._settings = (mapping, columns, default_region)
-        self.mapper = ProfileMapper(mapping, list(columns), default_region)
-        self.clears_nulls = mapping.nulls == "unset"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ProfileRecords, self._settings)
-
-    def __call__(self, record: dict[str, Any]) -> Mapped:
-        identity, identifiers, resource, encoded, warnings = self.mapper.map_parts(record)
-        # Sent as encoded: the resource is not kept while the record waits in a job; only
-        # what a bulk import cannot clear (`nulls: unset`) is, as the payload.
-        clears = cleared_fields(resource) if self.clears_nulls else None
-        return mapped((identity.key(), identifiers, clears, len(encoded), warnings, encoded))
 
 
 class ProfileUpsertSink(KlaviyoSink):
