@@ -17,6 +17,7 @@ from target_klaviyo.klaviyo.client import KlaviyoClient
 from target_klaviyo.klaviyo.dry_run import DryRunClient
 from target_klaviyo.ledger.rejects import RejectsFile
 from target_klaviyo.ledger.store import LedgerError, open_ledger
+from target_klaviyo.records import offload
 from target_klaviyo.run.context import Client, Run
 from target_klaviyo.run.lifecycle import Lifecycle, UnmappedStreamError
 from target_klaviyo.sdk_records import decode_message
@@ -104,6 +105,7 @@ class TargetKlaviyo(Target):
         self.run.read_line_here = self._read_line_here
         self._on_record: t.Callable[[dict, str], None] | None = None
         self._flush_at = time.monotonic() + sdk.MAX_CHUNK_AGE_S
+        self._idle_drain: offload.IdleDrain | None = None
         self._schema_sinks: dict[str, KlaviyoSink] = {}  # the current sink of each stream
 
     # -- routing --------------------------------------------------------------------------
@@ -154,6 +156,22 @@ class TargetKlaviyo(Target):
 
     def before_input(self) -> None:
         self.lifecycle.start()
+        if offload.spare_cpus():
+            self._idle_drain = offload.IdleDrain(
+                lambda: (self.reader.reading, self.reader.line_number),
+                self._offload_pending,
+                self._drain_while_silent,
+            )
+            self._idle_drain.start()
+
+    def _drain_while_silent(self) -> None:
+        if self.run.stopping is None and self.run.failure is None:
+            self.drain_offloads()
+
+    def _offload_pending(self) -> int:
+        """Lines on their way through mapping processes (asked from the IdleDrain's thread)."""
+        sinks = tuple(self.run.sinks)
+        return sum(sink.offload.pending() for sink in sinks if sink.offload is not None)
 
     def record_callback(
         self, through_sdk: t.Callable[[dict], None]
@@ -227,6 +245,8 @@ class TargetKlaviyo(Target):
                 self.get_sink(stream_map.stream_alias).activate_version(message["version"])
 
     def process_endofpipe(self) -> None:
+        if self._idle_drain is not None:
+            self._idle_drain.stop()
         self.lifecycle.start()  # an empty input still replays what is on hold
         self.lifecycle.send_last_requests()
         for sink in self.run.sinks:  # nothing more to map: mapping processes end now

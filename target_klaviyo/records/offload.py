@@ -352,6 +352,61 @@ class Offload:
             take(line, number, result)
 
 
+class IdleDrain:
+    """While the tap is silent, the lines on their way through mapping processes come back
+    and the chunks they fill go out, as the lines of a stream mapped here would: a watcher
+    thread that sees the reader blocked on its input, with lines pending, for QUIET_S
+    interrupts that read with a signal, and the handler drains (in the reading thread; Python
+    retries the read after a handler that returns, so no input is lost). Without it, a full
+    import job's records could wait for the tap's next line."""
+
+    QUIET_S = 0.2
+    SIGNAL = getattr(signal, "SIGUSR1", None)
+
+    def __init__(
+        self,
+        reading: Callable[[], tuple[bool, int]],
+        pending: Callable[[], int],
+        drain: Callable[[], None],
+    ) -> None:
+        self._reading = reading  # (blocked on the input, lines read)
+        self._pending = pending  # lines on their way
+        self._drain = drain
+        self._stopped = threading.Event()
+        self._draining = False
+        self._main = threading.main_thread().ident
+
+    def start(self) -> None:
+        """From the reading (main) thread: where signals can reach it (POSIX)."""
+        if self.SIGNAL is None or not hasattr(signal, "pthread_kill"):
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(self.SIGNAL, self._on_signal)
+        threading.Thread(target=self._watch, name="offload-idle", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        last: int | None = None
+        while not self._stopped.wait(self.QUIET_S):
+            reading, lines = self._reading()
+            if reading and lines == last and self._pending():
+                assert self.SIGNAL is not None and self._main is not None
+                signal.pthread_kill(self._main, self.SIGNAL)
+            last = lines if reading else None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        reading, _ = self._reading()
+        if reading and not self._draining and not self._stopped.is_set():
+            self._draining = True
+            try:
+                self._drain()
+            finally:
+                self._draining = False
+
+
 # -- the mapping process ------------------------------------------------------------------
 
 
