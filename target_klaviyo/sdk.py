@@ -167,10 +167,13 @@ class MessageReader(GenericSingerReader[str]):
         while True:
             if self.stop_requested is not None:
                 raise StopReading(self.stop_requested)
-            # A signal that arrives while the tap is silent interrupts the read (on_signal).
+            # A signal that arrives while the tap is silent interrupts the read (on_signal,
+            # offload.IdleDrain): `reading` says so, and only while the read lasts.
             self.reading = True
-            line = readline()
-            self.reading = False
+            try:
+                line = readline()
+            finally:
+                self.reading = False
             if not line:
                 break
             self.line_number += 1
