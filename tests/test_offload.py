@@ -253,6 +253,31 @@ def test_bad_input_while_offloaded_names_its_line_and_loads_what_came_before(
     assert states[-1] == {"customers": bad - bad % 500 - 1}
 
 
+def test_bad_input_found_while_the_tap_is_silent_ends_the_run_naming_its_line(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """A bad line on its way through the mapping process when the tap goes silent: the drain
+    finds it, and the run ends at once (exit 1, naming the line) with what came before it
+    loaded, without waiting for the tap's next line."""
+    bad = BEFORE + 2 * OFFLOAD_POLL + 7
+    rest = input_lines(range(BEFORE, bad), state_every=500)
+    rest += json.dumps(record_message("customers", {"email": "nokey@example.com"})) + "\n"
+    running = Running(base_config(emulator, tmp_path / "state", STREAMS), tmp_path)
+    running.write(input_lines(range(BEFORE)))
+    mapping_process(running.proc)
+    time.sleep(2.0)
+    running.write(rest)  # and the tap says nothing more
+    running.proc.wait(timeout=30)
+    code, _, stderr = running.finish()
+
+    assert code == 1
+    line = 1 + bad + BEFORE // 1_000 + (bad - BEFORE) // 500 + 1
+    assert f"input line {line}: " in stderr
+    summary = running.summary()["streams"]["customers"]
+    assert summary["read"] == bad
+    assert summary["loaded"] + summary["rejected"] == bad
+
+
 def test_a_mapping_process_that_dies_leaves_its_lines_to_the_reading_process(
     emulator: Any, tmp_path: Path
 ) -> None:
