@@ -159,12 +159,13 @@ def run_checked(
 class Running:
     """target-klaviyo in a process whose stdin the test writes at its own pace."""
 
-    def __init__(self, config: dict[str, Any], tmp_path: Path) -> None:
+    def __init__(self, config: dict[str, Any], tmp_path: Path, prefix: Sequence[str] = ()) -> None:
+        """`prefix`: what the command runs under (`taskset -c 0,1`)."""
         self.state_dir = Path(config["state_dir"])
         path = tmp_path / f"config-{os.urandom(3).hex()}.json"
         path.write_text(json.dumps(config))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "target_klaviyo", "--config", str(path)],
+            [*prefix, sys.executable, "-m", "target_klaviyo", "--config", str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

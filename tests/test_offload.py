@@ -385,17 +385,8 @@ def test_two_large_streams_on_two_cpus_share_one_mapping_process(
     """A mapping process a spare CPU: on two CPUs the first stream to need one gets it, the
     other maps in the run, and both load."""
     streams = {"customers": STREAMS["customers"], "leads": STREAMS["customers"]}
-    path = tmp_path / "config-two-cpus.json"
-    path.write_text(json.dumps(base_config(emulator, tmp_path / "state", streams)))
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0,1", sys.executable, "-m", "target_klaviyo", "--config", str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    config = base_config(emulator, tmp_path / "state", streams)
+    running = Running(config, tmp_path, prefix=("taskset", "-c", "0,1"))
 
     def both(rows: range) -> str:
         messages: list[dict[str, Any]] = []
@@ -407,16 +398,15 @@ def test_two_large_streams_on_two_cpus_share_one_mapping_process(
                 messages += [record_message(name, customer(i)) for i in block]
         return singer_lines(messages)
 
-    assert proc.stdin is not None
-    proc.stdin.write(both(range(BEFORE)))
-    proc.stdin.flush()
-    mapping_process(proc)
+    running.write(both(range(BEFORE)))
+    mapping_process(running.proc)
     time.sleep(2.0)
-    _, stderr = proc.communicate(both(range(BEFORE, TOTAL)), timeout=300)
+    running.feed(both(range(BEFORE, TOTAL)))
+    code, _, stderr = running.finish(timeout=300)
 
-    assert proc.returncode == 0, stderr[-2000:]
+    assert code == 0, stderr[-2000:]
     assert stderr.count(OFFLOADED_NOTE) == 1
-    summary = json.loads((tmp_path / "state" / "last_run.json").read_text())["streams"]
+    summary = running.summary()["streams"]
     for name in streams:
         assert summary[name]["read"] == TOTAL
         assert summary[name]["loaded"] + summary[name]["rejected"] == TOTAL
