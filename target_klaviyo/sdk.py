@@ -33,7 +33,8 @@ singer-sdk pre-release, so drift shows before it bites.
 - `invoke` replaces `Target.invoke`: the run's lifecycle around `listen()` (one-line errors,
   `--test-connection`).
 - `install_signal_handlers` replaces `PluginBase._setup_signal_handlers` /
-  `Target._handle_termination`, which drain every sink inside the handler and exit 0.
+  `Target._handle_termination`, which drain every sink inside the handler and exit 0; a
+  signal that reaches another thread wakes the main one (`_relay_to_main_thread`).
 - `KlaviyoSink.clean_up` calls `super().clean_up()`: in 0.54 `Sink.clean_up` ends the
   record-count metric.
 
@@ -45,6 +46,7 @@ termination gains `_is_terminating` and `_terminate`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -165,12 +167,13 @@ class MessageReader(GenericSingerReader[str]):
         decode = decode_message
         readline = (file_input or self.default_input).readline
         while True:
-            if self.stop_requested is not None:
-                raise StopReading(self.stop_requested)
             # A signal that arrives while the tap is silent interrupts the read (on_signal,
-            # offload.IdleDrain): `reading` says so, and only while the read lasts.
+            # offload.IdleDrain): `reading` says so, and only while the read lasts. Set before
+            # the look at `stop_requested`: a signal in between raises, not waits for a line.
             self.reading = True
             try:
+                if self.stop_requested is not None:
+                    raise StopReading(self.stop_requested)
                 line = readline()
             finally:
                 self.reading = False
@@ -318,7 +321,49 @@ def install_signal_handlers(on_signal: Callable[[int], None]) -> None:
     safe (the reader blocked on its input)."""
     if threading.current_thread() is not threading.main_thread():
         return
+    numbers = []
     for name in ("SIGTERM", "SIGINT"):
         number = getattr(signal, name, None)
         if number is not None:
             signal.signal(number, lambda signum, frame: on_signal(signum))
+            numbers.append(number)
+    _relay_to_main_thread(frozenset(numbers))
+
+
+# What interrupts the main thread's system call once a signal reached another thread.
+WAKE_SIGNAL = getattr(signal, "SIGUSR2", None)
+
+
+def _wake(signum: int, frame: t.Any) -> None:
+    """WAKE_SIGNAL's handler: the interrupted system call was all it was for."""
+
+
+def _relay_to_main_thread(numbers: frozenset[int]) -> None:
+    """The kernel hands a process's signal to any one of its threads. Python runs the handler
+    in the main thread, but only when that thread next runs Python: a main thread blocked on a
+    silent tap's input never would, and a second signal before it does counts as the same
+    one. The C handler writes each signal's number to a wakeup fd; a thread that reads it
+    interrupts the main thread's system call with WAKE_SIGNAL (whose handler does nothing),
+    and Python then runs the handler (POSIX; once per process)."""
+    if WAKE_SIGNAL is None or not hasattr(signal, "pthread_kill"):
+        return
+    if signal.getsignal(WAKE_SIGNAL) is _wake:  # relayed already
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    signal.signal(WAKE_SIGNAL, _wake)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def relay() -> None:
+        while received := os.read(read_fd, 64):
+            if not numbers.isdisjoint(received):
+                signal.pthread_kill(main, WAKE_SIGNAL)
+
+    threading.Thread(target=relay, name="signal-relay", daemon=True).start()

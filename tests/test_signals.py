@@ -5,6 +5,8 @@ on hold, the summary adds up, only accounted-for STATE is passed on, and the exi
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -179,6 +181,41 @@ def test_sigint_while_waiting_on_a_rate_limit(emulator: Any, tmp_path: Path) -> 
     summary = run.summary()
     assert_adds_up(summary)
     assert summary["streams"]["orders"]["on_hold"] == 30
+
+
+def signal_a_thread_other_than_the_main_one(pid: int, number: int) -> None:
+    """As the kernel may deliver a process's signal (Linux, glibc's tgkill)."""
+    tgkill = getattr(ctypes.CDLL(None), "tgkill", None)
+    if tgkill is None:
+        pytest.skip("needs Linux and glibc's tgkill")
+    others = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+    assert others, "the run has no thread but the main one"
+    assert tgkill(pid, max(others), number) == 0
+
+
+@pytest.mark.emulator(job_latency_s=60)
+def test_sigterm_that_reaches_another_thread_stops_a_run_whose_tap_is_silent(
+    emulator: Any, tmp_path: Path
+) -> None:
+    # The main thread is blocked on the input; the signal reaches a request thread, and
+    # Python would run the handler only once the main thread runs again: at the tap's next
+    # line, which does not come.
+    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=1)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 10_000))
+    wait_for(seen(emulator, "bulk_import_profiles"), "the import job")
+    time.sleep(0.3)
+
+    signal_a_thread_other_than_the_main_one(run.proc.pid, signal.SIGTERM)
+    run.proc.wait(timeout=20)  # the job takes 60 s; stop_grace_s is 1 s
+    code, _, stderr = run.finish()
+
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
+    stop_line(stderr, "SIGTERM")
+    summary = run.summary()
+    assert_adds_up(summary)
+    assert summary["streams"]["customers"]["on_hold"] == 10_000
 
 
 @pytest.mark.emulator(job_latency_s=60)
