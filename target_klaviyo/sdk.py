@@ -364,6 +364,9 @@ def _relay_to_main_thread(numbers: frozenset[int]) -> None:
     def relay() -> None:
         while received := os.read(read_fd, 64):
             if not numbers.isdisjoint(received):
-                signal.pthread_kill(main, WAKE_SIGNAL)
+                try:
+                    signal.pthread_kill(main, WAKE_SIGNAL)
+                except OSError:  # the main thread has ended: nothing left to wake
+                    return
 
     threading.Thread(target=relay, name="signal-relay", daemon=True).start()

@@ -394,7 +394,10 @@ class IdleDrain:
             reading, lines = self._reading()
             if reading and lines == last and self._pending():
                 assert self.SIGNAL is not None and self._main is not None
-                signal.pthread_kill(self._main, self.SIGNAL)
+                try:
+                    signal.pthread_kill(self._main, self.SIGNAL)
+                except OSError:  # the reading thread has ended
+                    return
             last = lines if reading else None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
