@@ -197,8 +197,8 @@ def signal_a_thread_other_than_the_main_one(pid: int, number: int) -> None:
 def test_sigterm_that_reaches_another_thread_stops_a_run_whose_tap_is_silent(
     emulator: Any, tmp_path: Path
 ) -> None:
-    # The main thread is blocked on the input; the signal reaches a request thread, and
-    # Python would run the handler only once the main thread runs again: at the tap's next
+    # The main thread is blocked on the input; the signal reaches another of its threads,
+    # and Python would run the handler only once the main thread runs again: at the tap's next
     # line, which does not come.
     config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=1)
     run = Running(config, tmp_path)
