@@ -188,7 +188,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "Max Jobs in Flight",
             "Tuning: how many bulk jobs one stream may have open at Klaviyo (submitted, not yet "
             "complete) before it waits for one to end. The default does not bind at Klaviyo's "
-            "rate limits; an open job's records wait on disk, and about 0.15 MB of it (its "
+            "rate limits; an open job's records wait on disk, and about 0.1 MB of it (its "
             "records' key hashes) stays in memory.",
             default=1000,
             minimum=1,
