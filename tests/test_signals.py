@@ -184,6 +184,19 @@ def test_sigint_while_waiting_on_a_rate_limit(emulator: Any, tmp_path: Path) -> 
     assert summary["streams"]["orders"]["on_hold"] == 30
 
 
+def waiting_on_an_import_job(
+    emulator: Any, tmp_path: Path, *, stop_grace_s: int
+) -> tuple[dict[str, Any], Running]:
+    """A run (and its config) whose tap went silent once its 10,000 customers went out in one
+    import job."""
+    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=stop_grace_s)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 10_000))
+    wait_for(seen(emulator, "bulk_import_profiles"), "the import job")
+    return config, run
+
+
 def signal_a_thread_other_than_the_main_one(pid: int, number: int) -> None:
     """As the kernel may deliver a process's signal (Linux, glibc's tgkill)."""
     tgkill = getattr(ctypes.CDLL(None), "tgkill", None)
@@ -202,11 +215,7 @@ def test_sigterm_that_reaches_another_thread_stops_a_run_whose_tap_is_silent(
     # The main thread is blocked on the input; the signal reaches another of its threads,
     # and Python would run the handler only once the main thread runs again: at the tap's next
     # line, which does not come.
-    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=1)
-    run = Running(config, tmp_path)
-    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
-    run.write(customer_lines(0, 10_000))
-    wait_for(seen(emulator, "bulk_import_profiles"), "the import job")
+    _, run = waiting_on_an_import_job(emulator, tmp_path, stop_grace_s=1)
     time.sleep(0.3)
 
     signal_a_thread_other_than_the_main_one(run.proc.pid, signal.SIGTERM)
@@ -228,11 +237,7 @@ def test_sigterm_that_reaches_another_thread_stops_a_run_whose_tap_is_silent(
 def test_a_second_signal_stops_at_once_and_the_ledger_stays_usable(
     emulator: Any, tmp_path: Path
 ) -> None:
-    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=120)
-    run = Running(config, tmp_path)
-    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
-    run.write(customer_lines(0, 10_000))
-    wait_for(seen(emulator, "bulk_import_profiles"), "the import job")
+    config, run = waiting_on_an_import_job(emulator, tmp_path, stop_grace_s=120)
 
     run.signal(signal.SIGTERM)
     time.sleep(0.5)

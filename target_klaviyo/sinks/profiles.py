@@ -11,7 +11,7 @@ https://developers.klaviyo.com/en/docs/data-in).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from target_klaviyo.klaviyo.client import ApiResult, page_data, pages
 from target_klaviyo.klaviyo.fields import IDENTIFIER_FIELDS
@@ -22,9 +22,6 @@ from target_klaviyo.records.item import Item, Mapped, Request
 from target_klaviyo.records.jobs import PROFILE_IMPORT
 from target_klaviyo.records.protocol import join_parts, row_locator
 from target_klaviyo.sinks.base import JobRows, KlaviyoSink
-
-if TYPE_CHECKING:
-    pass
 
 # The pointer of a bad row names its index (a 400 of profile-bulk-import-jobs).
 ROWS_POINTER = "/data/attributes/profiles/data"
