@@ -419,8 +419,13 @@ def mapped_where(record: dict[str, Any]) -> tuple[str, None, dict[str, Any], int
     return str(record["id"]), None, {"email": record["email"], "pid": os.getpid()}, 1, [], None
 
 
-def through_offload(monkeypatch: pytest.MonkeyPatch, queued_there: int) -> list[Any]:
-    """What a stream of 5,500 lines gives back, in order, with the mapping process started."""
+def through_offload(
+    monkeypatch: pytest.MonkeyPatch,
+    queued_there: int,
+    rows: list[dict[str, Any]] | None = None,
+) -> list[Any]:
+    """What a stream of 5,500 lines (or of `rows`) gives back, in order, with the mapping
+    process started."""
     monkeypatch.setattr(offload, "QUEUED_THERE", queued_there)
     taken: list[Any] = []
     recipe = offload.Recipe(
@@ -434,7 +439,9 @@ def through_offload(monkeypatch: pytest.MonkeyPatch, queued_there: int) -> list[
     while not work.poll_ready():
         assert time.monotonic() < deadline and not work.failed, "the mapping process did not start"
         time.sleep(0.02)
-    lines = singer_lines([record_message("customers", customer(i)) for i in range(5_500)])
+    if rows is None:
+        rows = [customer(i) for i in range(5_500)]
+    lines = singer_lines([record_message("customers", row) for row in rows])
     for number, line in enumerate(lines.splitlines(keepends=True), 1):
         work.add(line, number)
     work.drain()
@@ -464,6 +471,30 @@ def test_the_reading_process_maps_batches_itself_rather_than_wait(
     # Lines not mapped cleanly (ids ending in 3, and what intake refuses) are mapped as taken.
     unmapped = {number for number, result in here if result is None}
     assert {i + 1 for i in range(5_500) if i % 10 == 3} <= unmapped
+
+
+def test_wide_rows_go_to_the_mapping_process_in_smaller_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch is BATCH_LINES lines or BATCH_CHARS characters, whichever comes first: rows of
+    several KB (orders with their line items) keep a few MB on their way, not 1,000 rows'
+    worth in each of BATCHES_IN_FLIGHT batches."""
+    batches: list[int] = []
+    map_batch = offload.BatchMapper.__call__
+
+    def counted(self: offload.BatchMapper, lines: list[str]) -> list[offload.Result]:
+        batches.append(len(lines))
+        return map_batch(self, lines)
+
+    monkeypatch.setattr(offload.BatchMapper, "__call__", counted)
+    notes = "a long delivery note " * 150  # about 3 KB a row
+    rows = [{**customer(i), "email": f"person{i}@example.com", "phone": notes} for i in range(900)]
+    # Every batch is mapped in this process (QUEUED_THERE 0), where it can be counted.
+    taken = through_offload(monkeypatch, queued_there=0, rows=rows)
+
+    assert [number for number, _ in taken] == list(range(1, 901))
+    widest = offload.BATCH_CHARS // len(notes) + 1
+    assert sum(batches) == 900 and max(batches) <= widest < offload.BATCH_LINES
 
 
 def test_the_mapping_process_loads_the_mapping_without_singer_sdk() -> None:

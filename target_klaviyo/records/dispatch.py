@@ -6,11 +6,11 @@ up another). A chunk that became a bulk job ends later, when the job ends: its r
 on disk (`spool.py`), not in memory, and the request thread is free for the next chunk.
 
 Reading waits only where it must: when the stream's request threads already hold
-`MAX_QUEUED_RECORDS` records (memory), when the stream has `max_open_jobs` jobs open or on their
-way, and when a chunk holds a key still on its way in an earlier request or job (Klaviyo
-applies one key's writes in input order, and whether a record is unchanged is known only once
-its key's earlier write has ended). The STATE gate asks how far the stream's records are
-accounted for.
+`MAX_QUEUED_RECORDS` records or `MAX_QUEUED_BYTES` of request bodies (memory), when the
+stream has `max_open_jobs` jobs open or on their way, and when a chunk holds a key still on
+its way in an earlier request or job (Klaviyo applies one key's writes in input order, and
+whether a record is unchanged is known only once its key's earlier write has ended). The
+STATE gate asks how far the stream's records are accounted for.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ MAX_WORKERS = 16  # request threads per stream
 # on their way): four full profile import jobs. A stream of small requests (events, 1,000 a
 # request) queues many while its operation waits for its window.
 MAX_QUEUED_RECORDS = 40_000
+# And at most this many bytes of request bodies (each record's encoded size; in memory it
+# takes about twice that, with the line it was read from): a table of wide rows — orders
+# with their line items, about 3 KB each — reaches this first. Ten requests of 3 MB, enough
+# to fill Klaviyo's burst of 10 a second.
+MAX_QUEUED_BYTES = 32_000_000
 NO_KEYS: array[int] = array("q")
 # A job-held chunk with at least this many keys keeps them on disk (`Spool.write_keys`).
 SPOOL_KEYS_FROM = 1_000
@@ -166,9 +171,11 @@ class Dispatcher:
         self._tokens = itertools.count(1)
         self._outstanding: dict[int, int] = {}  # chunk token -> lowest record seq it holds
         self._inflight_keys = KeysInFlight()  # key hashes of the chunks on their way
-        self._futures: dict[Future[None], int] = {}  # request -> records it carries
+        # request -> records it carries and their bytes
+        self._futures: dict[Future[None], tuple[int, int]] = {}
         self._live: set[Chunk] = set()  # chunks handed to a request thread, not ended
         self._records_queued = 0  # records the request threads hold
+        self._bytes_queued = 0  # and their request bytes
         self.open_jobs = 0  # chunks whose records a bulk job holds
         self._chunk: list[Item] = []
         self._chunk_bytes = 0
@@ -222,7 +229,8 @@ class Dispatcher:
                 keys = array("q", [hash(item.key) for item in prepared] if self.ordered else ())
             items = prepared
             # Only this thread adds keys and takes room: what holds now holds below.
-            self._wait_while(lambda: self._no_room_for(len(items)))
+            size = sum(item.size for item in items)
+            self._wait_while(lambda: self._no_room_for(len(items), size))
         except BaseException:
             # Not handed over (the run stops, or failed): back in the current chunk, where a
             # stopping run puts what it read on hold.
@@ -235,11 +243,12 @@ class Dispatcher:
             # any of its keys is on its way: a key is in at most one chunk in flight.
             self._inflight_keys.add(keys)
             self._records_queued += len(items)
+            self._bytes_queued += size
             self._live.add(chunk)
         self._run.stats.add(self._outcomes.stream, self._outcomes.object, in_jobs=len(items))
         future = self.executor.submit(self._send_chunk, chunk)
         with self._lock:
-            self._futures[future] = len(items)
+            self._futures[future] = (len(items), size)
         future.add_done_callback(self._forget_future)
 
     def _wait_while(self, blocked: Callable[[], bool]) -> None:
@@ -254,9 +263,15 @@ class Dispatcher:
         self._chunk, self._chunk_bytes, self._chunk_token = [], 0, 0
         return items, token
 
-    def _no_room_for(self, records: int) -> bool:
+    def _no_room_for(self, records: int, size: int) -> bool:
         """Whether a chunk must wait for requests or jobs in flight (holding the lock)."""
-        return bool(self._futures and self._records_queued + records > MAX_QUEUED_RECORDS) or (
+        return bool(
+            self._futures
+            and (
+                self._records_queued + records > MAX_QUEUED_RECORDS
+                or self._bytes_queued + size > MAX_QUEUED_BYTES
+            )
+        ) or (
             # A chunk on its way opens a job once Klaviyo accepts it: it counts already,
             # or a fast reader would hand over many chunks before the first job opens.
             self.max_open_jobs is not None
@@ -267,7 +282,9 @@ class Dispatcher:
         """Whether handing over the current chunk would first wait for requests in flight."""
         with self._lock:
             keys = [hash(item.key) for item in self._chunk] if self.ordered else []
-            return self._no_room_for(len(self._chunk)) or self._inflight_keys.overlaps(keys)
+            return self._no_room_for(
+                len(self._chunk), self._chunk_bytes
+            ) or self._inflight_keys.overlaps(keys)
 
     def hold_unsent(self, reason: str) -> None:
         """The run is stopping: records read but not sent wait on hold."""
@@ -357,7 +374,9 @@ class Dispatcher:
 
     def _forget_future(self, future: Future[None]) -> None:
         with self._lock:
-            self._records_queued -= self._futures.pop(future, 0)
+            records, size = self._futures.pop(future, (0, 0))
+            self._records_queued -= records
+            self._bytes_queued -= size
             self._lock.notify_all()
 
     # -- the STATE gate's view ------------------------------------------------------------

@@ -42,6 +42,9 @@ import msgspec
 OFFLOAD_AFTER = 10_000
 OFFLOAD_POLL = 2_000  # records read between two looks at whether it has started
 BATCH_LINES = 1_000  # lines per batch sent to the mapping process
+# ... or fewer, when they hold this many characters: rows of about 3 KB (orders with their
+# line items) would otherwise keep 24 MB of lines, and as much again mapped, on their way.
+BATCH_CHARS = 1_000_000
 BATCHES_IN_FLIGHT = 8  # batches sent and not yet taken back (bounds the lines held here)
 # Batches the mapping process has before it when this process maps the next batch itself
 # rather than wait for it: one being mapped, one or two more to go on with.
@@ -153,6 +156,7 @@ class Offload:
         self._proc: subprocess.Popen[bytes] | None = None
         self._frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._lines: list[str] = []
+        self._chars = 0  # in `_lines`
         self._numbers: list[int] = []
         # (lines, their numbers, how they come back): True, from the mapping process; their
         # results (encoded), mapped here; False, each line read here when taken.
@@ -247,7 +251,8 @@ class Offload:
         self._lines.append(line)
         self._numbers.append(number)
         self._pending += 1
-        if len(self._lines) >= BATCH_LINES and not self._taking:
+        self._chars += len(line)
+        if (len(self._lines) >= BATCH_LINES or self._chars >= BATCH_CHARS) and not self._taking:
             self._take_back(everything=False)
 
     def drain(self) -> None:
@@ -284,7 +289,7 @@ class Offload:
         step: it ends."""
         self._in_flight.clear()
         self._sent = 0
-        self._lines, self._numbers = [], []
+        self._lines, self._numbers, self._chars = [], [], 0
         self._pending = 0
         self.failed = True
         self._end()
@@ -298,7 +303,7 @@ class Offload:
         """Send the lines added to the mapping process, or map them here while it has
         QUEUED_THERE batches before it: this process would only wait for it."""
         lines, numbers = self._lines, self._numbers
-        self._lines, self._numbers = [], []
+        self._lines, self._numbers, self._chars = [], [], 0
         proc = self._proc
         if proc is None or not self.ready:
             self._in_flight.append((lines, numbers, False))
