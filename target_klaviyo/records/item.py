@@ -65,9 +65,20 @@ class Request:
     # back out of the body).
     head: int = 0
     ends: array[int] | None = None
+    # Where the body cannot give a part back (events sit grouped by profile): item `index`'s
+    # encoded form made again from its record. The items' own copies go while the request is
+    # out here too, and only a resend (a 400 naming rows, a 413) makes them again.
+    restore: Callable[[int], Any] | None = None
 
-    def part(self, index: int) -> bytes:
-        """Item `index`'s encoded part, as the body holds it."""
-        assert self.ends is not None
+    @property
+    def parts_kept(self) -> bool:
+        """Whether the items' encoded parts can be had again without their own copies."""
+        return self.ends is not None or self.restore is not None
+
+    def part(self, index: int) -> Any:
+        """Item `index`'s encoded part, as the body holds it (or made again)."""
+        if self.ends is None:
+            assert self.restore is not None
+            return self.restore(index)
         start = self.head + index + (self.ends[index - 1] if index else 0)
         return self.body[start : self.head + index + self.ends[index]]

@@ -77,10 +77,10 @@ class BulkProtocol:
         if len(request.body) > self.max_bytes and len(items) > 1:
             self._split(operation, items, encode_request, accepted, path_params, resend_allowed)
             return
-        if request.ends is not None:
+        if request.parts_kept:
             # The body holds every item's part: their own copies go while the request is out
             # (through Retry-After waits, tens of thousands of records), and come back from
-            # the body for what is sent again (`_restore`).
+            # the body, or are made again, for what is sent again (`_restore`).
             for item in items:
                 item.encoded = None
         result = self.client.request(operation, body=request.body, path_params=path_params)
@@ -121,7 +121,7 @@ class BulkProtocol:
             return
         # Klaviyo has the payloads: they are not needed again (rejects and holds take the
         # records), and a job may run for minutes with its records waiting.
-        if request.ends is None:  # otherwise they went before the request
+        if not request.parts_kept:  # otherwise they went before the request
             for item in items:
                 item.encoded = None
         del request
@@ -130,7 +130,7 @@ class BulkProtocol:
     @staticmethod
     def _restore(request: Request, items: list[Item], indexes: Iterable[int]) -> None:
         """The encoded parts of these items, back from the body (to be sent again)."""
-        if request.ends is not None:
+        if request.parts_kept:
             for index in indexes:
                 items[index].encoded = request.part(index)
 

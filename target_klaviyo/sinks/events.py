@@ -152,7 +152,11 @@ class EventInsertSink(KlaviyoSink):
             # A pointer at the entry's profile names every event of that profile.
             return list(members)
 
-        return Request(body, locate)
+        def restore(index: int) -> Any:
+            # As the mapping made it before (a resend is rare: its events are mapped again).
+            return self.map_record(self.record_of(items[index])).encoded
+
+        return Request(body, locate, restore=restore)
 
     def send(self, items: list[Item]) -> None:
         for part in self.rounds(items):
