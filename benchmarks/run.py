@@ -10,6 +10,9 @@ Sections (all by default, in this order):
   against a no-op singer-sdk BatchSink target on the same input, with and without validation.
 - ``memory``: peak RSS at a small and a large number of profiles, the ledger's size after the
   large run, and the throughput of a second, all-unchanged run of the same input.
+- ``wide``: an orders table of wide rows (about 3 KB each, with their line items) at Klaviyo's
+  real tier rates, long enough that the per-minute window holds requests back: peak RSS, and
+  wall time divided by the floor of its requests.
 - ``profiles``: a customers table alone at Klaviyo's real tier rates, with import jobs that take
   the emulator a set time (as Klaviyo's do); wall time divided by the least time to submit the
   jobs plus one job's latency, polls per job, peak RSS, and 429s.
@@ -66,16 +69,18 @@ from benchmarks.workload import (
     EVENTS_STREAM,
     PROFILES_PER_JOB,
     RECORDS_FORMAT,
+    WIDE_LINE_ITEMS,
     Workload,
     catalog_streams,
     config_streams,
     write_events,
     write_input,
     write_products,
+    write_wide_orders,
 )
 from target_klaviyo.klaviyo.operations import OPERATIONS
 
-SECTIONS = ("rate", "baseline", "cpu", "memory", "profiles", "catalog", "budget")
+SECTIONS = ("rate", "baseline", "cpu", "memory", "wide", "profiles", "catalog", "budget")
 # Run only when asked for with --only: they need a tool the machine may lack, and minutes.
 OPT_IN_SECTIONS = ("instructions",)
 LEDGER_GLOB = "ledger.sqlite3*"  # the database and its WAL files
@@ -517,7 +522,63 @@ class Bench:
             speed >= 1,
         )
 
-    # -- 5. profile import jobs at Klaviyo's latency --------------------------------------
+    # -- 5. wide rows, held back by the rate window ---------------------------------------
+
+    def wide(self) -> None:
+        n = self.args.wide_orders
+        requests = math.ceil(n / EVENTS_PER_REQUEST)
+        floor_s = tier_time(requests, OPERATIONS["bulk_create_events"].tier)
+        print(
+            f"\n[wide] {n:,} orders of about 3 KB each ({WIDE_LINE_ITEMS} line items) at "
+            "Klaviyo's real tier rates: past 150 requests, bulk_create_events' per-minute "
+            "window holds requests back, and the stream holds as many as it may meanwhile"
+        )
+        input_path = self.workdir / f"wide-orders-{n}.singer"
+        if not input_path.exists():
+            started = time.perf_counter()
+            write_wide_orders(input_path, n)
+            print(
+                f"  input {input_path.name}: {input_path.stat().st_size / 1e6:,.1f} MB "
+                f"(written in {time.perf_counter() - started:.1f} s)"
+            )
+        with self.emulator(*EMULATOR_REAL_RATES) as emulator:
+            measured, summary = self.run_target(
+                emulator,
+                input_path,
+                validate=None,
+                label="wide",
+                streams={EVENTS_STREAM: config_streams()[EVENTS_STREAM]},
+            )
+            log = emulator.control("GET", "/requests")
+        throttled = sum(1 for entry in log if entry["status"] == 429)
+        loaded = sum(s["loaded"] for s in summary["streams"].values())
+        peak = measured.peak_rss_mb
+        print(
+            f"  {requests} bulk_create_events requests, floor {floor_s:,.0f} s; wall "
+            f"{measured.wall_s:,.1f} s, CPU {measured.cpu_s:,.1f} s, peak RSS {peak:,.0f} MB; "
+            f"{loaded:,} loaded; 429s: {throttled}"
+        )
+        profile = " ".join(f"{mb:.0f}" for mb in measured.rss_profile())
+        print(f"    highest RSS in each tenth of the run (MB): {profile}")
+        self.figure(
+            "wide",
+            f"peak RSS, {n:,} orders of about 3 KB, MB",
+            f"{peak:,.0f} MB",
+            peak,
+            "<= 300",
+            peak <= 300,
+        )
+        ratio = measured.wall_s / floor_s
+        self.figure(
+            "wide",
+            f"wall time / floor, {n:,} orders of about 3 KB",
+            f"{measured.wall_s:,.1f} s / {floor_s:,.0f} s",
+            ratio,
+            "<= 1.2",
+            ratio <= 1.2,
+        )
+
+    # -- 6. profile import jobs at Klaviyo's latency --------------------------------------
 
     def profiles(self) -> None:
         args = self.args
@@ -611,7 +672,7 @@ class Bench:
                 not throttled,
             )
 
-    # -- 6. catalog jobs at Klaviyo's latency ---------------------------------------------
+    # -- 7. catalog jobs at Klaviyo's latency ---------------------------------------------
 
     def catalog(self) -> None:
         args = self.args
@@ -669,7 +730,7 @@ class Bench:
             not throttled,
         )
 
-    # -- 7. two runs, one account's budget ------------------------------------------------
+    # -- 8. two runs, one account's budget ------------------------------------------------
 
     def budget(self) -> None:
         args = self.args
@@ -879,6 +940,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mem.add_argument("--memory-small", type=int, default=100_000)
     mem.add_argument("--memory-large", type=int, default=1_000_000)
     mem.add_argument("--quick", action="store_true", help="memory at 20,000 and 200,000")
+    mem.add_argument(
+        "--wide-orders", type=int, default=200_000, help="orders of about 3 KB (section wide)"
+    )
     jobs = parser.add_argument_group("profile import jobs at Klaviyo's latency")
     jobs.add_argument("--job-profiles", type=int, default=500_000)
     jobs.add_argument(

@@ -302,3 +302,66 @@ def write_events(path: Path, stream: str, count: int, *, people: int = 10_000) -
             out.write(encoder.encode({"type": "RECORD", "stream": stream, "record": record}))
             out.write(b"\n")
     return path
+
+
+LINE_ITEM = {
+    "type": "object",
+    "properties": {
+        "sku": STRING,
+        "name": STRING,
+        "quantity": INTEGER,
+        "price": NUMBER,
+        "category": STRING,
+        "image_url": STRING,
+    },
+}
+WIDE_ORDER_PROPERTIES = {
+    **EVENT_PROPERTIES,
+    "shipping_address": STRING,
+    "notes": STRING,
+    "line_items": {"type": ["array", "null"], "items": LINE_ITEM},
+}
+WIDE_LINE_ITEMS = 12  # about 3 KB an order
+
+
+def write_wide_orders(path: Path, count: int, *, people: int = 50_000) -> Path:
+    """A Singer file of `count` orders of about 3 KB each, in EVENTS_STREAM (mapped as in
+    `config_streams`): each with its line items, an address and a note, as order tables carry
+    them (the line items go to Klaviyo as an event property)."""
+    encoder = msgspec.json.Encoder()
+    rng = random.Random(7)
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with path.open("wb") as out:
+        schema = _schema(EVENTS_STREAM, WIDE_ORDER_PROPERTIES, ["order_id"])
+        out.write(encoder.encode(schema) + b"\n")
+        for i in range(count):
+            items: list[dict[str, Any]] = [
+                {
+                    "sku": f"SKU-{rng.randrange(10**6):06d}",
+                    "name": f"Product {rng.randrange(10**5)}, a long catalog title",
+                    "quantity": rng.randint(1, 4),
+                    "price": round(rng.uniform(1, 100), 2),
+                    "category": "Home & Garden / Kitchen / Cookware",
+                    "image_url": f"https://cdn.example.com/products/{rng.randrange(10**8)}.jpg",
+                }
+                for _ in range(WIDE_LINE_ITEMS)
+            ]
+            record = {
+                "order_id": i,
+                "customer_email": email(i % people),
+                "ordered_at": (base + timedelta(seconds=i * 7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "total": round(sum(item["price"] * item["quantity"] for item in items), 2),
+                "currency": "USD",
+                "items": len(items),
+                "channel": CHANNELS[i % len(CHANNELS)],
+                "shipping_address": f"{100 + i % 9000} Long Street Name, Apartment {i % 90}, "
+                "Springfield, IL 62704, United States",
+                "notes": "Leave the parcel at the front door, please. " * 2,
+                "line_items": items,
+            }
+            out.write(encoder.encode({"type": "RECORD", "stream": EVENTS_STREAM, "record": record}))
+            out.write(b"\n")
+            if i % 10_000 == 9_999:
+                state = {"bookmarks": {EVENTS_STREAM: {"order_id": i}}}
+                out.write(encoder.encode({"type": "STATE", "value": state}) + b"\n")
+    return path
