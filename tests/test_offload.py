@@ -488,7 +488,7 @@ def test_wide_rows_go_to_the_mapping_process_in_smaller_batches(
 
     monkeypatch.setattr(offload.BatchMapper, "__call__", counted)
     notes = "a long delivery note " * 150  # about 3 KB a row
-    rows = [{**customer(i), "email": f"person{i}@example.com", "phone": notes} for i in range(900)]
+    rows = [{**customer(i), "email": f"person{i}@example.com", "notes": notes} for i in range(900)]
     # Every batch is mapped in this process (QUEUED_THERE 0), where it can be counted.
     taken = through_offload(monkeypatch, queued_there=0, rows=rows)
 
