@@ -90,6 +90,30 @@ def test_records_on_hold_keep_their_first_order_and_the_newest_version(
         ledger.close()
 
 
+def test_a_record_held_again_is_updated_in_place_and_awkward_text_comes_back_intact(
+    place: LedgerPlace,
+) -> None:
+    """Backslashes, tabs, NUL, a lone surrogate and quotes survive the bulk write (PostgreSQL
+    copies rows in COPY's text format); a key held again keeps its place, with the newer
+    record and one attempt more."""
+    awkward = {
+        "path": "C:\\temp\\new\tline\nend",
+        "nul": "a\x00b",
+        "lone": "\ud800",
+        "quote": 'say "hi"',
+        "big": 2**60,
+    }
+    ledger = place.open()
+    try:
+        ledger.hold("s", "profile", "fp", [("a", awkward, "503", 0), ("b", {"id": 2}, "503", 0)])
+        ledger.hold("s", "profile", "fp", [("a", {**awkward, "big": 1}, "429", 1)])
+        held = list(ledger.held_records("s"))
+        assert [(r.key, r.attempts, r.reason) for r in held] == [("a", 2, "429"), ("b", 1, "503")]
+        assert held[0].record == {**awkward, "big": 1}
+    finally:
+        ledger.close()
+
+
 def test_records_on_hold_are_kept_per_account(place: LedgerPlace) -> None:
     """Records on hold are replayed by a run of the account that held them; those held for
     no known account become the next known account's, the later of two records of one key

@@ -35,15 +35,31 @@ def upsert_sql(
 ) -> str:
     """One statement writing `rows` rows; a row whose `conflict` columns exist is updated."""
     one = "(" + ", ".join("?" * len(columns)) + ")"
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * rows)}"
+        f" {on_conflict(conflict, update)}"
+    )
+
+
+def on_conflict(conflict: tuple[str, ...], update: tuple[str, ...]) -> str:
+    """An upsert's ON CONFLICT clause: the `update` columns take the new row's values."""
     action = (
         "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
         if update
         else "DO NOTHING"
     )
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * rows)}"
-        f" ON CONFLICT ({', '.join(conflict)}) {action}"
-    )
+    return f"ON CONFLICT ({', '.join(conflict)}) {action}"
+
+
+def latest_rows(
+    columns: tuple[str, ...], conflict: tuple[str, ...], rows: Sequence[Row]
+) -> list[Row]:
+    """`rows` with one row for each set of `conflict` values: the last one."""
+    positions = [columns.index(c) for c in conflict]
+    latest: dict[tuple[Any, ...], Row] = {}
+    for row in rows:
+        latest[tuple(row[p] for p in positions)] = row
+    return list(latest.values())
 
 
 class Backend(ABC):
@@ -116,11 +132,7 @@ class Backend(ABC):
         """Write `rows` many to a statement (inside a transaction). Rows with the same
         `conflict` values are written once, the last one winning, as one statement at a time
         would leave them (PostgreSQL refuses one statement that updates a row twice)."""
-        positions = [columns.index(c) for c in conflict]
-        latest: dict[tuple[Any, ...], Row] = {}
-        for row in rows:
-            latest[tuple(row[p] for p in positions)] = row
-        unique = list(latest.values())
+        unique = latest_rows(columns, conflict, rows)
         per_statement = max(1, self.max_params // len(columns))
         full = len(unique) - len(unique) % per_statement
         if full:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from target_klaviyo.ledger.backend import Backend, Row, SqlType
+from target_klaviyo.ledger.backend import Backend, Row, SqlType, latest_rows, on_conflict
 from target_klaviyo.ledger.errors import (
     LedgerError,
     LedgerUrlError,
@@ -396,6 +396,8 @@ class PostgresBackend(Backend):
         self._locks = AdvisoryLocks(connector)
         self._pacers: list[SharedPacer] = []
         self._staging = False
+        # (table, columns) -> the temporary table an upsert copies to (`upsert`)
+        self._staging_tables: dict[tuple[str, tuple[str, ...]], str] = {}
 
     @classmethod
     def open(cls, url: str, schema: str, *, read_only: bool = False) -> Backend:
@@ -438,6 +440,50 @@ class PostgresBackend(Backend):
     def execute(self, sql: str, params: Row = ()) -> None:
         with self._connector.errors("write failed"):
             self._conn.execute(_pg(sql).encode(), params)
+
+    def upsert(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        conflict: tuple[str, ...],
+        update: tuple[str, ...],
+        rows: Sequence[Row],
+    ) -> None:
+        # COPY into a session's temporary table, then one upsert into the real one, as for
+        # skip_unchanged hashes: rows as `VALUES (...), (...)` took 2.6 times as long (holding
+        # 200,000 records at a SIGTERM: 7 s). `ord` keeps the rows' order (held records are
+        # replayed in the order they were held).
+        unique = latest_rows(columns, conflict, rows)
+        if not unique:
+            return
+        staging = self._staging_table(table, columns)
+        names = ", ".join(columns)
+        # (Inside the caller's transaction, as every write is: a savepoint. The staging rows
+        # must not be emptied by a commit between the COPY and the upsert.)
+        with self._connector.errors("write failed"), self._conn.transaction():
+            cursor = self._conn.cursor()
+            with cursor.copy(f"COPY {staging} ({names}, ord) FROM STDIN".encode()) as copy:
+                for number, row in enumerate(unique):
+                    copy.write_row((*row, number))
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ORDER BY ord"
+                f" {on_conflict(conflict, update)}".encode()
+            )
+
+    def _staging_table(self, table: str, columns: tuple[str, ...]) -> str:
+        """The temporary table an upsert of `columns` into `table` copies its rows to first
+        (emptied at each commit)."""
+        staging = self._staging_tables.get((table, columns))
+        if staging is None:
+            staging = f"{table}_incoming_{len(self._staging_tables)}"
+            with self._connector.errors("write failed"):
+                self._conn.execute(
+                    f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS"
+                    f" SELECT {', '.join(columns)}, 0::bigint AS ord FROM {table}"
+                    " WITH NO DATA".encode()
+                )
+            self._staging_tables[(table, columns)] = staging
+        return staging
 
     def executemany(self, sql: str, rows: Sequence[Row]) -> None:
         with self._connector.errors("write failed"):

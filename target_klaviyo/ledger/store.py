@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import xxhash
 
 from target_klaviyo.ledger.backend import Backend, SqlType
@@ -134,6 +135,19 @@ def _without_nul(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nul(item) for item in value]
     return value
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def record_text(record: dict[str, Any]) -> str:
+    """A record on hold as the ledger keeps it (JSON). msgspec writes it several times faster
+    than `json.dumps` (a SIGTERM can put a few hundred thousand records on hold at once); a
+    string json can carry and UTF-8 cannot (a lone surrogate) takes `json.dumps`' escapes."""
+    try:
+        return _encode_json(record).decode()
+    except (UnicodeEncodeError, TypeError, OverflowError):
+        return json.dumps(record)
 
 
 class Ledger:
@@ -342,7 +356,7 @@ class Ledger:
                     key,
                     obj,
                     fingerprint,
-                    json.dumps(record),
+                    record_text(record),
                     reason,
                     attempts + 1,
                     now,
