@@ -134,6 +134,32 @@ def test_sigterm_with_jobs_open_holds_them_after_the_grace(emulator: Any, tmp_pa
 
 
 @pytest.mark.emulator(job_latency_s=60)
+def test_sigterm_leaves_time_within_the_grace_to_put_what_is_out_on_hold(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """An orchestrator kills the run when its own grace period ends: records still out are
+    put on hold within stop_grace_s, so waiting for their jobs ends that much earlier."""
+    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=3)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 20_000))
+    wait_for(
+        lambda: sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 2,
+        "two import jobs",
+    )
+
+    run.signal(signal.SIGTERM)
+    code, _, stderr = run.finish()
+
+    assert code == 128 + signal.SIGTERM
+    # 20,000 records at 50 µs each: waiting ends a second before the 3 s are over.
+    assert "20000 records are still out: waiting ends 1.0 s early" in stderr, stderr[-3000:]
+    summary = run.summary()
+    assert_adds_up(summary)
+    assert summary["streams"]["customers"]["on_hold"] == 20_000
+
+
+@pytest.mark.emulator(job_latency_s=60)
 def test_sigterm_while_a_record_waits_for_its_profiles_open_job(
     emulator: Any, tmp_path: Path
 ) -> None:

@@ -46,6 +46,10 @@ class UnmappedStreamError(ValueError):
 
 
 # Errors in the user's input: reported in one line naming the input line.
+# What putting a record on hold takes at most, about twice what was measured (200,000
+# records of an interrupted import: 4.9 s with SQLite, 5.3 s with PostgreSQL).
+HOLD_S_PER_RECORD = 50e-6
+
 INPUT_ERRORS = (
     InvalidInputLine,
     RecordsWithoutSchemaException,
@@ -416,8 +420,21 @@ class Lifecycle:
         )
         for sink in run.sinks:
             sink.hold_unsent(f"not sent: the run was stopped by {name}")
+        # The records still out are put on hold within the grace too (an orchestrator kills
+        # the run when its own grace period is over): waiting ends early by what that takes.
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and not all(s.dispatch.idle() for s in run.sinks):
+        while not all(s.dispatch.idle() for s in run.sinks):
+            out = run.stats.in_jobs()
+            holding_s = HOLD_S_PER_RECORD * out
+            if time.monotonic() + holding_s >= deadline:
+                if holding_s > 0:
+                    self.logger.warning(
+                        "%d records are still out: waiting ends %.1f s early, to put them on"
+                        " hold within stop_grace_s",
+                        out,
+                        min(grace, holding_s),
+                    )
+                break
             time.sleep(0.05)
         late = f"not settled within stop_grace_s ({grace} s) after {name}"
         run.abandon_jobs(late)

@@ -52,6 +52,11 @@ class RunStats:
             for name, value in counts.items():
                 setattr(stats, name, getattr(stats, name) + value)
 
+    def in_jobs(self) -> int:
+        """Records sent (in requests or jobs) and not yet accounted for, over all streams."""
+        with self._lock:
+            return sum(stats.in_jobs for stats in self.streams.values())
+
     def note(self, message: str) -> None:
         """A line for the summary (e.g. why a mirror pass removed nothing)."""
         with self._lock:
