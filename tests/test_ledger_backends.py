@@ -711,6 +711,31 @@ def test_a_postgres_ledger_prints_no_password(pg: LedgerPlace) -> None:
         ledger.close()
 
 
+def test_postgres_replays_records_just_put_on_hold_page_by_page(pg: LedgerPlace) -> None:
+    """A SIGTERM puts many records on hold at once and the next run often starts before
+    autovacuum has looked at them: replay still reads each page through the index, rather
+    than sorting every held record again for each page (which made 200,000 take 30 s)."""
+    ledger = pg.open()
+    try:
+        count = 50_000
+        ledger.hold("s", "profile", "fp", [(f"k{i}", {"id": i}, "503", 0) for i in range(count)])
+        held = ledger.held_records("s", batch=1000)
+        first = next(held)
+        plan = "\n".join(
+            str(row[0])
+            for row in _pg_rows(
+                pg,
+                "EXPLAIN SELECT id, key, record, attempts, reason FROM held WHERE account IN"
+                f" ('', 'a') AND stream = 's' AND id > {first.id + count // 2}"
+                " ORDER BY id LIMIT 1000",
+            )
+        )
+        assert "Sort" not in plan, plan
+        assert sum(1 for _ in held) == count - 1
+    finally:
+        ledger.close()
+
+
 def test_postgres_stores_json_as_written(pg: LedgerPlace) -> None:
     ledger = pg.open()
     try:

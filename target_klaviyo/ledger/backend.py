@@ -91,6 +91,11 @@ class Backend(ABC):
         database's limits allow."""
 
     @abstractmethod
+    def refresh_statistics(self, table: str) -> None:
+        """Bring the query planner's view of `table` up to date, where it would otherwise
+        lag behind a bulk write."""
+
+    @abstractmethod
     def has_table(self, name: str) -> bool:
         """Whether the ledger has table `name` (a read-only ledger written by an earlier
         version may lack tables added since)."""

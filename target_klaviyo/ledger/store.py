@@ -416,6 +416,9 @@ class Ledger:
 
     def held_records(self, stream: str, batch: int = 1000) -> Iterator[HeldRecord]:
         """Held records of a stream in the order they were first held, read in batches."""
+        if not self.read_only:
+            with self._lock:
+                self._db.refresh_statistics("held")  # read page by page, in `id` order
         last_id = 0
         while True:
             rows = self._query(
