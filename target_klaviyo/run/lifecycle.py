@@ -418,11 +418,12 @@ class Lifecycle:
             name,
             grace,
         )
+        # The grace counts from the signal, and the records still out are put on hold within
+        # it too (an orchestrator kills the run when its own grace period is over): waiting
+        # for them ends early by what that takes.
+        deadline = time.monotonic() + grace
         for sink in run.sinks:
             sink.hold_unsent(f"not sent: the run was stopped by {name}")
-        # The records still out are put on hold within the grace too (an orchestrator kills
-        # the run when its own grace period is over): waiting ends early by what that takes.
-        deadline = time.monotonic() + grace
         while not all(s.dispatch.idle() for s in run.sinks):
             out = run.stats.in_jobs()
             holding_s = HOLD_S_PER_RECORD * out
