@@ -55,6 +55,21 @@ def seen(emulator: Any, operation: str) -> Callable[[], bool]:
     return lambda: any(entry.operation == operation for entry in emulator.request_log)
 
 
+def two_jobs_open(
+    emulator: Any, tmp_path: Path, *, stop_grace_s: int
+) -> tuple[dict[str, Any], Running]:
+    """A run with 20,000 customers read and their two import jobs open at Klaviyo."""
+    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=stop_grace_s)
+    run = Running(config, tmp_path)
+    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
+    run.write(customer_lines(0, 20_000))
+    wait_for(
+        lambda: sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 2,
+        "two import jobs",
+    )
+    return config, run
+
+
 def assert_adds_up(summary: dict[str, Any]) -> None:
     for name, stats in summary["streams"].items():
         settled = stats["loaded"] + stats["unchanged"] + stats["rejected"] + stats["on_hold"]
@@ -104,14 +119,7 @@ def test_sigterm_while_the_tap_is_silent(emulator: Any, tmp_path: Path) -> None:
 
 @pytest.mark.emulator(job_latency_s=60)
 def test_sigterm_with_jobs_open_holds_them_after_the_grace(emulator: Any, tmp_path: Path) -> None:
-    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=1)
-    run = Running(config, tmp_path)
-    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
-    run.write(customer_lines(0, 20_000))
-    wait_for(
-        lambda: sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 2,
-        "two import jobs",
-    )
+    config, run = two_jobs_open(emulator, tmp_path, stop_grace_s=1)
 
     started = time.monotonic()
     run.signal(signal.SIGTERM)
@@ -139,14 +147,7 @@ def test_sigterm_leaves_time_within_the_grace_to_put_what_is_out_on_hold(
 ) -> None:
     """An orchestrator kills the run when its own grace period ends: records still out are
     put on hold within stop_grace_s, so waiting for their jobs ends that much earlier."""
-    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=3)
-    run = Running(config, tmp_path)
-    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
-    run.write(customer_lines(0, 20_000))
-    wait_for(
-        lambda: sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 2,
-        "two import jobs",
-    )
+    _, run = two_jobs_open(emulator, tmp_path, stop_grace_s=3)
 
     run.signal(signal.SIGTERM)
     code, _, stderr = run.finish()
