@@ -55,21 +55,6 @@ def seen(emulator: Any, operation: str) -> Callable[[], bool]:
     return lambda: any(entry.operation == operation for entry in emulator.request_log)
 
 
-def two_jobs_open(
-    emulator: Any, tmp_path: Path, *, stop_grace_s: int
-) -> tuple[dict[str, Any], Running]:
-    """A run with 20,000 customers read and their two import jobs open at Klaviyo."""
-    config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=stop_grace_s)
-    run = Running(config, tmp_path)
-    run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
-    run.write(customer_lines(0, 20_000))
-    wait_for(
-        lambda: sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == 2,
-        "two import jobs",
-    )
-    return config, run
-
-
 def assert_adds_up(summary: dict[str, Any]) -> None:
     for name, stats in summary["streams"].items():
         settled = stats["loaded"] + stats["unchanged"] + stats["rejected"] + stats["on_hold"]
@@ -119,7 +104,7 @@ def test_sigterm_while_the_tap_is_silent(emulator: Any, tmp_path: Path) -> None:
 
 @pytest.mark.emulator(job_latency_s=60)
 def test_sigterm_with_jobs_open_holds_them_after_the_grace(emulator: Any, tmp_path: Path) -> None:
-    config, run = two_jobs_open(emulator, tmp_path, stop_grace_s=1)
+    config, run = import_jobs_open(emulator, tmp_path, jobs=2, stop_grace_s=1)
 
     started = time.monotonic()
     run.signal(signal.SIGTERM)
@@ -147,7 +132,7 @@ def test_sigterm_leaves_time_within_the_grace_to_put_what_is_out_on_hold(
 ) -> None:
     """An orchestrator kills the run when its own grace period ends: records still out are
     put on hold within stop_grace_s, so waiting for their jobs ends that much earlier."""
-    _, run = two_jobs_open(emulator, tmp_path, stop_grace_s=3)
+    _, run = import_jobs_open(emulator, tmp_path, jobs=2, stop_grace_s=3)
 
     run.signal(signal.SIGTERM)
     code, _, stderr = run.finish()
@@ -211,16 +196,19 @@ def test_sigint_while_waiting_on_a_rate_limit(emulator: Any, tmp_path: Path) -> 
     assert summary["streams"]["orders"]["on_hold"] == 30
 
 
-def waiting_on_an_import_job(
-    emulator: Any, tmp_path: Path, *, stop_grace_s: int
+def import_jobs_open(
+    emulator: Any, tmp_path: Path, *, jobs: int = 1, stop_grace_s: int
 ) -> tuple[dict[str, Any], Running]:
-    """A run (and its config) whose tap went silent once its 10,000 customers went out in one
-    import job."""
+    """A run (and its config) whose tap went silent once its customers went out, 10,000 to an
+    import job, and Klaviyo took the jobs."""
     config = base_config(emulator, tmp_path / "state", STREAMS, stop_grace_s=stop_grace_s)
     run = Running(config, tmp_path)
     run.write(singer_lines([schema_message("customers", SCHEMA, ["id"])]))
-    run.write(customer_lines(0, 10_000))
-    wait_for(seen(emulator, "bulk_import_profiles"), "the import job")
+    run.write(customer_lines(0, 10_000 * jobs))
+    wait_for(
+        lambda: sum(e.operation == "bulk_import_profiles" for e in emulator.request_log) == jobs,
+        f"{jobs} import jobs",
+    )
     return config, run
 
 
@@ -242,7 +230,7 @@ def test_sigterm_that_reaches_another_thread_stops_a_run_whose_tap_is_silent(
     # The main thread is blocked on the input; the signal reaches another of its threads,
     # and Python would run the handler only once the main thread runs again: at the tap's next
     # line, which does not come.
-    _, run = waiting_on_an_import_job(emulator, tmp_path, stop_grace_s=1)
+    _, run = import_jobs_open(emulator, tmp_path, stop_grace_s=1)
     time.sleep(0.3)
 
     signal_a_thread_other_than_the_main_one(run.proc.pid, signal.SIGTERM)
@@ -264,7 +252,7 @@ def test_sigterm_that_reaches_another_thread_stops_a_run_whose_tap_is_silent(
 def test_a_second_signal_stops_at_once_and_the_ledger_stays_usable(
     emulator: Any, tmp_path: Path
 ) -> None:
-    config, run = waiting_on_an_import_job(emulator, tmp_path, stop_grace_s=120)
+    config, run = import_jobs_open(emulator, tmp_path, stop_grace_s=120)
 
     run.signal(signal.SIGTERM)
     time.sleep(0.5)
