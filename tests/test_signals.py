@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import time
@@ -139,7 +140,9 @@ def test_sigterm_leaves_time_within_the_grace_to_put_what_is_out_on_hold(
 
     assert code == 128 + signal.SIGTERM
     # 20,000 records at 50 µs each: waiting ends a second before the 3 s are over.
-    assert "20000 records are still out: waiting ends 1.0 s early" in stderr, stderr[-3000:]
+    found = re.search(r"20000 records are still out: waiting for them ends ([\d.]+) s", stderr)
+    assert found is not None, stderr[-3000:]
+    assert 0.5 <= float(found[1]) <= 1.0
     summary = run.summary()
     assert_adds_up(summary)
     assert summary["streams"]["customers"]["on_hold"] == 20_000

@@ -45,11 +45,11 @@ class UnmappedStreamError(ValueError):
     """A stream that no `streams` mapping covers."""
 
 
-# Errors in the user's input: reported in one line naming the input line.
 # What putting a record on hold takes at most, about twice what was measured (200,000
 # records of an interrupted import: 4.9 s with SQLite, 5.3 s with PostgreSQL).
 HOLD_S_PER_RECORD = 50e-6
 
+# Errors in the user's input: reported in one line naming the input line.
 INPUT_ERRORS = (
     InvalidInputLine,
     RecordsWithoutSchemaException,
@@ -427,13 +427,14 @@ class Lifecycle:
         while not all(s.dispatch.idle() for s in run.sinks):
             out = run.stats.in_jobs()
             holding_s = HOLD_S_PER_RECORD * out
-            if time.monotonic() + holding_s >= deadline:
+            left = deadline - time.monotonic()
+            if holding_s >= left:
                 if holding_s > 0:
                     self.logger.warning(
-                        "%d records are still out: waiting ends %.1f s early, to put them on"
-                        " hold within stop_grace_s",
+                        "%d records are still out: waiting for them ends %.1f s before"
+                        " stop_grace_s is over, to put them on hold within it",
                         out,
-                        min(grace, holding_s),
+                        max(0.0, left),
                     )
                 break
             time.sleep(0.05)
