@@ -4,13 +4,21 @@ can end gives each record its outcome."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from target_klaviyo.records.jobs import POLL_MIN_S, POLL_PAST_END_S, PROFILE_IMPORT, OpenJob
+from target_klaviyo.records.jobs import (
+    POLL_MIN_S,
+    POLL_PAST_END_S,
+    PROFILE_IMPORT,
+    JobEnd,
+    JobWatcher,
+    OpenJob,
+)
 from tests.support import (
     INTEGER,
     STRING,
@@ -175,3 +183,38 @@ def test_a_profile_changed_and_changed_back_in_one_run_ends_as_its_last_row(
     run_checked(emulator, config, stream_messages("customers", SCHEMA, rows, ["id"]), tmp_path)
     (profile,) = [p for p in emulator.dump()["profiles"] if p["attributes"]["external_id"] == "0"]
     assert profile["properties"]["plan"] == "basic"
+
+
+class NoRequests:
+    """A client the job watcher must not use here."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("no poll was expected")
+
+
+def test_a_job_accepted_after_a_stopping_run_abandoned_its_jobs_ends_at_once() -> None:
+    """A request Klaviyo answers just after the grace was over: its job ends with the same
+    reason as the open ones (its records go on hold), rather than wait for polls that no
+    longer come and leave the summary short."""
+    watcher = JobWatcher(NoRequests())
+    ended: dict[str, JobEnd] = {}
+
+    def ending(job_id: str) -> Callable[[JobEnd], None]:
+        return lambda end: ended.__setitem__(job_id, end)
+
+    watcher.watch(PROFILE_IMPORT, "open", None, 600, ending("open"))
+    late = JobEnd(failure="not settled within stop_grace_s (30 s) after SIGTERM")
+
+    watcher.abandon(str(late.failure))
+    watcher.watch(PROFILE_IMPORT, "late", None, 600, ending("late"))
+    assert ended["late"] == late
+    assert watcher.open_jobs == 0
+    watcher.close()  # waits for the endings under way
+    assert ended["open"] == late
+
+
+def test_a_job_accepted_after_the_run_ended_normally_is_refused() -> None:
+    watcher = JobWatcher(NoRequests())
+    watcher.close()
+    with pytest.raises(RuntimeError, match="stopped"):
+        watcher.watch(PROFILE_IMPORT, "late", None, 600, lambda end: None)

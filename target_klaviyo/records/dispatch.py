@@ -356,6 +356,11 @@ class Dispatcher:
             self.end(chunk)
         return len(live)
 
+    def all_ended(self) -> bool:
+        """Every chunk handed over has ended (its records have their outcomes)."""
+        with self._lock:
+            return not self._live
+
     def idle(self) -> bool:
         """No request or job of this stream is out."""
         with self._lock:

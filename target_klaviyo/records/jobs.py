@@ -146,6 +146,9 @@ class JobWatcher:
         self._lock = threading.Condition()
         self._jobs: dict[str, OpenJob] = {}
         self._stopped = False
+        # Why open jobs were abandoned (the run is stopping): a job accepted after that ends
+        # at once, for the same reason.
+        self._abandoned: str | None = None
         self._thread: threading.Thread | None = None
         self._no_list: set[JobKind] = set()  # kinds whose job list answered with an error
         # Per kind: how long its last job that completed took at Klaviyo (created_at to
@@ -168,15 +171,21 @@ class JobWatcher:
         job.next_poll = now + POLL_FIRST_S
         job.submitted = now
         with self._lock:
-            if self._stopped:
-                raise RuntimeError("the job watcher has stopped")
-            self._jobs[job_id] = job
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="klaviyo-job-watcher", daemon=True
-                )
-                self._thread.start()
-            self._lock.notify_all()
+            abandoned = self._abandoned
+            if abandoned is None:
+                if self._stopped:
+                    raise RuntimeError("the job watcher has stopped")
+                self._jobs[job_id] = job
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="klaviyo-job-watcher", daemon=True
+                    )
+                    self._thread.start()
+                self._lock.notify_all()
+                return
+        # Accepted after the stopping run's grace was over: its records wait on hold like
+        # those of the other open jobs, and the ledger keeps it for the next run to ask about.
+        self._call_on_end(job, JobEnd(failure=abandoned))
 
     @property
     def open_jobs(self) -> int:
@@ -186,6 +195,7 @@ class JobWatcher:
     def abandon(self, reason: str) -> None:
         """End every open job now with `reason` (the run is stopping)."""
         with self._lock:
+            self._abandoned = reason
             jobs = list(self._jobs.values())
             self._jobs.clear()
             for job in jobs:

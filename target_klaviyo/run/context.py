@@ -154,12 +154,11 @@ class Run:
         return self.failure is not None
 
     def abandon_jobs(self, reason: str) -> None:
-        """Every open bulk job ends now, its records on hold (a stopping run's grace is over)."""
-        with self._shared_lock:
-            jobs = self._jobs
-        if jobs is not None:
-            jobs.abandon(reason)
-            jobs.close()
+        """Every open bulk job ends now, its records on hold (a stopping run's grace is over);
+        so does a job Klaviyo accepts from now on, the run's first included."""
+        jobs = self.jobs
+        jobs.abandon(reason)
+        jobs.close()
 
     def wait_for_requests(self) -> None:
         """Every stream's requests in flight come back (their records get an outcome)."""

@@ -48,6 +48,9 @@ class UnmappedStreamError(ValueError):
 # What putting a record on hold takes at most, about twice what was measured (200,000
 # records of an interrupted import: 4.9 s with SQLite, 5.3 s with PostgreSQL).
 HOLD_S_PER_RECORD = 50e-6
+# How long a stopping run waits, once its grace is over, for a job Klaviyo had just accepted
+# to be followed (and so put on hold).
+SETTLING_S = 2.0
 
 # Errors in the user's input: reported in one line naming the input line.
 INPUT_ERRORS = (
@@ -442,6 +445,13 @@ class Lifecycle:
         run.abandon_jobs(late)
         for sink in run.sinks:
             sink.dispatch.abandon(late)
+        # A request Klaviyo had just accepted as a job when the grace ended is between the
+        # two: its job ends (on hold) as soon as it is followed, within milliseconds.
+        settling = time.monotonic() + SETTLING_S
+        while not all(s.dispatch.all_ended() for s in run.sinks):
+            if time.monotonic() >= settling:
+                break
+            time.sleep(0.01)
         run.gate.check()
         summary = self.finish()
         waiting = summary.get("on_hold_total", 0) if summary else 0
