@@ -448,9 +448,7 @@ class Lifecycle:
         # A request Klaviyo had just accepted as a job when the grace ended is between the
         # two: its job ends (on hold) as soon as it is followed, within milliseconds.
         settling = time.monotonic() + SETTLING_S
-        while not all(s.dispatch.all_ended() for s in run.sinks):
-            if time.monotonic() >= settling:
-                break
+        while time.monotonic() < settling and not all(s.dispatch.all_ended() for s in run.sinks):
             time.sleep(0.01)
         run.gate.check()
         summary = self.finish()
