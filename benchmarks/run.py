@@ -406,12 +406,16 @@ class Bench:
                 for validate in validations:
                     setting = None if validate else False  # None: singer-sdk's default (on)
                     for who in ("noop", "target"):
-                        log = self.workdir / f"callgrind-{who}-{part}-{validate}.log"
+                        logs = f"callgrind-{who}-{part}-{validate}"
+                        for old in self.workdir.glob(f"{logs}.*.log"):
+                            old.unlink()
+                        # Every process of the run, the mapping process too (one log each).
                         prefix = (
                             valgrind,
                             "--tool=callgrind",
+                            "--trace-children=yes",
                             "--callgrind-out-file=/dev/null",
-                            f"--log-file={log}",
+                            f"--log-file={self.workdir / logs}.%p.log",
                         )
                         label = f"instructions-{who}"
                         if who == "noop":
@@ -423,7 +427,7 @@ class Bench:
                             self.run_target(
                                 emulator, inputs[part], validate=setting, label=label, prefix=prefix
                             )
-                        counted[(who, part, validate)] = _instructions(log)
+                        counted[(who, part, validate)] = _instructions(self.workdir, logs)
         n = workload.records
         for who in ("noop", "target"):
             name = "no-op target  " if who == "noop" else "target-klaviyo"
@@ -902,12 +906,18 @@ def revision() -> str:
     return commit + (" with uncommitted changes in target_klaviyo/" if dirty else "")
 
 
-def _instructions(log: Path) -> int:
-    """The instructions callgrind counted, from its log ("Collected : N")."""
-    for line in log.read_text(errors="replace").splitlines():
-        if "Collected :" in line:
-            return int(line.split("Collected :")[1].strip())
-    raise BenchmarkError(f"no instruction count in {log}")
+def _instructions(workdir: Path, logs: str) -> int:
+    """The instructions callgrind counted in a run's processes, from their logs
+    ("Collected : N"; a process that only ran another program has none)."""
+    total = found = 0
+    for log in sorted(workdir.glob(f"{logs}.*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "Collected :" in line:
+                total += int(line.split("Collected :")[1].strip())
+                found += 1
+    if not found:
+        raise BenchmarkError(f"no instruction count in {workdir / logs}.*.log")
+    return total
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
