@@ -79,12 +79,15 @@ class KeysInFlight:
         buckets, mask = self._buckets, self._mask
         for key in keys:
             bucket = buckets[key & mask]
+            if not bucket:
+                continue
             # `find`, not `in`: bytes' `in` tries its operand as an int first, and raises and
             # clears a TypeError for every key. _find only confirms the (rare) match found
             # off a key's start.
-            if bucket and (at := bucket.find(_packed(key))) >= 0:
-                if at % 8 == 0 or _find(bucket, _packed(key)) >= 0:
-                    return True
+            packed = _packed(key)
+            at = bucket.find(packed)
+            if at >= 0 and (at % 8 == 0 or _find(bucket, packed) >= 0):
+                return True
         return False
 
     def add(self, keys: array[int]) -> None:
