@@ -907,8 +907,8 @@ def revision() -> str:
 
 
 def _instructions(workdir: Path, logs: str) -> int:
-    """The instructions callgrind counted in a run's processes, from their logs
-    ("Collected : N"; a process that only ran another program has none)."""
+    """The instructions callgrind counted in a run's processes: the sum of the
+    "Collected : N" lines of their logs."""
     total = found = 0
     for log in sorted(workdir.glob(f"{logs}.*.log")):
         for line in log.read_text(errors="replace").splitlines():
