@@ -184,6 +184,40 @@ def test_pacer_keeps_a_large_tier_inside_sliding_windows() -> None:
     assert sent[-1] < 3 * 60.0 * 1.1
 
 
+@pytest.mark.emulator(window_scale=SCALE)
+def test_the_client_tells_when_a_write_waits_for_its_window(emulator: Emulator) -> None:
+    """A stream's reading thread asks before it hands lines to its mapping process: while a
+    write waits for its rate-limit window, reading faster gains nothing. A read waiting for
+    its own window does not count: the run is following jobs, not held back sending."""
+    seen: dict[str, list[bool]] = {"read": [], "write": []}
+    doing = ["read"]
+
+    def sleep(seconds: float) -> None:
+        seen[doing[0]].append(client.writes_waiting())
+        time.sleep(seconds)
+
+    client = make_client(emulator, window_scale=SCALE, max_retries=0, sleep=sleep)
+    for _ in range(2):  # XS: one a second, so the second waits
+        assert client.request("get_accounts").ok
+    doing[0] = "write"
+    body = json.dumps(
+        {
+            "data": {
+                "type": "data-privacy-deletion-job",
+                "attributes": {
+                    "profile": {"data": {"type": "profile", "attributes": {"email": "a@b.co"}}}
+                },
+            }
+        }
+    ).encode()
+    for _ in range(4):  # S: three a second, so the fourth waits
+        client.request("request_profile_deletion", body=body)
+
+    assert seen["read"] and not any(seen["read"])
+    assert seen["write"] and all(seen["write"])
+    assert not client.writes_waiting()
+
+
 # -- 429 ----------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -423,6 +424,7 @@ def through_offload(
     monkeypatch: pytest.MonkeyPatch,
     queued_there: int,
     rows: list[dict[str, Any]] | None = None,
+    sending_waits: Callable[[], bool] = lambda: False,
 ) -> list[Any]:
     """What a stream of 5,500 lines (or of `rows`) gives back, in order, with the mapping
     process started."""
@@ -432,7 +434,10 @@ def through_offload(
         "customers", {"properties": SCHEMA}, ("id",), False, mapped_where, False
     )
     work = offload.Offload(
-        recipe, lambda line, number, result: taken.append((number, result)), logging.getLogger()
+        recipe,
+        lambda line, number, result: taken.append((number, result)),
+        logging.getLogger(),
+        sending_waits,
     )
     work.start()
     deadline = time.monotonic() + 30
@@ -471,6 +476,32 @@ def test_the_reading_process_maps_batches_itself_rather_than_wait(
     # Lines not mapped cleanly (ids ending in 3, and what intake refuses) are mapped as taken.
     unmapped = {number for number, result in here if result is None}
     assert {i + 1 for i in range(5_500) if i % 10 == 3} <= unmapped
+
+
+def test_lines_stay_in_the_reading_process_while_the_runs_writes_wait_for_their_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a write waits for its rate-limit window, sending sets the run's pace: a batch
+    read then is not handed to the mapping process (that costs CPU and gains nothing) but
+    read in this process as it is taken, in input order. Once no write waits, batches go to
+    the mapping process again."""
+    asked: list[int] = []
+
+    def sending_waits() -> bool:  # asked once a batch of 1,000 lines: the 3rd and 4th wait
+        asked.append(1)
+        return len(asked) in (3, 4)
+
+    taken = through_offload(monkeypatch, queued_there=10**6, sending_waits=sending_waits)
+    unpaused = through_offload(monkeypatch, queued_there=10**6)
+
+    def mapped_there(taken: list[Any]) -> set[int]:
+        return {number for number, result in taken if result is not None}
+
+    assert [number for number, _ in taken] == list(range(1, 5_501))
+    # The 3rd and 4th batches are read here, as they are taken; the rest went as before.
+    assert mapped_there(taken) == mapped_there(unpaused) - set(range(2_001, 4_001))
+    pids = {result[2]["pid"] for _, result in taken if result is not None}
+    assert len(pids) == 1 and os.getpid() not in pids
 
 
 def test_wide_rows_go_to_the_mapping_process_in_smaller_batches(

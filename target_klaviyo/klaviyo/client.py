@@ -231,6 +231,7 @@ class KlaviyoClient:
         self.calls: Counter[str] = Counter()
         self.rate_limit_wait_s = 0.0
         self._stopping = threading.Event()
+        self._writes_waiting = 0  # writes waiting for their rate-limit window or a retry
 
     def share_budget(self, pacer: Pacing) -> None:
         """Pace from a budget other runs on the account share (the ledger in PostgreSQL)."""
@@ -240,6 +241,15 @@ class KlaviyoClient:
         """The run is stopping: writes not yet sent (waiting for their rate-limit window or a
         retry) are not sent; reads go on, so that what was sent can still be followed."""
         self._stopping.set()
+
+    def writes_waiting(self) -> bool:
+        """Whether a write waits for its rate-limit window (or a retry) now: the run sends
+        as fast as Klaviyo allows, and reading faster would only make requests wait longer."""
+        return self._writes_waiting > 0
+
+    def _count_waiting(self, step: int) -> None:
+        with self._lock:
+            self._writes_waiting += step
 
     def _held_back(self, operation: Operation) -> bool:
         return self._stopping.is_set() and operation.method != "GET"
@@ -296,21 +306,15 @@ class KlaviyoClient:
         next(expo)  # backoff's generators yield None first (primed by .send(None))
         delays: Iterator[float] = (backoff.full_jitter(v) for v in expo)
         last: _Retry | None = None
+        write = operation.method != "GET"
         for attempt in range(self.max_retries + 1):
-            if last is not None:
-                wait = last.wait if last.wait is not None else next(delays)
-                if last.wait is not None or last.status == 429:
-                    self._account_wait(wait)
-                LOGGER.info(
-                    "%s: %s; retry %d of %d in %.1f s",
-                    operation_name,
-                    last.reason,
-                    attempt,
-                    self.max_retries,
-                    wait,
-                )
-                self._pause(wait, operation)
-            waited = self._pacer.acquire(operation, give_up=lambda: self._held_back(operation))
+            if write:
+                self._count_waiting(1)
+            try:
+                waited = self._wait_turn(operation, operation_name, attempt, last, delays)
+            finally:
+                if write:
+                    self._count_waiting(-1)
             if waited is None or self._held_back(operation):
                 if waited is not None:
                     self._pacer.release(operation)
@@ -339,6 +343,31 @@ class KlaviyoClient:
             exhausted=True,
             message=f"{operation_name}: gave up after {attempt} retries: {last.reason}",
         )
+
+    def _wait_turn(
+        self,
+        operation: Operation,
+        operation_name: str,
+        attempt: int,
+        last: _Retry | None,
+        delays: Iterator[float],
+    ) -> float | None:
+        """Wait out the retry delay (after a failed attempt), then the rate-limit window: the
+        seconds waited for the window, or None when the run stopped meanwhile."""
+        if last is not None:
+            wait = last.wait if last.wait is not None else next(delays)
+            if last.wait is not None or last.status == 429:
+                self._account_wait(wait)
+            LOGGER.info(
+                "%s: %s; retry %d of %d in %.1f s",
+                operation_name,
+                last.reason,
+                attempt,
+                self.max_retries,
+                wait,
+            )
+            self._pause(wait, operation)
+        return self._pacer.acquire(operation, give_up=lambda: self._held_back(operation))
 
     def _attempt(
         self, operation: Operation, url: str, params: Mapping[str, Any] | None, body: bytes | None

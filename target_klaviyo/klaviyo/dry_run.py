@@ -86,6 +86,9 @@ class DryRunClient:
             return ApiResult(operation_name, 201, body={"data": {"id": job_id}})
         return ApiResult(operation_name, 202 if operation.method == "POST" else 204)
 
+    def writes_waiting(self) -> bool:
+        return False  # nothing is paced: a plan is written as fast as it is read
+
     def _answer_read(self, operation_name: str) -> ApiResult:
         if operation_name.startswith("get_bulk_") and operation_name.endswith("_job"):
             attributes = {"status": "complete", "failed_count": 0}

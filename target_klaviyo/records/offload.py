@@ -149,9 +149,11 @@ class Offload:
         recipe: Recipe,
         take: Callable[[str, int, Result], None],
         logger: logging.Logger,
+        sending_waits: Callable[[], bool] = lambda: False,
     ) -> None:
         self._recipe = recipe
         self._take = take  # (line, line number, result): result None maps the line here
+        self._sending_waits = sending_waits  # the run's writes wait for Klaviyo's rate limits
         self._logger = logger
         self._proc: subprocess.Popen[bytes] | None = None
         self._frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -274,7 +276,9 @@ class Offload:
                 return
             if len(in_flight) >= BATCHES_IN_FLIGHT:
                 self._take_batch()
-            while in_flight and not self._frames.empty():
+            # A batch the mapping process does not hold goes on at once; one it holds, once
+            # it has answered.
+            while in_flight and (in_flight[0][2] is not True or not self._frames.empty()):
                 self._take_batch()
         except BaseException:
             self.discard()
@@ -301,11 +305,13 @@ class Offload:
 
     def _send(self) -> None:
         """Send the lines added to the mapping process, or map them here while it has
-        QUEUED_THERE batches before it: this process would only wait for it."""
+        QUEUED_THERE batches before it: this process would only wait for it. While the run's
+        writes wait for Klaviyo's rate limits, reading faster gains nothing and handing lines
+        over costs CPU of its own: they are read here, as before the process was ready."""
         lines, numbers = self._lines, self._numbers
         self._lines, self._numbers, self._chars = [], [], 0
         proc = self._proc
-        if proc is None or not self.ready:
+        if proc is None or not self.ready or self._sending_waits():
             self._in_flight.append((lines, numbers, False))
             return
         if self._sent - self._frames.qsize() >= QUEUED_THERE:

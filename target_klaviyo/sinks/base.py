@@ -271,6 +271,7 @@ class KlaviyoSink(BatchSink):
                 ),
                 self._take_offloaded,
                 self.logger,
+                self.run.client.writes_waiting,
             )
             work.start()
             self.dispatch.reading_ahead = work.pending
