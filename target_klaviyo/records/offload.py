@@ -7,7 +7,9 @@ lines go in batches to a mapping process of its own (`python -m target_klaviyo.r
 which checks and maps them exactly as this process would (the same intake and the same record
 mapper, built from the sink's recipe). This process then routes lines and adds the mapped
 records to their chunks, in input order, while it sends them; when the mapping process already
-has batches before it, this process maps the next batch itself rather than wait.
+has batches before it, this process maps the next batch itself rather than wait, and while the
+run's writes wait for their rate-limit window it reads its batches itself (handing them over
+costs CPU, and reading faster would gain nothing then).
 
 A line the mapping process does not map cleanly — a validation failure, a rejection, a date
 that does not parse, any error — comes back unmapped and takes this process's own path, so
