@@ -151,7 +151,7 @@ class Offload:
         recipe: Recipe,
         take: Callable[[str, int, Result], None],
         logger: logging.Logger,
-        sending_waits: Callable[[], bool] = lambda: False,
+        sending_waits: Callable[[], bool],
     ) -> None:
         self._recipe = recipe
         self._take = take  # (line, line number, result): result None maps the line here
